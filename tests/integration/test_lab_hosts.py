@@ -1,0 +1,201 @@
+"""The simulated cPanel hosts behave as cpanel.md §3/§9 say, over real SSH, with a real Exim deciding."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from lab import Host, HostSpec
+from lab.fleet import pristine_view
+from lab.remote import ssh
+from lab.smtp import authenticated_attempt, banner, relay_attempt
+
+pytestmark = pytest.mark.integration
+
+STATUS_RE = re.compile(r"^  Driver \(Active: ([01])\) (Cpanel::TailWatch::\S+)$")
+TRACKER = "Cpanel::TailWatch::RecentAuthedMailIpTracker"
+ANTIRELAYD = "Cpanel::TailWatch::Antirelayd"
+REJECT_SUFFIX = "is not permitted to relay through this server without authentication."
+MODERN_TW = "/usr/local/cpanel/libexec/tailwatchd"
+LEGACY_TW = "/usr/local/cpanel/bin/tailwatchd"
+WHMAPI = "/usr/local/cpanel/bin/whmapi1 --output=json"
+RESTART_EXIM = "/usr/local/cpanel/scripts/restartsrv_exim"
+
+
+def drivers(status_text: str) -> dict[str, int]:
+    found = {}
+    for line in status_text.splitlines():
+        m = STATUS_RE.match(line)
+        if m:
+            found[m.group(2)] = int(m.group(1))
+    return found
+
+
+def bh_rcpt_reply(host: Host, ip: str) -> str:
+    """The RCPT reply of ``exim -bh`` run on the host over SSH: the daemon's decision, no delivery."""
+    dialogue = (
+        f"printf 'EHLO probe.example\\r\\nMAIL FROM:<{host.mailbox}>\\r\\n"
+        f"RCPT TO:<x@example.net>\\r\\nQUIT\\r\\n' | /usr/sbin/exim -bh {ip}"
+    )
+    res = ssh(host, dialogue)
+    assert res.rc == 0, res.err
+    replies = [line for line in res.out.splitlines() if re.match(r"^(250|550|5\d\d) ", line)]
+    # EHLO's final line, MAIL, RCPT: the RCPT reply is the last 250/5xx before QUIT's 221.
+    return replies[-1]
+
+
+@pytest.mark.parametrize(("profile", "path", "driver"), [("modern", MODERN_TW, TRACKER),
+                                                         ("legacy", LEGACY_TW, ANTIRELAYD)])
+def test_tailwatchd_status_reports_daemon_and_drivers(make_host, profile, path, driver):
+    host = make_host(profile=profile)
+    res = ssh(host, f"{path} --status")
+    assert res.rc == 0
+    lines = res.out.splitlines()
+    assert lines[0] == "tailwatchd is enabled"
+    assert re.fullmatch(r"Running, PID \d+", lines[1])
+    assert drivers(res.out)[driver] == 1
+    assert all(STATUS_RE.match(line) for line in lines[2:])
+
+
+def test_whmapi1_reads_and_sets_the_popbeforesmtp_tweak(modern):
+    got = json.loads(ssh(modern, f"{WHMAPI} get_tweaksetting key=popbeforesmtp").out)
+    assert got["metadata"] == {"command": "get_tweaksetting", "result": 1, "reason": "OK", "version": 1}
+    assert int(got["data"]["tweaksetting"]["value"]) == 1
+    assert got["data"]["tweaksetting"]["key"] == "popbeforesmtp"
+
+    res = ssh(modern, f"{WHMAPI} set_tweaksetting key=popbeforesmtp value=0")
+    assert json.loads(res.out)["metadata"]["result"] == 1
+    assert not modern.path("/etc/popbeforesmtp").exists()
+    assert "popbeforesmtp=0" in modern.read("/var/cpanel/cpanel.config").splitlines()
+    got = json.loads(ssh(modern, f"{WHMAPI} get_tweaksetting key=popbeforesmtp").out)
+    assert int(got["data"]["tweaksetting"]["value"]) == 0
+
+
+def test_modern_tracker_disable_sets_skip_key_and_empties_the_lists(modern):
+    assert modern.read("/etc/recent_authed_mail_ips").strip()
+    res = ssh(modern, f"{MODERN_TW} --disable={TRACKER}")
+    assert res.rc == 0
+    assert "skiprecentauthedmailiptracker=1" in modern.read("/var/cpanel/cpanel.config").splitlines()
+    assert modern.read("/etc/recent_authed_mail_ips") == ""
+    assert modern.read("/etc/recent_authed_mail_ips_users") == ""
+    assert modern.path("/etc/relayhosts").is_symlink()
+    assert drivers(ssh(modern, f"{MODERN_TW} --status").out)[TRACKER] == 0
+
+
+def test_modern_rejects_the_legacy_driver_name(modern):
+    res = ssh(modern, f"{MODERN_TW} --disable={ANTIRELAYD}")
+    assert res.rc != 0
+    assert res.err.startswith(f"Failed to load {ANTIRELAYD}: No such file or directory")
+    res = ssh(modern, f"{LEGACY_TW} --disable={ANTIRELAYD}")
+    assert res.rc == 127
+
+
+def test_legacy_antirelayd_disable_sets_skip_key_and_leaves_relayhosts(legacy):
+    before = legacy.read("/etc/relayhosts")
+    assert before.strip()
+    assert ssh(legacy, f"{LEGACY_TW} --disable={ANTIRELAYD}").rc == 0
+    assert "skipantirelayd=1" in legacy.read("/var/cpanel/cpanel.config").splitlines()
+    assert legacy.read("/etc/relayhosts") == before
+    assert drivers(ssh(legacy, f"{LEGACY_TW} --status").out)[ANTIRELAYD] == 0
+
+
+@pytest.mark.parametrize("profile", ["modern", "legacy"])
+def test_restartsrv_exim_status_stop_and_restart(make_host, profile):
+    host = make_host(profile=profile)
+    up = ssh(host, f"{RESTART_EXIM} --status")
+    assert up.rc == 0
+    pid = int(re.search(r"with PID (\d+)", up.out).group(1))
+    assert ssh(host, f"{RESTART_EXIM} --stop").rc == 0
+    down = ssh(host, f"{RESTART_EXIM} --status")
+    assert down.rc == 1
+    assert "The “exim” service is down." in down.err
+    assert ssh(host, RESTART_EXIM).rc == 0
+    again = ssh(host, f"{RESTART_EXIM} --status")
+    assert again.rc == 0
+    assert int(re.search(r"with PID (\d+)", again.out).group(1)) != pid
+    assert "ESMTP" in banner(host.address).text
+
+
+def test_modern_relay_verdicts_follow_the_tweak_setting(lab, modern):
+    source = lab.client_source()
+    assert source in modern.read("/etc/recent_authed_mail_ips").split()
+    assert relay_attempt(modern.address, source).code == 250
+    assert bh_rcpt_reply(modern, source).startswith("250")
+    assert authenticated_attempt(modern.address, source, modern.mailbox).code == 250
+
+    ssh(modern, f"{WHMAPI} set_tweaksetting key=popbeforesmtp value=0")
+    ssh(modern, "/usr/local/cpanel/scripts/update_exim_rejects")
+    denied = relay_attempt(modern.address, source)
+    assert denied.code == 550
+    assert REJECT_SUFFIX in denied.text
+    assert "Please turn on SMTP Authentication in your mail client." in denied.text
+    bh = bh_rcpt_reply(modern, source)
+    assert bh.startswith("550")
+    assert REJECT_SUFFIX in bh
+    assert authenticated_attempt(modern.address, source, modern.mailbox).code == 250
+
+
+def test_legacy_driver_disable_alone_leaves_stale_entries_relaying(lab, legacy):
+    source = lab.client_source()
+    assert relay_attempt(legacy.address, source).code == 250
+    ssh(legacy, f"{LEGACY_TW} --disable={ANTIRELAYD}")
+    assert relay_attempt(legacy.address, source).code == 250
+
+
+def test_legacy_disable_then_truncate_closes_relaying(lab, legacy):
+    source = lab.client_source()
+    ssh(legacy, f"{LEGACY_TW} --disable={ANTIRELAYD}")
+    ssh(legacy, ": > /etc/relayhosts; : > /etc/relayhostsusers")
+    ssh(legacy, f"{LEGACY_TW} --status")  # any simulated command runs the tracker hook
+    assert legacy.read("/etc/relayhosts") == ""
+    assert relay_attempt(legacy.address, source).code == 550
+
+
+def test_legacy_truncate_alone_is_undone_by_the_running_tracker(lab, legacy):
+    source = lab.client_source()
+    ssh(legacy, ": > /etc/relayhosts")
+    assert relay_attempt(legacy.address, source).code == 550
+    ssh(legacy, f"{LEGACY_TW} --status")  # the next tracker pass re-adds the logins
+    assert source in legacy.read("/etc/relayhosts").split()
+    assert relay_attempt(legacy.address, source).code == 250
+
+
+def test_two_hosts_keep_their_own_files_and_journals(make_host):
+    a = make_host(profile="modern")
+    b = make_host(profile="modern", exposed=False)
+    ssh(a, "echo only-a > /etc/marker")
+    assert a.path("/etc/popbeforesmtp").exists()
+    assert not b.path("/etc/popbeforesmtp").exists()
+    assert ssh(b, "cat /etc/marker").rc != 0
+    ssh(a, f"{MODERN_TW} --status")
+    ssh(b, f"{WHMAPI} get_tweaksetting key=popbeforesmtp")
+    assert [r["argv"][1:] for r in a.journal()] == [["--status"]]
+    assert [r["argv"][1:] for r in b.journal()] == [["--output=json", "get_tweaksetting", "key=popbeforesmtp"]]
+    record = a.journal()[0]
+    assert record["argv"][0] == MODERN_TW
+    assert record["uid"] == 0
+    assert record["rc"] == 0
+    assert record["end"] >= record["start"]
+
+
+def test_reset_restores_the_pristine_tree(lab, make_host):
+    host = make_host(profile="legacy")
+    pristine = pristine_view(host.snapshot())
+    ssh(host, f"{LEGACY_TW} --disable={ANTIRELAYD}; : > /etc/relayhosts; touch /etc/alwaysrelay.bak")
+    assert pristine_view(host.snapshot()) != pristine
+    lab.reset(host)
+    assert pristine_view(host.snapshot()) == pristine
+    assert host.journal() == []
+
+
+def test_seedable_state_reaches_the_host(lab, make_host):
+    spec = HostSpec(profile="modern", alwaysrelay=("192.0.2.44",), trustedmailhosts=("192.0.2.55",),
+                    queue_size=3, mainlog_lines=("2026-11-25 10:00:00 seeded line",))
+    host = make_host(spec)
+    assert "192.0.2.44" in host.read("/etc/recent_authed_mail_ips").split()
+    assert host.read("/etc/trustedmailhosts") == "192.0.2.55\n"
+    assert ssh(host, "/usr/sbin/exim -bpc").out.strip() == "3"
+    assert "seeded line" in host.read("/var/log/exim_mainlog")
+    assert "alice@" in host.read("/etc/recent_authed_mail_ips_users")
