@@ -1,0 +1,196 @@
+"""``relayguard``: audit or fix POP-before-SMTP relaying on cPanel servers from an operator's laptop.
+
+    relayguard check HOST[:PORT]...            audit, change nothing
+    relayguard fix HOST[:PORT]...              close the gate, restart Exim once, prove refusal
+    relayguard scan --inventory FILE [--fix]   every server of an inventory, concurrently
+
+Exit codes: 0 every host compliant, remediated or not cPanel; 1 an audit found exposed hosts;
+2 a host failed or could not be reached (2 wins over 1).
+The SSH private key comes from ``--identity FILE`` or, as text, from the RELAYGUARD_SSH_KEY
+environment variable; it is never printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from relayguard.adapters.ssh import host_keys_from_known_hosts
+from relayguard.bootstrap import build_engine
+from relayguard.domain.models import OK_OUTCOMES, Mode, Outcome, Policy
+from relayguard.engine import Engine, ServerResult
+from relayguard.errors import RelayGuardError
+from relayguard.inventory import load_inventory
+from relayguard.ports import Target
+
+ENV_SSH_KEY = "RELAYGUARD_SSH_KEY"  # private key text (e.g. from a secret store); default: unset
+
+
+@dataclass(frozen=True)
+class Options:
+    command: str
+    hosts: tuple[str, ...]
+    inventory: str | None
+    fix: bool
+    concurrency: int
+    user: str
+    identity: str | None
+    known_hosts: str
+    sudo: bool
+    json: bool
+    timeout: float
+    disable_tracker: bool
+
+    @property
+    def policy(self) -> Policy:
+        mode = Mode.FIX if self.command == "fix" or (self.command == "scan" and self.fix) else Mode.AUDIT
+        return Policy(mode=mode, disable_tracker=self.disable_tracker)
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--user", default="root", help="SSH login (default: %(default)s)")
+    common.add_argument("--identity", metavar="FILE", help=f"private key file (or set {ENV_SSH_KEY})")
+    common.add_argument("--known-hosts", metavar="FILE", default=str(Path.home() / ".ssh" / "known_hosts"),
+                        help="pinned host keys (default: %(default)s); unknown hosts are refused")
+    common.add_argument("--sudo", action="store_true", help="log in as a non-root user and run via 'sudo -n'")
+    common.add_argument("--json", action="store_true", help="one JSON object per host per line")
+    common.add_argument("--timeout", type=float, default=60.0, help="per-command deadline, seconds")
+    common.add_argument("--disable-tracker", action="store_true",
+                        help="modern cPanel: also disable RecentAuthedMailIpTracker (see docs)")
+    parser = argparse.ArgumentParser(prog="relayguard", description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="\n".join(__doc__.splitlines()[2:]))
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, text in (("check", "audit hosts, change nothing"), ("fix", "remediate hosts")):
+        p = sub.add_parser(name, parents=[common], help=text)
+        p.add_argument("hosts", nargs="+", metavar="HOST[:PORT]")
+    scan = sub.add_parser("scan", parents=[common], help="audit (or --fix) every server of an inventory")
+    scan.add_argument("--inventory", required=True, metavar="FILE")
+    scan.add_argument("--fix", action="store_true")
+    scan.add_argument("--concurrency", type=int, default=10)
+    return parser
+
+
+def parse_options(argv: Sequence[str] | None) -> Options:
+    ns = _parser().parse_args(argv)
+    if getattr(ns, "concurrency", 1) < 1:
+        raise SystemExit("relayguard: --concurrency must be at least 1")
+    return Options(
+        command=ns.command,
+        hosts=tuple(getattr(ns, "hosts", ()) or ()),
+        inventory=getattr(ns, "inventory", None),
+        fix=getattr(ns, "fix", False),
+        concurrency=getattr(ns, "concurrency", 1),
+        user=ns.user,
+        identity=ns.identity,
+        known_hosts=ns.known_hosts,
+        sudo=ns.sudo,
+        json=ns.json,
+        timeout=ns.timeout,
+        disable_tracker=ns.disable_tracker,
+    )
+
+
+def split_host(spec: str) -> tuple[str, int]:
+    """``host``, ``host:port``, ``[v6]:port`` or a bare IPv6 address."""
+    if spec.startswith("["):
+        host, _, rest = spec[1:].partition("]")
+        return host, int(rest[1:]) if rest.startswith(":") else 22
+    if spec.count(":") == 1:
+        host, port = spec.split(":")
+        return host, int(port)
+    return spec, 22
+
+
+def targets_from(opts: Options) -> list[Target]:
+    if opts.inventory:
+        inv = load_inventory(opts.inventory)
+        # An inventory entry's own user, port and pinned keys override the command-line defaults.
+        return [s.target() for s in inv.servers]
+    targets = []
+    for spec in opts.hosts:
+        host, port = split_host(spec)
+        keys = host_keys_from_known_hosts(opts.known_hosts, host, port) if Path(opts.known_hosts).exists() else ()
+        targets.append(Target(name=spec, host=host, port=port, user=opts.user, host_keys=keys))
+    return targets
+
+
+def run_fleet(engine: Engine, targets: Iterable[Target], policy: Policy, concurrency: int,
+              progress: TextIO | None = None) -> list[ServerResult]:
+    """Run every target, ``concurrency`` at a time; one server's failure never hides another's result."""
+    targets = list(targets)
+    results: list[ServerResult] = []
+    with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(targets) or 1))) as pool:
+        futures = {pool.submit(engine.run, t, policy): t for t in targets}
+        for done, fut in enumerate(as_completed(futures), 1):
+            target = futures[fut]
+            try:
+                res = fut.result()
+            except Exception as exc:
+                res = ServerResult(host=target.name, address=target.host, mode=str(policy.mode),
+                                   outcome=Outcome.FAILED, reason=f"internal error: {exc.__class__.__name__}")
+            results.append(res)
+            if progress is not None and len(targets) > 1:
+                print(f"[{done}/{len(targets)}] {res.host}: {res.outcome}", file=progress, flush=True)
+    order = {t.name: i for i, t in enumerate(targets)}
+    return sorted(results, key=lambda r: order.get(r.host, 0))
+
+
+def exit_code(results: Iterable[ServerResult]) -> int:
+    code = 0
+    for r in results:
+        if r.outcome == Outcome.NONCOMPLIANT:
+            code = max(code, 1)
+        elif r.outcome not in OK_OUTCOMES:
+            code = 2
+    return code
+
+
+def render_table(results: list[ServerResult]) -> str:
+    rows = [("HOST", "OUTCOME", "GEN", "EXPOSED", "RESTARTED", "DETAIL")]
+    for r in results:
+        exposed = "-" if r.exposed_before is None else (
+            f"{'yes' if r.exposed_before else 'no'}→{'yes' if r.exposed_after else 'no'}"
+            if r.exposed_after is not None else ("yes" if r.exposed_before else "no"))
+        detail = r.reason or ", ".join(r.warnings)
+        if r.affected_mailboxes:
+            detail = (detail + "; " if detail else "") + f"mailboxes: {', '.join(r.affected_mailboxes)}"
+        rows.append((r.host, str(r.outcome), r.generation or "-", exposed,
+                     "yes" if r.restarted else "no", detail))
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    return "\n".join(
+        "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:5])) + "  " + row[5] for row in rows
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    opts = parse_options(argv)
+    try:
+        targets = targets_from(opts)
+        engine = build_engine(key_path=opts.identity, key_text=None if opts.identity else os.environ.get(ENV_SSH_KEY),
+                              sudo=opts.sudo, timeout=opts.timeout)
+    except RelayGuardError as exc:
+        print(f"relayguard: {exc}", file=sys.stderr)
+        return 2
+    except (OSError, ValueError) as exc:
+        print(f"relayguard: {exc}", file=sys.stderr)
+        return 2
+    results = run_fleet(engine, targets, opts.policy, opts.concurrency if opts.inventory else len(targets),
+                        progress=None if opts.json else sys.stderr)
+    if opts.json:
+        for r in results:
+            print(r.to_json_line())
+    else:
+        print(render_table(results))
+    return exit_code(results)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""Values the pure core works on: what a server looked like, what to do, what happened."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class Generation(enum.StrEnum):
+    MODERN = "modern"  # cPanel 11.52+: the popbeforesmtp Tweak Setting gates relaying
+    LEGACY = "legacy"  # cPanel < 11.52: the Antirelayd driver's list opens relaying
+    UNKNOWN = "unknown"  # version and paths disagree: report, change nothing
+    NONE = "none"  # not a cPanel server
+
+
+class Outcome(enum.StrEnum):
+    COMPLIANT = "compliant"
+    REMEDIATED = "remediated"
+    NONCOMPLIANT = "noncompliant"
+    NOT_CPANEL = "not-cpanel"
+    FAILED = "failed"
+    UNREACHABLE = "unreachable"
+    TIMEOUT = "timeout"
+    HOST_KEY_MISMATCH = "host-key-mismatch"
+    HOST_KEY_UNKNOWN = "host-key-unknown"
+    AUTH_FAILED = "auth-failed"
+    PERMISSION_DENIED = "permission-denied"
+
+
+#: Outcomes after which the job is done and nothing is wrong (CLI exit 0).
+OK_OUTCOMES = frozenset({Outcome.COMPLIANT, Outcome.REMEDIATED, Outcome.NOT_CPANEL})
+
+
+class Mode(enum.StrEnum):
+    AUDIT = "audit"
+    FIX = "fix"
+
+
+@dataclass(frozen=True)
+class Policy:
+    """How far a job may go.
+
+    ``disable_tracker`` also turns off cPanel's RecentAuthedMailIpTracker on modern servers. Its side
+    effect: POP/IMAP users lose the greylisting and rate-limit bypass the list gives them, and WHM
+    hides the Tweak Setting. Off by default: closing the gate alone stops the relaying.
+    """
+
+    mode: Mode = Mode.AUDIT
+    disable_tracker: bool = False
+
+
+@dataclass(frozen=True)
+class ListFile:
+    """One relay or exception list as found on the server."""
+
+    path: str
+    kind: str  # "file", "symlink" or "missing"
+    target: str = ""
+    lines: tuple[str, ...] = ()
+
+    @property
+    def entries(self) -> tuple[str, ...]:
+        return tuple(line.strip() for line in self.lines if line.strip() and not line.lstrip().startswith("#"))
+
+
+@dataclass(frozen=True)
+class Finding:
+    """Every fact one read-only probe collected (cpanel.md §5), already parsed."""
+
+    complete: bool
+    uid: int | None = None
+    hostname: str = ""
+    has_timeout: bool = False
+    version: str = ""
+    version_present: bool = False
+    libexec_tailwatchd: bool = False
+    bin_tailwatchd: bool = False
+    tracker_module: bool = False
+    antirelayd_module: bool = False
+    config: Mapping[str, str] = field(default_factory=dict)
+    gate_file: bool = False
+    senders_warning_file: bool = False
+    markers: frozenset[str] = frozenset()
+    lists: Mapping[str, ListFile] = field(default_factory=dict)
+    exceptions: Mapping[str, ListFile] = field(default_factory=dict)
+    tailwatchd_status_rc: int | None = None
+    tailwatchd_status: str = ""
+    exim_status_rc: int | None = None
+    exim_status: str = ""
+    exim_bv_rc: int | None = None
+    queue: int | None = None
+    reject_text: str = ""
+    local_domain: str = ""
+    smtp_restrictions: str = ""
+    indicators: Mapping[str, int] = field(default_factory=dict)
+
+    @property
+    def exim_running(self) -> bool:
+        return self.exim_status_rc == 0
+
+
+@dataclass(frozen=True)
+class Step:
+    """One planned remote action, for the record and for rendering."""
+
+    name: str
+    argv: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Plan:
+    generation: Generation
+    exposed: bool
+    steps: tuple[Step, ...] = ()
+    truncate: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+    verify_ip: str = ""
+    verify_sender: str = ""
+
+    @property
+    def empty(self) -> bool:
+        return not self.steps and not self.truncate
+
+
+@dataclass(frozen=True)
+class StepResult:
+    name: str
+    rc: int | None
+    duration: float
+    stdout: str = ""
+    stderr: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "rc": self.rc, "duration": round(self.duration, 3),
+                "stdout": self.stdout, "stderr": self.stderr}

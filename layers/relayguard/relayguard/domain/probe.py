@@ -1,0 +1,207 @@
+"""The read-only probe: one fixed POSIX script, one SSH round trip, parsed into a :class:`Finding`.
+
+The script prints ``key=value`` lines, hex-encodes every blob (``od`` exists everywhere; ``base64``
+does not on CentOS 5-era hosts), wraps each tool in ``timeout`` only where ``timeout`` exists, and
+brackets its output with ``scan.schema=1`` / ``scan.end=1`` so truncated output is detected.
+"""
+
+from __future__ import annotations
+
+import re
+
+from relayguard.domain.models import Finding, ListFile
+
+SCHEMA = "1"
+CPANEL = "/usr/local/cpanel"
+CONFIG_KEYS = (
+    "popbeforesmtp",
+    "popbeforesmtpsenders",
+    "skiprecentauthedmailiptracker",
+    "skipantirelayd",
+    "skiptailwatchd",
+    "smtpmailgidonly",
+    "maxemailsperhour",
+    "emailsperdaynotify",
+    "email_outbound_spam_detect_enable",
+    "email_outbound_spam_detect_action",
+    "email_outbound_spam_detect_threshold",
+)
+LISTS = {
+    "recent_authed_mail_ips": "/etc/recent_authed_mail_ips",
+    "recent_authed_mail_ips_users": "/etc/recent_authed_mail_ips_users",
+    "relayhosts": "/etc/relayhosts",
+    "relayhostsusers": "/etc/relayhostsusers",
+}
+EXCEPTIONS = {
+    "alwaysrelay": "/etc/alwaysrelay",
+    "trustedmailhosts": "/etc/trustedmailhosts",
+    "skipsmtpcheckhosts": "/etc/skipsmtpcheckhosts",
+}
+MARKERS = tuple(f"/etc/{d}{m}" for d in ("recentauthedmailiptracker", "antirelayd", "tailwatchd")
+                for m in ("disable", "isevil"))
+INDICATORS = {
+    "rejected_relay": "Rejected relay attempt:",
+    "max_per_hour": "has exceeded the max emails per hour",
+    "max_defers": "max defers and failures per hour",
+    "suspended": "has an outgoing mail suspension",
+    "dovecot_auth": "A=dovecot_",
+    "auth_failed": "authenticator failed",
+}
+
+# Shell helpers shared by every script RelayGuard sends. Fixed text: nothing is interpolated.
+PRELUDE = r"""
+PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+export PATH
+LC_ALL=C
+export LC_ALL
+if command -v timeout >/dev/null 2>&1; then RG_T=1; else RG_T=0; fi
+t() { case "$RG_T$1" in 1/*) timeout 30 "$@" ;; *) "$@" ;; esac; }
+hex() { od -An -v -tx1 | tr -d ' \n'; }
+kv() { printf '%s=%s\n' "$1" "$2"; }
+flag() { if [ -e "$2" ] || [ -L "$2" ]; then kv "$1" 1; else kv "$1" 0; fi; }
+blob() {
+  k=$1; shift
+  o=$( (t "$@") 2>&1 ); r=$?
+  kv "$k.rc" "$r"
+  printf '%s.hex=' "$k"; printf '%s' "$o" | dd bs=65536 count=1 2>/dev/null | hex; echo
+}
+listfile() {
+  k=$1; p=$2
+  if [ -L "$p" ]; then kv "$k.kind" symlink; kv "$k.target" "$(readlink "$p")"
+  elif [ -f "$p" ]; then kv "$k.kind" file
+  else kv "$k.kind" missing; return 0; fi
+  printf '%s.hex=' "$k"; dd if="$p" bs=65536 count=1 2>/dev/null | hex; echo
+}
+now() { read -r up _ < /proc/uptime; printf '%s' "$up"; }
+"""
+
+
+def _probe_body() -> str:
+    cfg_re = "|".join(CONFIG_KEYS)
+    lines = [
+        "kv scan.schema " + SCHEMA,
+        'kv id.uid "$(id -u)"',
+        'kv id.hostname "$(hostname -f 2>/dev/null || hostname)"',
+        'kv has_timeout "$RG_T"',
+        f"flag version.present {CPANEL}/version",
+        f"printf 'version='; head -n 1 {CPANEL}/version 2>/dev/null | tr -cd '0-9.'; echo",
+        f"flag path.libexec_tailwatchd {CPANEL}/libexec/tailwatchd",
+        f"flag path.bin_tailwatchd {CPANEL}/bin/tailwatchd",
+        f"flag module.tracker {CPANEL}/Cpanel/TailWatch/RecentAuthedMailIpTracker.pm",
+        f"flag module.antirelayd {CPANEL}/Cpanel/TailWatch/Antirelayd.pm",
+        f"grep -E '^({cfg_re})=' /var/cpanel/cpanel.config 2>/dev/null | sed 's/^/cfg./'",
+        "flag file.popbeforesmtp /etc/popbeforesmtp",
+        "flag file.eximpopbeforesmtpwarning /etc/eximpopbeforesmtpwarning",
+    ]
+    lines += [f"flag marker.{m.rsplit('/', 1)[1]} {m}" for m in MARKERS]
+    lines += [f"listfile list.{k} {p}" for k, p in LISTS.items()]
+    lines += [f"listfile exc.{k} {p}" for k, p in EXCEPTIONS.items()]
+    lines += [
+        f"if [ -x {CPANEL}/libexec/tailwatchd ]; then blob tailwatchd.status {CPANEL}/libexec/tailwatchd --status",
+        f"elif [ -x {CPANEL}/bin/tailwatchd ]; then blob tailwatchd.status {CPANEL}/bin/tailwatchd --status; fi",
+        f"if [ -e {CPANEL}/scripts/restartsrv_exim ]; then",
+        f"  blob exim.status {CPANEL}/scripts/restartsrv_exim --status",
+        "else blob exim.status false; fi",
+        "blob exim.bv /usr/sbin/exim -bV",
+        "blob exim.queue /usr/sbin/exim -bpc",
+        "listfile eximrejects /etc/eximrejects",
+        "printf 'localdomain='; head -n 1 /etc/localdomains 2>/dev/null | tr -cd 'A-Za-z0-9.-'; echo",
+        f"if [ -e {CPANEL}/scripts/smtpmailgidonly ]; then",
+        f"  blob smtpmailgidonly {CPANEL}/scripts/smtpmailgidonly status; fi",
+        "if [ -r /var/log/exim_mainlog ]; then",
+    ]
+    # A bounded tail, read once per pattern: the probe writes nothing, not even a temp file.
+    lines += [f"  kv indicator.{k} \"$(tail -n 20000 /var/log/exim_mainlog | grep -c -F '{v}')\""
+              for k, v in INDICATORS.items()]
+    lines += ["fi", "kv scan.end 1"]
+    return "\n".join(lines) + "\n"
+
+
+PROBE_SCRIPT = PRELUDE + _probe_body()
+
+
+def _unhex(value: str) -> str:
+    try:
+        return bytes.fromhex(value).decode("utf-8", errors="replace")
+    except ValueError:
+        return ""
+
+
+def parse_kv(output: str) -> dict[str, str]:
+    """``key=value`` lines into a dict; later keys win, junk lines (a login banner) are ignored."""
+    out: dict[str, str] = {}
+    for line in output.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and re.fullmatch(r"[A-Za-z0-9_.\-]+", key):
+            out[key] = value
+    return out
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _listfile(kv: dict[str, str], key: str, path: str) -> ListFile:
+    kind = kv.get(f"{key}.kind", "missing")
+    text = _unhex(kv.get(f"{key}.hex", ""))
+    return ListFile(path=path, kind=kind, target=kv.get(f"{key}.target", ""), lines=tuple(text.splitlines()))
+
+
+def parse_probe(output: str) -> Finding:
+    """Parse :data:`PROBE_SCRIPT` output. A missing start or end marker gives ``complete=False``."""
+    kv = parse_kv(output)
+    complete = kv.get("scan.schema") == SCHEMA and kv.get("scan.end") == "1"
+    config = {k[4:]: v for k, v in kv.items() if k.startswith("cfg.")}
+    return Finding(
+        complete=complete,
+        uid=_int(kv.get("id.uid")),
+        hostname=kv.get("id.hostname", ""),
+        has_timeout=kv.get("has_timeout") == "1",
+        version=kv.get("version", ""),
+        version_present=kv.get("version.present") == "1",
+        libexec_tailwatchd=kv.get("path.libexec_tailwatchd") == "1",
+        bin_tailwatchd=kv.get("path.bin_tailwatchd") == "1",
+        tracker_module=kv.get("module.tracker") == "1",
+        antirelayd_module=kv.get("module.antirelayd") == "1",
+        config=config,
+        gate_file=kv.get("file.popbeforesmtp") == "1",
+        senders_warning_file=kv.get("file.eximpopbeforesmtpwarning") == "1",
+        markers=frozenset(m for m in MARKERS if kv.get(f"marker.{m.rsplit('/', 1)[1]}") == "1"),
+        lists={k: _listfile(kv, f"list.{k}", p) for k, p in LISTS.items()},
+        exceptions={k: _listfile(kv, f"exc.{k}", p) for k, p in EXCEPTIONS.items()},
+        tailwatchd_status_rc=_int(kv.get("tailwatchd.status.rc")),
+        tailwatchd_status=_unhex(kv.get("tailwatchd.status.hex", "")),
+        exim_status_rc=_int(kv.get("exim.status.rc")),
+        exim_status=_unhex(kv.get("exim.status.hex", "")),
+        exim_bv_rc=_int(kv.get("exim.bv.rc")),
+        queue=_int(_unhex(kv.get("exim.queue.hex", "")).strip()) if kv.get("exim.queue.rc") == "0" else None,
+        reject_text=_unhex(kv.get("eximrejects.hex", "")),
+        local_domain=kv.get("localdomain", ""),
+        smtp_restrictions=_unhex(kv.get("smtpmailgidonly.hex", "")).strip(),
+        indicators={k: n for k in INDICATORS if (n := _int(kv.get(f"indicator.{k}"))) is not None},
+    )
+
+
+STATUS_DRIVER = re.compile(r"^  Driver \(Active: ([01])\) (Cpanel::TailWatch::\S+)$")
+
+
+def parse_tailwatchd_status(text: str) -> tuple[bool | None, bool | None, dict[str, bool]]:
+    """(daemon enabled, daemon running, {driver: active}) from ``tailwatchd --status``."""
+    enabled: bool | None = None
+    running: bool | None = None
+    drivers: dict[str, bool] = {}
+    for line in text.splitlines():
+        if line == "tailwatchd is enabled":
+            enabled = True
+        elif line == "tailwatchd is disabled":
+            enabled = False
+        elif line.startswith("Running, PID "):
+            running = True
+        elif line == "Not running":
+            running = False
+        elif m := STATUS_DRIVER.match(line):
+            drivers[m.group(2).rsplit("::", 1)[1]] = m.group(1) == "1"
+    return enabled, running, drivers

@@ -1,0 +1,171 @@
+"""Remote scripts for a fix, rendered by pure code, and the parser for their step markers.
+
+A fix is at most three round trips on one SSH connection: the probe, :func:`render_disable`
+(close the gate; its result is checked in Python before anything else happens), and
+:func:`render_finish` (truncate, refresh the reject text, restart Exim once with one ``--hard``
+retry, then re-probe and prove refusal with ``exim -bh``). Commands and branches are fixed text;
+the only values that enter a script are the relay-probe IP and sender, validated and quoted once.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import shlex
+
+from relayguard.domain.decide import (
+    LEGACY_TAILWATCHD,
+    RESTARTSRV_EXIM,
+    RESTARTSRV_TAILWATCHD,
+)
+from relayguard.domain.models import Generation, Plan, StepResult
+from relayguard.domain.probe import PRELUDE, _probe_body, _unhex, parse_kv
+from relayguard.errors import ValidationError
+
+#: Files the fix may truncate: fixed names, never taken from the server.
+TRUNCATABLE = frozenset({"/etc/relayhosts", "/etc/relayhostsusers"})
+PROBE_RCPT = "relayguard-probe@example.net"
+_SENDER = re.compile(r"^[A-Za-z0-9._+-]{1,64}@[A-Za-z0-9.-]{1,253}$")
+
+STEP_HELPERS = r"""
+RG_D=$(mktemp -d 2>/dev/null) || { RG_D=/tmp/.relayguard.$$; mkdir -m 700 "$RG_D" || exit 70; }
+trap 'rm -rf "$RG_D"' EXIT
+run() {
+  n=$1; shift
+  s=$(now)
+  t "$@" >"$RG_D/o" 2>"$RG_D/e"; r=$?
+  kv "step.$n.rc" "$r"; kv "step.$n.start" "$s"; kv "step.$n.end" "$(now)"
+  printf 'step.%s.out=' "$n"; dd if="$RG_D/o" bs=8192 count=1 2>/dev/null | hex; echo
+  printf 'step.%s.err=' "$n"; dd if="$RG_D/e" bs=8192 count=1 2>/dev/null | hex; echo
+  return $r
+}
+truncate_file() { : > "$1"; }
+set_skipantirelayd() {
+  c=/var/cpanel/cpanel.config; n=/var/cpanel/cpanel.config.relayguard.tmp
+  cp -p "$c" "$n" || return 1
+  { grep -v '^skipantirelayd=' "$c"; echo 'skipantirelayd=1'; } > "$n" || { rm -f "$n"; return 1; }
+  mv -f "$n" "$c"
+}
+"""
+
+
+def _q(argv: tuple[str, ...]) -> str:
+    return shlex.join(argv)
+
+
+def render_disable(plan: Plan) -> str:
+    """Round trip 2: close the gate. Empty string when the plan has nothing to disable."""
+    lines: list[str] = []
+    for step in plan.steps:
+        if step.name == "set-tweak-popbeforesmtp-0":
+            lines.append(f"run {step.name} {_q(step.argv)}")
+            lines.append("flag file.popbeforesmtp /etc/popbeforesmtp")
+        elif step.name == "disable-antirelayd":
+            # cpanel.md §6 step 3: if the documented command fails, set the skip key by hand
+            # (temp file + rename keeps owner and mode) and restart tailwatchd so it takes effect.
+            lines += [
+                f"if [ -x {LEGACY_TAILWATCHD} ] && run {step.name} {_q(step.argv)}; then :; else",
+                "  run set-skipantirelayd set_skipantirelayd",
+                f"  run restart-tailwatchd {RESTARTSRV_TAILWATCHD}",
+                "fi",
+            ]
+    if not lines:
+        return ""
+    return PRELUDE + STEP_HELPERS + "kv scan.schema 1\n" + "\n".join(lines) + "\nkv scan.end 1\n"
+
+
+def validate_probe_values(ip: str, sender: str) -> tuple[str, str]:
+    try:
+        ip = str(ipaddress.ip_address(ip))
+    except ValueError as exc:
+        raise ValidationError(f"relay-probe address {ip!r} is not an IP address") from exc
+    if not _SENDER.match(sender):
+        raise ValidationError(f"relay-probe sender {sender!r} is not a plain address")
+    return ip, sender
+
+
+def render_finish(plan: Plan) -> str:
+    """Round trip 3: finish the fix, restart Exim once (``--hard`` once more on failure), verify."""
+    ip, sender = validate_probe_values(plan.verify_ip, plan.verify_sender)
+    lines: list[str] = []
+    for step in plan.steps:
+        if step.name == "disable-tracker":
+            lines.append(f"run {step.name} {_q(step.argv)}")
+    for path in plan.truncate:
+        if path not in TRUNCATABLE:
+            raise ValidationError(f"refusing to truncate {path!r}")
+        # Truncation follows the modern symlinks: never rm or replace them.
+        lines.append(f"if [ -s {path} ]; then run truncate-{path.rsplit('/', 1)[1]} truncate_file {path}; fi")
+    for step in plan.steps:
+        if step.name == "update-exim-rejects":
+            lines.append(f"run {step.name} {_q(step.argv)}")
+    lines += [
+        f"if run restart-exim {RESTARTSRV_EXIM}; then :; else run restart-exim-hard {RESTARTSRV_EXIM} --hard; fi",
+        f"run exim-status {RESTARTSRV_EXIM} --status",
+        "run exim-bv /usr/sbin/exim -bV",
+        "printf 'EHLO relayguard.invalid\\r\\nMAIL FROM:<%s>\\r\\nRCPT TO:<%s>\\r\\nQUIT\\r\\n' "
+        f"{shlex.quote(sender)} {shlex.quote(PROBE_RCPT)} | run relay-probe /usr/sbin/exim -bh {shlex.quote(ip)}",
+    ]
+    return PRELUDE + STEP_HELPERS + "\n".join(lines) + "\n" + _probe_body()
+
+
+def parse_steps(output: str) -> list[StepResult]:
+    """Step markers, in the order the steps ran."""
+    kv = parse_kv(output)
+    names: list[str] = []
+    for line in output.splitlines():
+        m = re.match(r"^step\.([a-z0-9-]+)\.rc=", line)
+        if m and m.group(1) not in names:
+            names.append(m.group(1))
+    results = []
+    for n in names:
+        try:
+            duration = float(kv.get(f"step.{n}.end", "0")) - float(kv.get(f"step.{n}.start", "0"))
+        except ValueError:
+            duration = 0.0
+        rc = kv.get(f"step.{n}.rc", "")
+        results.append(StepResult(
+            name=n,
+            rc=int(rc) if rc.lstrip("-").isdigit() else None,
+            duration=max(duration, 0.0),
+            stdout=_unhex(kv.get(f"step.{n}.out", "")),
+            stderr=_unhex(kv.get(f"step.{n}.err", "")),
+        ))
+    return results
+
+
+def rcpt_reply(exim_bh_stdout: str) -> tuple[int | None, str]:
+    """The reply to RCPT in an ``exim -bh`` dialogue: banner, EHLO, MAIL, then RCPT."""
+    replies: list[list[str]] = []
+    current: list[str] = []
+    for line in exim_bh_stdout.splitlines():
+        m = re.match(r"^(\d{3})([ -])(.*)$", line)
+        if not m:
+            continue
+        current.append(m.group(3).strip())
+        if m.group(2) == " ":  # "NNN text" ends a reply; "NNN-text" lines continue it
+            replies.append([m.group(1), " ".join(current)])
+            current = []
+    if len(replies) < 4:
+        return None, " | ".join(" ".join(r) for r in replies)
+    code, text = replies[3]
+    return int(code), f"{code} {text}"
+
+
+def revert_commands(generation: Generation, disabled_tracker: bool, former_ips: tuple[str, ...],
+                    former_users: tuple[str, ...]) -> tuple[str, ...]:
+    """Shell commands an operator can run by hand to undo a fix (documented in docs/operations.md)."""
+    cmds: list[str] = []
+    if generation == Generation.MODERN:
+        cmds.append("/usr/local/cpanel/bin/whmapi1 --output=json set_tweaksetting key=popbeforesmtp value=1")
+        if disabled_tracker:
+            cmds.append("/usr/local/cpanel/libexec/tailwatchd --enable=Cpanel::TailWatch::RecentAuthedMailIpTracker")
+    elif generation == Generation.LEGACY:
+        cmds.append(f"{LEGACY_TAILWATCHD} --enable=Cpanel::TailWatch::Antirelayd")
+        ips = [str(ipaddress.ip_address(ip)) for ip in former_ips]
+        if ips:
+            cmds.append("printf '%s\\n' " + " ".join(shlex.quote(i) for i in ips) + " > /etc/relayhosts")
+        if former_users:
+            cmds.append("printf '%s\\n' " + " ".join(shlex.quote(u) for u in former_users) + " > /etc/relayhostsusers")
+    cmds += ["/usr/local/cpanel/scripts/update_exim_rejects", RESTARTSRV_EXIM]
+    return tuple(cmds)

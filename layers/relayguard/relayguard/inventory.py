@@ -1,0 +1,199 @@
+"""The fleet inventory: who the servers are, how to reach them, and the host keys pinned for them.
+
+Format (JSON, or YAML with the same shape)::
+
+    {"defaults": {"user": "root", "port": 22},
+     "servers": [{"name": "web1", "host": "203.0.113.10", "port": 22, "user": "root",
+                  "host_keys": ["ssh-ed25519 AAAA..."], "tags": ["prod"],
+                  "aliases": ["web1.example.com", "198.51.100.10", "i-0abc123"]}]}
+
+Every error names the entry and the field, e.g. ``servers[3] (web4).host_keys[0]: not an OpenSSH public key``.
+"""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from relayguard.errors import InventoryError
+from relayguard.ports import Target
+
+KEY_TYPES = frozenset({
+    "ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521",
+    "rsa-sha2-256", "rsa-sha2-512",
+})
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOSTNAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*$")
+_USER = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
+
+
+@dataclass(frozen=True)
+class Server:
+    name: str
+    host: str
+    port: int
+    user: str
+    host_keys: tuple[str, ...]
+    tags: tuple[str, ...] = ()
+    aliases: tuple[str, ...] = ()
+
+    def target(self) -> Target:
+        return Target(name=self.name, host=self.host, port=self.port, user=self.user, host_keys=self.host_keys)
+
+    def identities(self) -> frozenset[str]:
+        """Every way an alert may name this server, normalised for lookup."""
+        return frozenset(_norm(x) for x in (self.name, self.host, *self.aliases))
+
+
+@dataclass(frozen=True)
+class Inventory:
+    servers: tuple[Server, ...]
+
+    def resolve(self, identity: str) -> Server | None:
+        """The server an alert names by name, host, alias, public IP or instance id; None if unknown."""
+        wanted = _norm(identity)
+        for server in self.servers:
+            if wanted in server.identities():
+                return server
+        return None
+
+
+def _norm(value: str) -> str:
+    value = value.strip().lower().rstrip(".")
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        return value
+
+
+def check_host_key(line: str) -> str:
+    """An OpenSSH public key line (``type base64 [comment]``) reduced to ``type base64``."""
+    parts = line.split()
+    if len(parts) < 2 or parts[0] not in KEY_TYPES:
+        raise ValueError("not an OpenSSH public key (expected 'ssh-ed25519 AAAA...')")
+    try:
+        blob = base64.b64decode(parts[1], validate=True)
+    except ValueError as exc:
+        raise ValueError("key data is not base64") from exc
+    if not blob[4:].startswith(parts[0].encode()) and not parts[0].startswith("rsa-sha2"):
+        raise ValueError("key data does not match its type")
+    return f"{parts[0]} {parts[1]}"
+
+
+def _host(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError("must be a non-empty string")
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        if not _HOSTNAME.match(value):
+            raise ValueError(f"{value!r} is neither an IP address nor a hostname") from None
+        return value
+
+
+def _strings(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(x, str) and x for x in value):
+        raise ValueError("must be a list of non-empty strings")
+    return tuple(value)
+
+
+def _server(index: int, raw: Any, defaults: Mapping[str, Any]) -> Server:
+    where = f"servers[{index}]"
+    if not isinstance(raw, dict):
+        raise InventoryError(f"{where}: must be an object")
+    name = raw.get("name")
+    if isinstance(name, str):
+        where = f"{where} ({name})"
+    unknown = set(raw) - {"name", "host", "port", "user", "host_keys", "tags", "aliases"}
+    if unknown:
+        raise InventoryError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
+
+    def field(key: str, check: Any) -> Any:
+        try:
+            return check(raw.get(key, defaults.get(key)))
+        except ValueError as exc:
+            raise InventoryError(f"{where}.{key}: {exc}") from None
+
+    def name_check(v: Any) -> str:
+        if not isinstance(v, str) or not _NAME.match(v):
+            raise ValueError("required; letters, digits, '.', '_' or '-'")
+        return v
+
+    def port_check(v: Any) -> int:
+        v = 22 if v is None else v
+        if not isinstance(v, int) or isinstance(v, bool) or not 0 < v < 65536:
+            raise ValueError("must be an integer from 1 to 65535")
+        return v
+
+    def user_check(v: Any) -> str:
+        v = "root" if v is None else v
+        if not isinstance(v, str) or not _USER.match(v):
+            raise ValueError("must be a valid Unix login name")
+        return v
+
+    keys_raw = field("host_keys", _strings)
+    keys = []
+    for i, line in enumerate(keys_raw):
+        try:
+            keys.append(check_host_key(line))
+        except ValueError as exc:
+            raise InventoryError(f"{where}.host_keys[{i}]: {exc}") from None
+    return Server(
+        name=field("name", name_check),
+        host=field("host", _host),
+        port=field("port", port_check),
+        user=field("user", user_check),
+        host_keys=tuple(keys),
+        tags=field("tags", _strings),
+        aliases=field("aliases", _strings),
+    )
+
+
+def parse_inventory(data: Any) -> Inventory:
+    if not isinstance(data, dict) or not isinstance(data.get("servers"), list):
+        raise InventoryError("inventory: expected an object with a 'servers' list")
+    defaults = data.get("defaults") or {}
+    if not isinstance(defaults, dict):
+        raise InventoryError("defaults: must be an object")
+    servers = tuple(_server(i, raw, defaults) for i, raw in enumerate(data["servers"]))
+    seen: dict[str, str] = {}
+    for s in servers:
+        for ident in s.identities():
+            if ident in seen and seen[ident] != s.name:
+                raise InventoryError(f"servers ({s.name}): identity {ident!r} also belongs to {seen[ident]}")
+            seen[ident] = s.name
+    return Inventory(servers)
+
+
+def load_text(text: str, source: str = "inventory") -> Inventory:
+    try:
+        data = json.loads(text)
+    except ValueError:
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise InventoryError(f"{source}: neither JSON nor YAML ({exc.__class__.__name__})") from None
+    return parse_inventory(data)
+
+
+def load_inventory(path: str | Path) -> Inventory:
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise InventoryError(f"{path}: {exc.strerror}") from None
+    return load_text(text, str(path))
+
+
+def servers_by_name(servers: Iterable[Server]) -> dict[str, Server]:
+    return {s.name: s for s in servers}
