@@ -8,6 +8,7 @@ from __future__ import annotations
 from relayguard.adapters.smtp import smtp_banner
 from relayguard.adapters.ssh import ParamikoConnector, load_private_key
 from relayguard.engine import BannerCheck, Engine
+from relayguard.errors import RelayGuardError
 from relayguard.ports import Connector
 
 
@@ -22,6 +23,8 @@ def build_engine(
 ) -> Engine:
     """An engine wired to paramiko and a plain SMTP greeting check unless fakes are given."""
     if connector is None:
+        if (key_path is None) == (key_text is None):
+            raise RelayGuardError("give exactly one SSH private key: a key file or the key text")
         key = load_private_key(path=key_path, text=key_text)
         # Connect, banner and auth deadlines stay well below the per-command one.
         handshake = min(timeout, 15.0)
