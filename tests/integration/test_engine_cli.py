@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import socket
@@ -225,7 +226,8 @@ def test_closed_port_and_silent_listener_are_unreachable(lab, modern, tmp_path):
     try:
         key = (modern.dir / "ssh_host_ed25519_key.pub").read_text().split()
         kh = tmp_path / "kh"
-        kh.write_text(f"[{lab.client_source(30)}]:{port} {key[0]} {key[1]}\n{lab.client_source(31)} {key[0]} {key[1]}\n")
+        pinned = f"{key[0]} {key[1]}"
+        kh.write_text(f"[{lab.client_source(30)}]:{port} {pinned}\n{lab.client_source(31)} {pinned}\n")
         argv = [RELAYGUARD, "check", "--json", "--timeout", "3", "--identity", str(lab.client_key),
                 "--known-hosts", str(kh), f"{lab.client_source(30)}:{port}", lab.client_source(31)]
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
@@ -343,7 +345,7 @@ def test_scan_of_a_mixed_fleet_reports_every_host_concurrently(lab, tmp_path):
             assert h.accepted_logins() == 1, h.name
         windows = sorted((min(r["start"] for r in h.journal()), max(r["end"] or r["start"] for r in h.journal()))
                          for h in hosts if h.journal())
-        assert any(b[0] < a[1] for a, b in zip(windows, windows[1:], strict=False)), "no two hosts overlapped"
+        assert any(b[0] < a[1] for a, b in itertools.pairwise(windows)), "no two hosts overlapped"
     finally:
         for h in hosts:
             lab.stop_host(h)
