@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lab.exim import EXIM_CONF, TLS_DIR, EximSite, render_exim_conf
+from lab.sim.simlib import eximrejects_text
 from lab.spec import NONROOT_UID, NONROOT_USER, VERSIONS, HostSpec, Login
 
 SIM_SOURCE = Path(__file__).parent / "sim"
@@ -31,21 +32,6 @@ ROOT_TOOLS = {
     "update_exim_rejects": "usr/local/cpanel/scripts/update_exim_rejects",
 }
 USER_TOOLS = {"smtpmailgidonly": "usr/local/cpanel/scripts/smtpmailgidonly"}
-
-REJECT_FIRST = {
-    False: "Please turn on SMTP Authentication in your mail client.",
-    True: "Please turn on SMTP Authentication in your mail client, or login to the IMAP/POP3 server "
-    "before sending your message.",
-}
-
-
-def eximrejects_text(popbeforesmtp_on: bool) -> str:
-    """``/etc/eximrejects`` exactly as ``update_exim_rejects`` writes it (cpanel.md §4)."""
-    return (
-        f"host_accept_relay: {REJECT_FIRST[popbeforesmtp_on]}  $sender_fullhost is not permitted to relay "
-        "through this server without authentication.\n"
-    )
-
 
 @dataclass(frozen=True)
 class Identity:

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
-import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from lab import Host, HostSpec, Lab
+from lab.fleet import pristine_view
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root for mount and PID namespaces")
 
@@ -28,18 +29,70 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
 HostFactory = Callable[..., Host]
 
 
+def _key(spec: HostSpec) -> str:
+    return json.dumps(spec.to_json(), sort_keys=True)
+
+
+class HostPool:
+    """Hosts kept up across tests and reset to their pristine seed before each reuse.
+
+    A reset restarts the host from its seed; the pool then checks that the host's tree matches the
+    snapshot taken when that host first came up (hash, mode, link target), so no test can leak
+    state into the next.
+    """
+
+    def __init__(self, lab: Lab) -> None:
+        self.lab = lab
+        self.free: dict[str, list[Host]] = {}
+        self.pristine: dict[str, dict[str, tuple[object, ...]]] = {}
+        self.count = 0
+
+    def take(self, spec: HostSpec) -> Host:
+        spare = self.free.get(_key(spec), [])
+        if spare:
+            host = spare.pop()
+            self.lab.reset(host)
+            assert pristine_view(host.snapshot()) == self.pristine[host.name], f"{host.name} not pristine"
+            return host
+        self.count += 1
+        (host,) = self.lab.up({f"p{self.count:03d}": spec})
+        self.pristine[host.name] = pristine_view(host.snapshot())
+        return host
+
+    def give_back(self, host: Host) -> None:
+        if host.name in self.lab.hosts:
+            self.free.setdefault(_key(host.spec), []).append(host)
+
+
+@pytest.fixture(scope="session")
+def host_pool(lab: Lab) -> HostPool:
+    return HostPool(lab)
+
+
 @pytest.fixture
-def make_host(lab: Lab, request: pytest.FixtureRequest) -> Iterator[HostFactory]:
-    """Start fresh hosts for one test; each starts from its pristine seed and is stopped afterwards."""
+def make_host(host_pool: HostPool) -> Iterator[HostFactory]:
+    """Hosts for one test, each pristine (checked) when handed out; returned to the pool afterwards."""
     made: list[Host] = []
 
     def factory(spec: HostSpec | None = None, **kwargs: object) -> Host:
-        spec = spec or HostSpec(**kwargs)  # type: ignore[arg-type]
-        base = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower().removeprefix("test_"))[:30].strip("-")
-        name = f"{base}-{len(made)}"
-        (host,) = lab.up({name: spec})
+        host = host_pool.take(spec or HostSpec(**kwargs))  # type: ignore[arg-type]
         made.append(host)
         return host
+
+    yield factory
+    for host in made:
+        host_pool.give_back(host)
+
+
+@pytest.fixture
+def make_fleet(lab: Lab, host_pool: HostPool) -> Iterator[Callable[[dict[str, HostSpec]], list[Host]]]:
+    """A fleet of named hosts for one test (benchmarks, scans); stopped afterwards."""
+    made: list[Host] = []
+
+    def factory(specs: dict[str, HostSpec]) -> list[Host]:
+        hosts = lab.up(specs)
+        made.extend(hosts)
+        return hosts
 
     yield factory
     for host in made:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 from relayguard.errors import TransportError
 from relayguard.ports import CommandResult, Target
@@ -51,13 +51,13 @@ def ok(stdout: str, stderr: str = "", rc: int = 0) -> CommandResult:
     return CommandResult(rc=rc, stdout=stdout, stderr=stderr, duration=0.5)
 
 
-def banner(code: int | None) -> Callable[[str], int | None]:
-    """A fake SMTP banner check that answers ``code`` for every host and records the hosts asked."""
-    asked: list[str] = []
+class FakeBannerCheck:
+    """An SMTP banner check that answers ``code`` for every host and records the hosts asked."""
 
-    def check(host: str) -> int | None:
-        asked.append(host)
-        return code
+    def __init__(self, code: int | None = 220) -> None:
+        self.code = code
+        self.asked: list[str] = []
 
-    check.asked = asked  # type: ignore[attr-defined]
-    return check
+    def __call__(self, host: str) -> int | None:
+        self.asked.append(host)
+        return self.code

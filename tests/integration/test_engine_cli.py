@@ -317,7 +317,7 @@ def test_probe_works_without_coreutils_timeout(lab, make_host):
 # -- fleets ---------------------------------------------------------------------------------------
 
 
-def test_scan_of_a_mixed_fleet_reports_every_host_concurrently(lab, tmp_path):
+def test_scan_of_a_mixed_fleet_reports_every_host_concurrently(lab, make_fleet, tmp_path):
     kinds = [
         HostSpec(profile="modern"), HostSpec(profile="legacy"), HostSpec(profile="modern", exposed=False),
         HostSpec(profile="not-cpanel"), HostSpec(profile="unknown"),
@@ -325,31 +325,26 @@ def test_scan_of_a_mixed_fleet_reports_every_host_concurrently(lab, tmp_path):
         HostSpec(profile="legacy", exposed=False), HostSpec(profile="modern", switches={"whmapi_fail": ""}),
     ]
     specs = {f"scan{i:02d}": kinds[i % len(kinds)] for i in range(20)}
-    hosts = lab.up(specs)
-    try:
-        inventory = json.loads(lab.inventory.read_text())
-        inventory["servers"] = [s for s in inventory["servers"] if s["name"] in specs]
-        inv = tmp_path / "inventory.json"
-        inv.write_text(json.dumps(inventory))
-        argv = [RELAYGUARD, "scan", "--inventory", str(inv), "--fix", "--concurrency", "8", "--json",
-                "--identity", str(lab.client_key)]
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
-        results = {r["host"]: r for r in map(json.loads, proc.stdout.splitlines())}
-        assert set(results) == set(specs)
-        assert proc.returncode == 2
-        expected = {0: "remediated", 1: "remediated", 2: "compliant", 3: "not-cpanel", 4: "failed",
-                    5: "failed", 6: "compliant", 7: "failed"}
-        for i, name in enumerate(specs):
-            assert results[name]["outcome"] == expected[i % len(kinds)], (name, results[name]["reason"])
-        for h in hosts:
-            assert h.accepted_logins() == 1, h.name
-        windows = sorted((min(r["start"] for r in h.journal()), max(r["end"] or r["start"] for r in h.journal()))
-                         for h in hosts if h.journal())
-        assert any(b[0] < a[1] for a, b in itertools.pairwise(windows)), "no two hosts overlapped"
-    finally:
-        for h in hosts:
-            lab.stop_host(h)
-            lab.hosts.pop(h.name, None)
+    hosts = make_fleet(specs)
+    inventory = json.loads(lab.inventory.read_text())
+    inventory["servers"] = [s for s in inventory["servers"] if s["name"] in specs]
+    inv = tmp_path / "inventory.json"
+    inv.write_text(json.dumps(inventory))
+    argv = [RELAYGUARD, "scan", "--inventory", str(inv), "--fix", "--concurrency", "8", "--json",
+            "--identity", str(lab.client_key)]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
+    results = {r["host"]: r for r in map(json.loads, proc.stdout.splitlines())}
+    assert set(results) == set(specs)
+    assert proc.returncode == 2
+    expected = {0: "remediated", 1: "remediated", 2: "compliant", 3: "not-cpanel", 4: "failed",
+                5: "failed", 6: "compliant", 7: "failed"}
+    for i, name in enumerate(specs):
+        assert results[name]["outcome"] == expected[i % len(kinds)], (name, results[name]["reason"])
+    for h in hosts:
+        assert h.accepted_logins() == 1, h.name
+    windows = sorted((min(r["start"] for r in h.journal()), max(r["end"] or r["start"] for r in h.journal()))
+                     for h in hosts if h.journal())
+    assert any(b[0] < a[1] for a, b in itertools.pairwise(windows)), "no two hosts overlapped"
 
 
 def test_key_given_as_text_is_never_printed(lab, modern):

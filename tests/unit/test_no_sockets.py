@@ -8,6 +8,7 @@ import pytest
 import pytest_socket
 
 
+@pytest.mark.filterwarnings("ignore:A test tried to use socket.socket")
 def test_opening_a_socket_in_a_unit_test_is_blocked() -> None:
     # GIVEN the unit-tier conftest  WHEN a test opens a socket  THEN pytest-socket refuses it
     with pytest.raises(pytest_socket.SocketBlockedError):

@@ -17,7 +17,7 @@ import os
 import sys
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TextIO
 
@@ -110,15 +110,19 @@ def split_host(spec: str) -> tuple[str, int]:
 
 
 def targets_from(opts: Options) -> list[Target]:
+    known_hosts = Path(opts.known_hosts)
+
+    def pinned(host: str, port: int) -> tuple[str, ...]:
+        return host_keys_from_known_hosts(str(known_hosts), host, port) if known_hosts.exists() else ()
+
     if opts.inventory:
-        inv = load_inventory(opts.inventory)
         # An inventory entry's own user, port and pinned keys override the command-line defaults.
-        return [s.target() for s in inv.servers]
+        inv = load_inventory(opts.inventory, fallback={"user": opts.user})
+        return [replace(t, host_keys=t.host_keys or pinned(t.host, t.port)) for t in (s.target() for s in inv.servers)]
     targets = []
     for spec in opts.hosts:
         host, port = split_host(spec)
-        keys = host_keys_from_known_hosts(opts.known_hosts, host, port) if Path(opts.known_hosts).exists() else ()
-        targets.append(Target(name=spec, host=host, port=port, user=opts.user, host_keys=keys))
+        targets.append(Target(name=spec, host=host, port=port, user=opts.user, host_keys=pinned(host, port)))
     return targets
 
 

@@ -17,6 +17,7 @@ from relayguard.ports import CommandResult, Connector, Session, Target
 
 RELAY_REFUSAL_SUFFIX = "is not permitted to relay through this server without authentication."
 OUTPUT_LIMIT = 2000
+FIX_TIMEOUT_FACTOR = 5
 
 
 class BannerCheck(Protocol):
@@ -139,7 +140,10 @@ class Engine:
         return result
 
     def _exec(self, session: Session, name: str, script: str, result: ServerResult) -> CommandResult:
-        res = session.run(script, self.timeout)
+        # Changing round trips may legitimately take long: a tailwatchd stop waits up to 30 s and
+        # restartsrv_exim retries internally. The read-only probe gets the plain deadline.
+        deadline = self.timeout if name == "probe" else self.timeout * FIX_TIMEOUT_FACTOR
+        res = session.run(script, deadline)
         result.steps.append(StepResult(name, res.rc, res.duration, "", res.stderr[:OUTPUT_LIMIT]))
         return res
 

@@ -160,13 +160,20 @@ def _server(index: int, raw: Any, defaults: Mapping[str, Any]) -> Server:
     )
 
 
-def parse_inventory(data: Any) -> Inventory:
+def parse_inventory(data: Any, fallback: Mapping[str, Any] | None = None) -> Inventory:
+    """Validate an inventory. ``fallback`` (e.g. the CLI's ``--user``) fills fields that neither an
+    entry nor the file's ``defaults`` set."""
     if not isinstance(data, dict) or not isinstance(data.get("servers"), list):
         raise InventoryError("inventory: expected an object with a 'servers' list")
-    defaults = data.get("defaults") or {}
-    if not isinstance(defaults, dict):
+    file_defaults = data.get("defaults") or {}
+    if not isinstance(file_defaults, dict):
         raise InventoryError("defaults: must be an object")
+    defaults = {**(fallback or {}), **file_defaults}
     servers = tuple(_server(i, raw, defaults) for i, raw in enumerate(data["servers"]))
+    names = [s.name for s in servers]
+    for s in servers:
+        if names.count(s.name) > 1:
+            raise InventoryError(f"servers ({s.name}).name: appears {names.count(s.name)} times")
     seen: dict[str, str] = {}
     for s in servers:
         for ident in s.identities():
@@ -176,7 +183,7 @@ def parse_inventory(data: Any) -> Inventory:
     return Inventory(servers)
 
 
-def load_text(text: str, source: str = "inventory") -> Inventory:
+def load_text(text: str, source: str = "inventory", fallback: Mapping[str, Any] | None = None) -> Inventory:
     try:
         data = json.loads(text)
     except ValueError:
@@ -184,15 +191,15 @@ def load_text(text: str, source: str = "inventory") -> Inventory:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
             raise InventoryError(f"{source}: neither JSON nor YAML ({exc.__class__.__name__})") from None
-    return parse_inventory(data)
+    return parse_inventory(data, fallback)
 
 
-def load_inventory(path: str | Path) -> Inventory:
+def load_inventory(path: str | Path, fallback: Mapping[str, Any] | None = None) -> Inventory:
     try:
         text = Path(path).read_text()
     except OSError as exc:
         raise InventoryError(f"{path}: {exc.strerror}") from None
-    return load_text(text, str(path))
+    return load_text(text, str(path), fallback)
 
 
 def servers_by_name(servers: Iterable[Server]) -> dict[str, Server]:

@@ -91,10 +91,20 @@ def valid_ip(entry: str) -> str | None:
         candidate = m.group(1)
     else:
         candidate = text
+    if "%" in candidate:  # ipaddress accepts any text as an IPv6 scope id; relay lists never carry one
+        return None
     try:
         return str(ipaddress.ip_address(candidate))
     except ValueError:
         return None
+
+
+def _users_part(line: str) -> str:
+    """The part after the address in an ``ip: user1, user2`` line (IPv6 addresses are quoted)."""
+    text = line.strip()
+    if text.startswith('"'):
+        return text[1:].split('"', 1)[1].lstrip(" :") if '"' in text[1:] else ""
+    return text.partition(":")[2]
 
 
 def _ips(lst: ListFile) -> tuple[list[str], list[str]]:
@@ -114,8 +124,7 @@ def _mailboxes(f: Finding, generation: Generation) -> tuple[str, ...]:
     modern = f.lists.get("recent_authed_mail_ips_users")
     if modern is not None and generation != Generation.LEGACY:
         for line in modern.entries:
-            _, _, rest = line.partition(":")
-            users.update(u.strip() for u in rest.split(",") if u.strip())
+            users.update(u.strip() for u in _users_part(line).split(",") if u.strip())
     legacy = f.lists.get("relayhostsusers")
     if legacy is not None and legacy.kind == "file":
         for line in legacy.entries:

@@ -55,7 +55,8 @@ export PATH
 LC_ALL=C
 export LC_ALL
 if command -v timeout >/dev/null 2>&1; then RG_T=1; else RG_T=0; fi
-t() { case "$RG_T$1" in 1/*) timeout 30 "$@" ;; *) "$@" ;; esac; }
+RG_TMO=30
+t() { case "$RG_T$1" in 1/*) timeout "$RG_TMO" "$@" ;; *) "$@" ;; esac; }
 hex() { od -An -v -tx1 | tr -d ' \n'; }
 kv() { printf '%s=%s\n' "$1" "$2"; }
 flag() { if [ -e "$2" ] || [ -L "$2" ]; then kv "$1" 1; else kv "$1" 0; fi; }

@@ -28,6 +28,7 @@ PROBE_RCPT = "relayguard-probe@example.net"
 _SENDER = re.compile(r"^[A-Za-z0-9._+-]{1,64}@[A-Za-z0-9.-]{1,253}$")
 
 STEP_HELPERS = r"""
+RG_TMO=300
 RG_D=$(mktemp -d 2>/dev/null) || { RG_D=/tmp/.relayguard.$$; mkdir -m 700 "$RG_D" || exit 70; }
 trap 'rm -rf "$RG_D"' EXIT
 run() {
@@ -79,7 +80,7 @@ def validate_probe_values(ip: str, sender: str) -> tuple[str, str]:
         ip = str(ipaddress.ip_address(ip))
     except ValueError as exc:
         raise ValidationError(f"relay-probe address {ip!r} is not an IP address") from exc
-    if not _SENDER.match(sender):
+    if not _SENDER.fullmatch(sender):
         raise ValidationError(f"relay-probe sender {sender!r} is not a plain address")
     return ip, sender
 

@@ -1,0 +1,232 @@
+"""The engine runs probe → decide → fix → verify through fake ports and records one outcome per server."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from relayguard.domain.decide import decide
+from relayguard.domain.models import Mode, Outcome, Policy
+from relayguard.domain.probe import PROBE_SCRIPT, parse_probe
+from relayguard.domain.script import render_disable, render_finish
+from relayguard.engine import FIX_TIMEOUT_FACTOR, Engine, ServerResult
+from relayguard.errors import AuthFailed, HostKeyMismatch, HostKeyUnknown, Timeout, TransportError, Unreachable
+from relayguard.ports import Target
+
+from tests.fakes import FakeBannerCheck, FakeConnector, FakeSession, ok
+from tests.unit.samples import (
+    EXIM_UP,
+    LEGACY_EXPOSED,
+    MODERN_COMPLIANT,
+    MODERN_EXPOSED,
+    NOT_CPANEL,
+    RELAY_REFUSED,
+    UNKNOWN_GENERATION,
+    probe_text,
+    step_text,
+)
+
+WEB1 = Target(name="web1", host="203.0.113.10")
+FIX = Policy(mode=Mode.FIX)
+AUDIT = Policy(mode=Mode.AUDIT)
+TWEAK = "set-tweak-popbeforesmtp-0"
+
+
+def whmapi1(result: int, reason: str) -> str:
+    return json.dumps({"data": {}, "metadata": {"command": "set_tweaksetting", "result": result,
+                                                "reason": reason, "version": 1}})
+
+
+def disable_output(result: int = 1, reason: str = "OK", gate: str = "0") -> str:
+    return f"scan.schema=1\n{step_text(TWEAK, 0, out=whmapi1(result, reason))}file.popbeforesmtp={gate}\nscan.end=1\n"
+
+
+def finish_output(reply: str = RELAY_REFUSED, after: dict[str, str] = MODERN_COMPLIANT) -> str:
+    return (
+        step_text("update-exim-rejects", 0)
+        + step_text("restart-exim", 0)
+        + step_text("exim-status", 0, out=EXIM_UP + "\n")
+        + step_text("exim-bv", 0, out="Exim version 4.98 #2\nConfiguration file is /etc/exim.conf\n")
+        + step_text("relay-probe", 0, out=reply)
+        + probe_text(after)
+    )
+
+
+def run(session: FakeSession, policy: Policy = FIX, banner: int | None = 220) -> ServerResult:
+    engine = Engine(FakeConnector(session), FakeBannerCheck(banner), timeout=42.0)
+    return engine.run(WEB1, policy)
+
+
+@pytest.mark.parametrize(("error", "outcome"), [
+    (Unreachable("connect refused"), Outcome.UNREACHABLE),
+    (Timeout("banner timed out"), Outcome.TIMEOUT),
+    (HostKeyMismatch("key changed"), Outcome.HOST_KEY_MISMATCH),
+    (HostKeyUnknown("no pinned key"), Outcome.HOST_KEY_UNKNOWN),
+    (AuthFailed("key refused"), Outcome.AUTH_FAILED),
+])
+def test_a_transport_error_becomes_its_outcome_and_no_script_runs(error: TransportError, outcome: Outcome) -> None:
+    # GIVEN a connector that fails with a transport leaf
+    connector = FakeConnector(error=error)
+    # WHEN the engine runs the job
+    result = Engine(connector, FakeBannerCheck()).run(WEB1, FIX)
+    # THEN the outcome is the leaf's and nothing was sent
+    assert (result.outcome, result.reason) == (outcome, str(error))
+    assert connector.targets == [WEB1]
+    assert connector.session.scripts == []
+
+
+def test_an_incomplete_probe_fails_the_job() -> None:
+    session = FakeSession([ok(probe_text(MODERN_EXPOSED, end=False))])
+    result = run(session)
+    assert (result.outcome, result.reason) == (Outcome.FAILED, "probe-incomplete")
+    assert session.scripts == [PROBE_SCRIPT]
+    assert session.closed
+
+
+def test_sudo_refusing_without_a_password_is_permission_denied() -> None:
+    session = FakeSession([ok("", "sudo: a password is required\n", rc=1)])
+    assert run(session).outcome == Outcome.PERMISSION_DENIED
+
+
+def test_a_non_root_login_is_permission_denied_before_any_change() -> None:
+    session = FakeSession([ok(probe_text({**MODERN_EXPOSED, "id.uid": "1000"}))])
+    result = run(session)
+    assert result.outcome == Outcome.PERMISSION_DENIED
+    assert "uid 1000" in result.reason
+    assert session.scripts == [PROBE_SCRIPT]
+
+
+def test_a_server_without_cpanel_only_gets_the_probe() -> None:
+    session = FakeSession([ok(probe_text(NOT_CPANEL))])
+    assert run(session).outcome == Outcome.NOT_CPANEL
+    assert session.scripts == [PROBE_SCRIPT]
+    session.assert_all_consumed()
+
+
+def test_an_unknown_generation_fails_without_a_change() -> None:
+    session = FakeSession([ok(probe_text(UNKNOWN_GENERATION))])
+    result = run(session)
+    assert (result.outcome, result.reason) == (Outcome.FAILED, "unknown-generation")
+    assert session.scripts == [PROBE_SCRIPT]
+
+
+def test_a_compliant_server_only_gets_the_probe() -> None:
+    session = FakeSession([ok(probe_text(MODERN_COMPLIANT))])
+    result = run(session)
+    assert (result.outcome, result.exposed_before, result.exposed_after) == (Outcome.COMPLIANT, False, False)
+    assert session.scripts == [PROBE_SCRIPT]
+    assert not result.restarted
+
+
+def test_an_audit_of_an_exposed_server_reports_noncompliant_and_changes_nothing() -> None:
+    session = FakeSession([ok(probe_text(MODERN_EXPOSED))])
+    result = run(session, AUDIT)
+    assert (result.outcome, result.exposed_before) == (Outcome.NONCOMPLIANT, True)
+    assert result.affected_mailboxes == ["alice@example.com", "bob@example.com"]
+    assert session.scripts == [PROBE_SCRIPT]
+
+
+def test_whmapi1_refusing_the_tweak_fails_the_job_before_the_finish_script() -> None:
+    # GIVEN whmapi1 answers result 0 inside a zero exit status
+    session = FakeSession([ok(probe_text(MODERN_EXPOSED)),
+                           ok(disable_output(result=0, reason="Permission denied", gate="1"))])
+    # WHEN fixing
+    result = run(session)
+    # THEN the job fails on the API's verdict and the finish script is never sent
+    assert result.outcome == Outcome.FAILED
+    assert result.reason.startswith("whmapi1-refused")
+    assert result.reason == "whmapi1-refused: Permission denied"
+    assert len(session.scripts) == 2
+    assert not any("relay-probe" in s for s in session.scripts)
+    assert not result.restarted
+    session.assert_all_consumed()
+
+
+def test_the_gate_file_surviving_the_tweak_fails_the_job() -> None:
+    session = FakeSession([ok(probe_text(MODERN_EXPOSED)), ok(disable_output(gate="1"))])
+    result = run(session)
+    assert (result.outcome, result.reason) == (Outcome.FAILED, "gate-file-still-present")
+    assert len(session.scripts) == 2
+
+
+def test_a_full_modern_fix_closes_the_gate_restarts_exim_once_and_proves_refusal() -> None:
+    # GIVEN an exposed modern server whose tools all succeed
+    finding = parse_probe(probe_text(MODERN_EXPOSED))
+    plan = decide(finding, FIX)
+    session = FakeSession([ok(probe_text(MODERN_EXPOSED)), ok(disable_output()), ok(finish_output())])
+    banner = FakeBannerCheck(220)
+    # WHEN fixing
+    result = Engine(FakeConnector(session), banner, timeout=42.0).run(WEB1, FIX)
+    # THEN the server is remediated with one Exim restart, and the scripts were exactly the rendered ones
+    assert result.outcome == Outcome.REMEDIATED, result.reason
+    assert (result.restarted, result.exim_restarts) == (True, 1)
+    assert (result.exposed_before, result.exposed_after) == (True, False)
+    assert session.scripts == [PROBE_SCRIPT, render_disable(plan), render_finish(plan)]
+    # the read-only probe gets the plain deadline; the changing round trips get FIX_TIMEOUT_FACTOR times it
+    assert session.timeouts == [42.0, 42.0 * FIX_TIMEOUT_FACTOR, 42.0 * FIX_TIMEOUT_FACTOR]
+    assert result.relay_probe["code"] == 550
+    assert result.relay_probe["ip"] == "203.0.113.7"
+    assert result.relay_probe["smtp_banner"] == 220
+    assert banner.asked == ["203.0.113.10"]
+    assert "unexpected-reject-text" not in result.warnings
+    assert result.revert[0].endswith("set_tweaksetting key=popbeforesmtp value=1")
+    session.assert_all_consumed()
+    assert session.closed
+
+
+def test_a_550_without_cpanels_text_still_remediates_but_warns() -> None:
+    reply = "220 web1 ESMTP\n250 web1 Hello\n250 OK\n550 relay not permitted\n221 bye\n"
+    session = FakeSession([ok(probe_text(MODERN_EXPOSED)), ok(disable_output()), ok(finish_output(reply))])
+    result = run(session)
+    assert result.outcome == Outcome.REMEDIATED
+    assert "unexpected-reject-text" in result.warnings
+
+
+def test_no_smtp_banner_after_the_restart_fails_the_job() -> None:
+    session = FakeSession([ok(probe_text(MODERN_EXPOSED)), ok(disable_output()), ok(finish_output())])
+    result = run(session, banner=None)
+    assert (result.outcome, result.reason) == (Outcome.FAILED, "exim-restart-failed")
+    assert result.relay_probe["smtp_banner"] is None
+
+
+def test_a_relay_probe_that_is_accepted_fails_the_job() -> None:
+    reply = "220 web1 ESMTP\n250 web1 Hello\n250 OK\n250 Accepted\n221 bye\n"
+    session = FakeSession([ok(probe_text(MODERN_EXPOSED)), ok(disable_output()), ok(finish_output(reply))])
+    result = run(session)
+    assert (result.outcome, result.reason) == (Outcome.FAILED, "relay-probe-accepted")
+
+
+def test_a_still_exposed_server_after_the_fix_fails_the_job() -> None:
+    session = FakeSession([ok(probe_text(MODERN_EXPOSED)), ok(disable_output()),
+                           ok(finish_output(after=MODERN_EXPOSED))])
+    result = run(session)
+    assert (result.outcome, result.reason) == (Outcome.FAILED, "still-exposed")
+
+
+def test_a_legacy_disable_failing_with_its_fallback_fails_the_job() -> None:
+    disable = ("scan.schema=1\n" + step_text("disable-antirelayd", 255, err="Failed to load\n")
+               + step_text("set-skipantirelayd", 1) + step_text("restart-tailwatchd", 0) + "scan.end=1\n")
+    session = FakeSession([ok(probe_text(LEGACY_EXPOSED)), ok(disable)])
+    result = run(session)
+    assert (result.outcome, result.reason) == (Outcome.FAILED, "antirelayd-disable-failed")
+    session.assert_all_consumed()
+
+
+def test_exim_down_before_the_run_is_not_blamed_on_the_fix() -> None:
+    before = {**MODERN_EXPOSED, "exim.status.rc": "1"}
+    session = FakeSession([ok(probe_text(before)), ok(disable_output()), ok(finish_output())])
+    result = run(session, banner=None)
+    assert (result.outcome, result.reason) == (Outcome.FAILED, "exim-down-before-run")
+
+
+def test_a_legacy_fix_records_revert_commands_for_the_former_lists() -> None:
+    finish = (step_text("truncate-relayhosts", 0) + step_text("restart-exim", 0)
+              + step_text("exim-status", 0, out=EXIM_UP) + step_text("relay-probe", 0, out=RELAY_REFUSED)
+              + probe_text({**LEGACY_EXPOSED, "cfg.skipantirelayd": "1", "list.relayhosts.hex": "",
+                            "list.relayhostsusers.hex": ""}))
+    disable = "scan.schema=1\n" + step_text("disable-antirelayd", 0) + "scan.end=1\n"
+    session = FakeSession([ok(probe_text(LEGACY_EXPOSED)), ok(disable), ok(finish)])
+    result = run(session)
+    assert result.outcome == Outcome.REMEDIATED, result.reason
+    assert "printf '%s\\n' 198.51.100.9 10.0.0.5 > /etc/relayhosts" in result.revert
+    assert "printf '%s\\n' '198.51.100.9 carol' '10.0.0.5 dave' > /etc/relayhostsusers" in result.revert
