@@ -107,6 +107,11 @@ class Host:
         return f"{self.name}.lab.test"
 
     @property
+    def instance_id(self) -> str:
+        """A stable, EC2-shaped instance id alias, so alerts can name the host that way."""
+        return "i-" + hashlib.sha256(self.name.encode()).hexdigest()[:17]
+
+    @property
     def mailbox(self) -> str:
         return f"box@{self.domain}"
 
@@ -419,7 +424,7 @@ class Lab:
                 "user": h.user,
                 "host_keys": [f"{key[0]} {key[1]}"],
                 "tags": [h.spec.profile, "exposed" if h.spec.exposed else "compliant"],
-                "aliases": [h.domain, f"i-lab{h.name}"],
+                "aliases": [h.domain, h.instance_id],
             })
         self.known_hosts.write_text("".join(lines))
         self.inventory.write_text(json.dumps({"servers": entries}, indent=1) + "\n")

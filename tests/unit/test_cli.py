@@ -83,9 +83,11 @@ def test_scan_audits_unless_told_to_fix(argv: list[str], mode: Mode) -> None:
     assert (opts.inventory, opts.hosts, opts.concurrency, opts.policy.mode) == ("fleet.yaml", (), 10, mode)
 
 
-def test_scan_refuses_a_concurrency_below_one() -> None:
-    with pytest.raises(SystemExit, match="--concurrency must be at least 1"):
+def test_scan_refuses_a_concurrency_below_one(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
         parse_options(["scan", "--inventory", "fleet.yaml", "--concurrency", "0"])
+    assert info.value.code == 2
+    assert "--concurrency must be at least 1" in capsys.readouterr().err
 
 
 def test_check_without_hosts_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:

@@ -79,9 +79,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def parse_options(argv: Sequence[str] | None) -> Options:
-    ns = _parser().parse_args(argv)
+    parser = _parser()
+    ns = parser.parse_args(argv)
     if getattr(ns, "concurrency", 1) < 1:
-        raise SystemExit("relayguard: --concurrency must be at least 1")
+        parser.error("--concurrency must be at least 1")
     return Options(
         command=ns.command,
         hosts=tuple(getattr(ns, "hosts", ()) or ()),

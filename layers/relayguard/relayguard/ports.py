@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from relayguard.inventory import Inventory
 
 
 @dataclass(frozen=True)
@@ -42,3 +45,79 @@ class Connector(Protocol):
     """Opens sessions; raises a :class:`relayguard.errors.TransportError` leaf on failure."""
 
     def connect(self, target: Target) -> Session: ...
+
+
+class InventoryStore(Protocol):
+    """Where the fleet inventory lives (an S3 object by default)."""
+
+    def load(self) -> Inventory: ...
+
+
+class JobQueue(Protocol):
+    def send(self, queue_url: str, bodies: list[str]) -> list[str]:
+        """Send message bodies in batches; returns the bodies that could not be sent."""
+        ...
+
+
+class RunStore(Protocol):
+    def create(self, run_id: str, mode: str, trigger: str, total: int, started_at: str) -> None: ...
+
+    def record(self, run_id: str, server: str, outcome: str) -> RunProgress:
+        """Count one finished server once (a redelivered job does not count twice)."""
+        ...
+
+    def claim_digest(self, run_id: str) -> bool:
+        """True exactly once per run, for the caller that must publish the digest."""
+        ...
+
+
+@dataclass(frozen=True)
+class RunProgress:
+    run_id: str
+    mode: str
+    trigger: str
+    total: int
+    completed: int
+    counts: dict[str, int]
+    started_at: str
+
+    @property
+    def done(self) -> bool:
+        return self.completed >= self.total
+
+
+@dataclass(frozen=True)
+class ServerState:
+    server: str
+    outcome: str
+    announced: str
+    updated_at: str
+    mode: str
+
+
+class StateStore(Protocol):
+    def get(self, server: str) -> ServerState | None: ...
+
+    def put(self, state: ServerState) -> None: ...
+
+
+class LockStore(Protocol):
+    def acquire(self, server: str, owner: str, ttl_seconds: int) -> bool: ...
+
+    def release(self, server: str, owner: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class Notification:
+    subject: str
+    document: dict[str, Any]
+    text: str
+    attributes: dict[str, str]
+
+
+class Notifier(Protocol):
+    def publish(self, notification: Notification) -> None: ...
+
+
+class SecretStore(Protocol):
+    def ssh_key(self) -> str: ...

@@ -145,8 +145,9 @@ def assess(f: Finding) -> Assessment:
     relay_ips, invalid = _ips(f.lists.get(list_name, ListFile(list_name, "missing")))
     if invalid:
         warnings.append("invalid-relay-entry")
-    tracker = driver_active(f, TRACKER)
-    antirelayd = driver_active(f, ANTIRELAYD)
+    # Each generation has only its own driver: report the other as inactive rather than guess.
+    tracker = generation == Generation.MODERN and driver_active(f, TRACKER)
+    antirelayd = generation == Generation.LEGACY and driver_active(f, ANTIRELAYD)
     _enabled, _running, status_drivers = parse_tailwatchd_status(f.tailwatchd_status)
     drift = False
     if generation == Generation.MODERN:

@@ -1,0 +1,154 @@
+"""Run records, per-server state and per-server locks in DynamoDB."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import ClientError
+
+from relayguard.ports import RunProgress, ServerState
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+else:
+    DynamoDBClient = Any
+
+#: Run records and their per-server markers expire after this long (seconds).
+RUN_TTL = 90 * 24 * 3600
+
+
+def _conditional_failed(exc: ClientError) -> bool:
+    return exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
+
+
+class DynamoRunStore:
+    """One item per run (``run_id``) with counters ``n_<outcome>``, plus one marker item per
+    finished server (``run_id#server``) so a redelivered job is counted once."""
+
+    def __init__(self, client: DynamoDBClient, table: str) -> None:
+        self.client = client
+        self.table = table
+
+    def create(self, run_id: str, mode: str, trigger: str, total: int, started_at: str) -> None:
+        self.client.put_item(
+            TableName=self.table,
+            Item={
+                "run_id": {"S": run_id}, "mode": {"S": mode}, "trigger": {"S": trigger},
+                "total": {"N": str(total)}, "completed": {"N": "0"}, "started_at": {"S": started_at},
+                "expires_at": {"N": str(int(time.time()) + RUN_TTL)},
+            },
+            ConditionExpression="attribute_not_exists(run_id)",
+        )
+
+    def record(self, run_id: str, server: str, outcome: str) -> RunProgress:
+        try:
+            self.client.put_item(
+                TableName=self.table,
+                Item={"run_id": {"S": f"{run_id}#{server}"}, "outcome": {"S": outcome},
+                      "expires_at": {"N": str(int(time.time()) + RUN_TTL)}},
+                ConditionExpression="attribute_not_exists(run_id)",
+            )
+        except ClientError as exc:
+            if not _conditional_failed(exc):
+                raise
+            return self.progress(run_id)
+        item = self.client.update_item(
+            TableName=self.table,
+            Key={"run_id": {"S": run_id}},
+            UpdateExpression="ADD completed :one, #c :one",
+            ExpressionAttributeNames={"#c": f"n_{outcome}"},
+            ExpressionAttributeValues={":one": {"N": "1"}},
+            ReturnValues="ALL_NEW",
+        )["Attributes"]
+        return _progress(item)
+
+    def progress(self, run_id: str) -> RunProgress:
+        item = self.client.get_item(TableName=self.table, Key={"run_id": {"S": run_id}}, ConsistentRead=True)
+        return _progress(item["Item"])
+
+    def claim_digest(self, run_id: str) -> bool:
+        try:
+            self.client.update_item(
+                TableName=self.table,
+                Key={"run_id": {"S": run_id}},
+                UpdateExpression="SET digest_sent = :t",
+                ConditionExpression="attribute_not_exists(digest_sent) AND completed >= #total",
+                ExpressionAttributeNames={"#total": "total"},
+                ExpressionAttributeValues={":t": {"BOOL": True}},
+            )
+        except ClientError as exc:
+            if _conditional_failed(exc):
+                return False
+            raise
+        return True
+
+
+def _progress(item: dict[str, Any]) -> RunProgress:
+    counts = {k[2:]: int(v["N"]) for k, v in item.items() if k.startswith("n_")}
+    return RunProgress(
+        run_id=item["run_id"]["S"], mode=item["mode"]["S"], trigger=item["trigger"]["S"],
+        total=int(item["total"]["N"]), completed=int(item.get("completed", {"N": "0"})["N"]), counts=counts,
+        started_at=item["started_at"]["S"],
+    )
+
+
+class DynamoStateStore:
+    """Per server: the last outcome, what was last announced, and the last result record."""
+
+    def __init__(self, client: DynamoDBClient, table: str) -> None:
+        self.client = client
+        self.table = table
+
+    def get(self, server: str) -> ServerState | None:
+        item = self.client.get_item(TableName=self.table, Key={"server": {"S": server}}, ConsistentRead=True)
+        if "Item" not in item:
+            return None
+        it = item["Item"]
+        return ServerState(server=server, outcome=it["outcome"]["S"], announced=it["announced"]["S"],
+                           updated_at=it["updated_at"]["S"], mode=it["mode"]["S"])
+
+    def put(self, state: ServerState, result: dict[str, Any] | None = None) -> None:
+        item = {"server": {"S": state.server}, "outcome": {"S": state.outcome}, "announced": {"S": state.announced},
+                "updated_at": {"S": state.updated_at}, "mode": {"S": state.mode}}
+        if result is not None:
+            item["result"] = {"S": json.dumps(result)[:350_000]}
+        self.client.put_item(TableName=self.table, Item=item)
+
+
+class DynamoLockStore:
+    """A per-server lease: a conditional put that wins only if the item is absent or expired."""
+
+    def __init__(self, client: DynamoDBClient, table: str) -> None:
+        self.client = client
+        self.table = table
+
+    def acquire(self, server: str, owner: str, ttl_seconds: int) -> bool:
+        now = int(time.time())
+        try:
+            self.client.put_item(
+                TableName=self.table,
+                Item={"server": {"S": server}, "owner": {"S": owner}, "expires_at": {"N": str(now + ttl_seconds)}},
+                ConditionExpression="attribute_not_exists(#s) OR expires_at < :now OR #o = :me",
+                ExpressionAttributeNames={"#s": "server", "#o": "owner"},
+                ExpressionAttributeValues={":now": {"N": str(now)}, ":me": {"S": owner}},
+            )
+        except ClientError as exc:
+            if _conditional_failed(exc):
+                return False
+            raise
+        return True
+
+    def release(self, server: str, owner: str) -> None:
+        try:
+            self.client.delete_item(
+                TableName=self.table,
+                Key={"server": {"S": server}},
+                ConditionExpression="#o = :me",
+                ExpressionAttributeNames={"#o": "owner"},
+                ExpressionAttributeValues={":me": {"S": owner}},
+            )
+        except ClientError as exc:
+            if not _conditional_failed(exc):
+                raise

@@ -1,0 +1,129 @@
+"""Settings of the Lambda functions: read once, at cold start, from the environment.
+
+Every variable is public interface (template.yaml sets them; docs/deploy.md documents them). A
+missing required variable fails the cold start with the variable's name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from relayguard.domain.models import Mode
+from relayguard.errors import RelayGuardError
+
+ENV_INVENTORY_BUCKET = "RG_INVENTORY_BUCKET"  # required (planner, alert intake)
+ENV_INVENTORY_KEY = "RG_INVENTORY_KEY"  # default: inventory.json
+ENV_WORK_QUEUE_URL = "RG_WORK_QUEUE_URL"  # required (planner, worker)
+ENV_URGENT_QUEUE_URL = "RG_URGENT_QUEUE_URL"  # required (alert intake, worker)
+ENV_RUNS_TABLE = "RG_RUNS_TABLE"  # required
+ENV_STATE_TABLE = "RG_STATE_TABLE"  # required (worker)
+ENV_LOCKS_TABLE = "RG_LOCKS_TABLE"  # required (worker)
+ENV_IDEMPOTENCY_TABLE = "RG_IDEMPOTENCY_TABLE"  # required (alert intake)
+ENV_TOPIC_ARN = "RG_TOPIC_ARN"  # required
+ENV_SSH_KEY_SECRET = "RG_SSH_KEY_SECRET"  # noqa: S105 - a variable name; default: relayguard/ssh-key
+ENV_SSH_USER = "RG_SSH_USER"  # default: root
+ENV_USE_SUDO = "RG_USE_SUDO"  # default: false
+ENV_SWEEP_MODE = "RG_SWEEP_MODE"  # default: audit
+ENV_ALERT_MODE = "RG_ALERT_MODE"  # default: fix
+ENV_DISABLE_TRACKER = "RG_DISABLE_TRACKER"  # default: false
+ENV_COMMAND_TIMEOUT = "RG_COMMAND_TIMEOUT"  # default: 60 (seconds)
+ENV_LOCK_TTL_SECONDS = "RG_LOCK_TTL_SECONDS"  # default: 900
+ENV_DEDUP_WINDOW_SECONDS = "RG_DEDUP_WINDOW_SECONDS"  # default: 3600
+ENV_MAX_RECEIVE_COUNT = "RG_MAX_RECEIVE_COUNT"  # default: 5 (must equal the queues' maxReceiveCount)
+ENV_SAFETY_MARGIN_MS = "RG_SAFETY_MARGIN_MS"  # default: 90000
+
+ALL_VARIABLES = (
+    ENV_INVENTORY_BUCKET, ENV_INVENTORY_KEY, ENV_WORK_QUEUE_URL, ENV_URGENT_QUEUE_URL, ENV_RUNS_TABLE,
+    ENV_STATE_TABLE, ENV_LOCKS_TABLE, ENV_IDEMPOTENCY_TABLE, ENV_TOPIC_ARN, ENV_SSH_KEY_SECRET, ENV_SSH_USER,
+    ENV_USE_SUDO, ENV_SWEEP_MODE, ENV_ALERT_MODE, ENV_DISABLE_TRACKER, ENV_COMMAND_TIMEOUT, ENV_LOCK_TTL_SECONDS,
+    ENV_DEDUP_WINDOW_SECONDS, ENV_MAX_RECEIVE_COUNT, ENV_SAFETY_MARGIN_MS,
+)
+
+
+class ConfigError(RelayGuardError):
+    """A setting is missing or malformed."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    inventory_bucket: str
+    inventory_key: str
+    work_queue_url: str
+    urgent_queue_url: str
+    runs_table: str
+    state_table: str
+    locks_table: str
+    idempotency_table: str
+    topic_arn: str
+    ssh_key_secret: str
+    ssh_user: str
+    use_sudo: bool
+    sweep_mode: Mode
+    alert_mode: Mode
+    disable_tracker: bool
+    command_timeout: float
+    lock_ttl_seconds: int
+    dedup_window_seconds: int
+    max_receive_count: int
+    safety_margin_ms: int
+
+
+def _bool(name: str, value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes"):
+        return True
+    if lowered in ("0", "false", "no", ""):
+        return False
+    raise ConfigError(f"{name}: expected true or false, got {value!r}")
+
+
+def _int(name: str, value: str, minimum: int) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise ConfigError(f"{name}: expected an integer, got {value!r}") from None
+    if number < minimum:
+        raise ConfigError(f"{name}: must be at least {minimum}")
+    return number
+
+
+def _mode(name: str, value: str) -> Mode:
+    try:
+        return Mode(value.strip().lower())
+    except ValueError:
+        raise ConfigError(f"{name}: expected audit or fix, got {value!r}") from None
+
+
+def load_settings(environ: Mapping[str, str]) -> Settings:
+    def required(name: str) -> str:
+        value = environ.get(name, "").strip()
+        if not value:
+            raise ConfigError(f"{name} is not set")
+        return value
+
+    def optional(name: str, default: str) -> str:
+        return environ.get(name, default).strip() or default
+
+    return Settings(
+        inventory_bucket=required(ENV_INVENTORY_BUCKET),
+        inventory_key=optional(ENV_INVENTORY_KEY, "inventory.json"),
+        work_queue_url=required(ENV_WORK_QUEUE_URL),
+        urgent_queue_url=required(ENV_URGENT_QUEUE_URL),
+        runs_table=required(ENV_RUNS_TABLE),
+        state_table=required(ENV_STATE_TABLE),
+        locks_table=required(ENV_LOCKS_TABLE),
+        idempotency_table=required(ENV_IDEMPOTENCY_TABLE),
+        topic_arn=required(ENV_TOPIC_ARN),
+        ssh_key_secret=optional(ENV_SSH_KEY_SECRET, "relayguard/ssh-key"),
+        ssh_user=optional(ENV_SSH_USER, "root"),
+        use_sudo=_bool(ENV_USE_SUDO, optional(ENV_USE_SUDO, "false")),
+        sweep_mode=_mode(ENV_SWEEP_MODE, optional(ENV_SWEEP_MODE, "audit")),
+        alert_mode=_mode(ENV_ALERT_MODE, optional(ENV_ALERT_MODE, "fix")),
+        disable_tracker=_bool(ENV_DISABLE_TRACKER, optional(ENV_DISABLE_TRACKER, "false")),
+        command_timeout=float(_int(ENV_COMMAND_TIMEOUT, optional(ENV_COMMAND_TIMEOUT, "60"), 1)),
+        lock_ttl_seconds=_int(ENV_LOCK_TTL_SECONDS, optional(ENV_LOCK_TTL_SECONDS, "900"), 60),
+        dedup_window_seconds=_int(ENV_DEDUP_WINDOW_SECONDS, optional(ENV_DEDUP_WINDOW_SECONDS, "3600"), 1),
+        max_receive_count=_int(ENV_MAX_RECEIVE_COUNT, optional(ENV_MAX_RECEIVE_COUNT, "5"), 1),
+        safety_margin_ms=_int(ENV_SAFETY_MARGIN_MS, optional(ENV_SAFETY_MARGIN_MS, "90000"), 0),
+    )

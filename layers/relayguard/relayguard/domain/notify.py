@@ -1,0 +1,143 @@
+"""What to announce, and how a notification looks (schema ``relayguard.notification/v1``).
+
+Pure functions: the worker asks :func:`change_of` whether a result is news, and builds messages with
+:func:`server_message` and :func:`digest_message`. The JSON schema lives in
+``docs/schemas/notification.v1.json`` and tests validate every message against it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from relayguard.domain.models import OK_OUTCOMES, Outcome
+
+SCHEMA = "relayguard.notification/v1"
+
+#: Outcome → severity (documented in docs/operations.md).
+SEVERITY: dict[str, str] = {
+    Outcome.COMPLIANT: "info",
+    Outcome.REMEDIATED: "info",
+    Outcome.NOT_CPANEL: "info",
+    Outcome.NONCOMPLIANT: "warning",
+    Outcome.UNREACHABLE: "warning",
+    Outcome.TIMEOUT: "warning",
+    Outcome.HOST_KEY_UNKNOWN: "warning",
+    Outcome.FAILED: "critical",
+    Outcome.HOST_KEY_MISMATCH: "critical",
+    Outcome.AUTH_FAILED: "critical",
+    Outcome.PERMISSION_DENIED: "critical",
+}
+_RANK = {"info": 0, "warning": 1, "critical": 2}
+BAD = frozenset(o for o in Outcome if o not in OK_OUTCOMES)
+
+
+def announced_status(outcome: str, reason: str) -> str:
+    """What a notification said about a server, as remembered for change detection."""
+    if outcome in OK_OUTCOMES:
+        return "ok"
+    if outcome == Outcome.NONCOMPLIANT:
+        return "noncompliant"
+    return f"{outcome}:{reason}" if reason else str(outcome)
+
+
+def change_of(previous_announced: str | None, outcome: str, reason: str) -> str | None:
+    """The change to announce (remediated, failed, noncompliant, recovered) or None when nothing is news.
+
+    ``previous_announced`` is what the last notification said (None: never announced; treated as ok).
+    """
+    before = previous_announced or "ok"
+    now = announced_status(outcome, reason)
+    if outcome == Outcome.REMEDIATED:
+        return "remediated"
+    if now == before:
+        return None
+    if now == "ok":
+        return "recovered"
+    if now == "noncompliant":
+        return "noncompliant"
+    return "failed"
+
+
+def severity_of(outcome: str) -> str:
+    return SEVERITY.get(outcome, "critical")
+
+
+def server_message(result: dict[str, Any], change: str, run_id: str, trigger: str, at: str) -> dict[str, Any]:
+    """The per-server notification document, from a result record (``ServerResult.to_json()``)."""
+    return {
+        "schema": SCHEMA,
+        "event": "server-result",
+        "change": change,
+        "run_id": run_id,
+        "trigger": trigger,
+        "mode": result["mode"],
+        "at": at,
+        "server": result["host"],
+        "outcome": result["outcome"],
+        "reason": result["reason"],
+        "severity": "info" if change == "recovered" else severity_of(result["outcome"]),
+        "generation": result["generation"],
+        "exposed_before": result["exposed_before"],
+        "exposed_after": result["exposed_after"],
+        "restarted": result["restarted"],
+        "warnings": list(result["warnings"]),
+        "affected_mailboxes": list(result["affected_mailboxes"]),
+        "relay_probe": {k: result["relay_probe"].get(k) for k in ("ip", "code", "reply")},
+    }
+
+
+def digest_message(run_id: str, *, mode: str, trigger: str, total: int, counts: dict[str, int],
+                   started_at: str, at: str) -> dict[str, Any]:
+    failed = sum(n for outcome, n in counts.items() if outcome in BAD and outcome != Outcome.NONCOMPLIANT)
+    worst = max((severity_of(o) for o, n in counts.items() if n), key=_RANK.__getitem__, default="info")
+    return {
+        "schema": SCHEMA,
+        "event": "run-digest",
+        "run_id": run_id,
+        "trigger": trigger,
+        "mode": mode,
+        "at": at,
+        "started_at": started_at,
+        "severity": worst,
+        "outcome": "failed" if failed else ("noncompliant" if counts.get(Outcome.NONCOMPLIANT) else "ok"),
+        "total": total,
+        "counts": {k: v for k, v in sorted(counts.items()) if v},
+        "failed": failed,
+    }
+
+
+def server_text(doc: dict[str, Any]) -> str:
+    reason = f", {doc['reason']}" if doc["reason"] else ""
+    lines = [
+        f"RelayGuard: {doc['server']} {doc['change']} ({doc['outcome']}{reason})",
+        "",
+        f"Mode: {doc['mode']} (trigger: {doc['trigger']}, run {doc['run_id']})",
+        f"cPanel generation: {doc['generation'] or 'unknown'}",
+        f"Exposed before/after: {doc['exposed_before']} / {doc['exposed_after']}",
+        f"Exim restarted: {'yes' if doc['restarted'] else 'no'}",
+    ]
+    probe = doc.get("relay_probe") or {}
+    if probe.get("code"):
+        lines.append(f"Relay probe from {probe.get('ip')}: {probe.get('reply')}")
+    if doc["warnings"]:
+        lines.append("Warnings: " + ", ".join(doc["warnings"]))
+    if doc["affected_mailboxes"]:
+        lines += ["", "These mailboxes relied on POP-before-SMTP; ask their owners to enable SMTP authentication:",
+                  *(f"  - {m}" for m in doc["affected_mailboxes"])]
+    return "\n".join(lines) + "\n"
+
+
+def digest_text(doc: dict[str, Any]) -> str:
+    counts = ", ".join(f"{k}: {v}" for k, v in doc["counts"].items()) or "no servers"
+    return (f"RelayGuard run {doc['run_id']} ({doc['trigger']}, {doc['mode']}): {doc['total']} servers; {counts}; "
+            f"failed: {doc['failed']}\n")
+
+
+def attributes(doc: dict[str, Any]) -> dict[str, str]:
+    return {
+        "event": doc["event"],
+        "outcome": str(doc["outcome"]),
+        "severity": doc["severity"],
+        "server": doc.get("server", "*"),
+        "mode": doc["mode"],
+    }
