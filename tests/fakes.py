@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from relayguard.errors import TransportError
-from relayguard.ports import CommandResult, Target
+from relayguard.inventory import Inventory
+from relayguard.ports import CommandResult, Notification, RunProgress, ServerState, Target
 
 
 class FakeSession:
@@ -61,3 +63,94 @@ class FakeBannerCheck:
     def __call__(self, host: str) -> int | None:
         self.asked.append(host)
         return self.code
+
+
+# -- serverless ports ---------------------------------------------------------------------------
+
+
+class FakeInventoryStore:
+    def __init__(self, inventory: Inventory) -> None:
+        self.inventory = inventory
+
+    def load(self) -> Inventory:
+        return self.inventory
+
+
+class FakeJobQueue:
+    def __init__(self, refuse: int = 0) -> None:
+        self.sent: dict[str, list[str]] = {}
+        self.refuse = refuse
+
+    def send(self, queue_url: str, bodies: list[str]) -> list[str]:
+        accepted, refused = bodies[self.refuse :], bodies[: self.refuse]
+        self.sent.setdefault(queue_url, []).extend(accepted)
+        return refused
+
+
+class FakeRunStore:
+    def __init__(self) -> None:
+        self.runs: dict[str, dict[str, Any]] = {}
+        self.done: set[tuple[str, str]] = set()
+        self.digests: list[str] = []
+
+    def create(self, run_id: str, mode: str, trigger: str, total: int, started_at: str) -> None:
+        assert run_id not in self.runs
+        self.runs[run_id] = {"mode": mode, "trigger": trigger, "total": total, "counts": {}, "started_at": started_at}
+
+    def record(self, run_id: str, server: str, outcome: str) -> RunProgress:
+        if (run_id, server) not in self.done:
+            self.done.add((run_id, server))
+            counts = self.runs[run_id]["counts"]
+            counts[outcome] = counts.get(outcome, 0) + 1
+        return self.progress(run_id)
+
+    def progress(self, run_id: str) -> RunProgress:
+        run = self.runs[run_id]
+        return RunProgress(run_id, run["mode"], run["trigger"], run["total"], sum(run["counts"].values()),
+                           dict(run["counts"]), run["started_at"])
+
+    def claim_digest(self, run_id: str) -> bool:
+        if run_id in self.digests or not self.progress(run_id).done:
+            return False
+        self.digests.append(run_id)
+        return True
+
+
+class FakeStateStore:
+    def __init__(self) -> None:
+        self.states: dict[str, ServerState] = {}
+        self.results: dict[str, dict[str, Any]] = {}
+
+    def get(self, server: str) -> ServerState | None:
+        return self.states.get(server)
+
+    def put(self, state: ServerState, result: dict[str, Any] | None = None) -> None:
+        self.states[state.server] = state
+        if result is not None:
+            self.results[state.server] = result
+
+
+class FakeLockStore:
+    def __init__(self, held: Iterable[str] = ()) -> None:
+        self.held = dict.fromkeys(held, "someone-else")
+        self.history: list[tuple[str, str, str]] = []
+
+    def acquire(self, server: str, owner: str, ttl_seconds: int) -> bool:
+        if self.held.get(server, owner) != owner:
+            return False
+        self.held[server] = owner
+        self.history.append(("acquire", server, owner))
+        return True
+
+    def release(self, server: str, owner: str) -> None:
+        if self.held.get(server) == owner:
+            del self.held[server]
+            self.history.append(("release", server, owner))
+
+
+class FakeNotifier:
+    def __init__(self) -> None:
+        self.published: list[Notification] = []
+
+    def publish(self, notification: Notification) -> None:
+        self.published.append(notification)

@@ -5,11 +5,32 @@ Handlers, the CLI and tests build their services here; tests pass fakes for any 
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import boto3
+from aws_lambda_powertools.utilities import parameters
+from aws_lambda_powertools.utilities.idempotency import (
+    DynamoDBPersistenceLayer,
+    IdempotencyConfig,
+    idempotent_function,
+)
+
+from relayguard.adapters.dynamo import DynamoLockStore, DynamoRunStore, DynamoStateStore
+from relayguard.adapters.notify_sns import SnsNotifier
+from relayguard.adapters.s3_inventory import S3InventoryStore
+from relayguard.adapters.secrets import SecretsManagerKeyStore
 from relayguard.adapters.smtp import smtp_banner
+from relayguard.adapters.sqs_queue import SqsJobQueue
 from relayguard.adapters.ssh import ParamikoConnector, load_private_key
+from relayguard.config import Settings
 from relayguard.engine import BannerCheck, Engine
 from relayguard.errors import RelayGuardError
-from relayguard.ports import Connector
+from relayguard.events import SpamAlert
+from relayguard.inventory import Server
+from relayguard.ports import Connector, InventoryStore
+from relayguard.services import AlertIntake, Publisher, Worker
 
 
 def build_engine(
@@ -31,3 +52,77 @@ def build_engine(
         connector = ParamikoConnector(key, connect_timeout=handshake, banner_timeout=handshake,
                                       auth_timeout=handshake, sudo=sudo)
     return Engine(connector, banner_check or smtp_banner, timeout=timeout)
+
+
+# -- serverless wiring: cached across warm invocations; tests call reset_caches() -----------------
+
+
+@functools.lru_cache(maxsize=4)
+def cached_settings(environ: tuple[tuple[str, str], ...], loader: Callable[[Mapping[str, str]], Settings]) -> Settings:
+    """Settings are read once per distinct environment (once per cold start in Lambda)."""
+    return loader(dict(environ))
+
+
+@functools.lru_cache(maxsize=8)
+def client(service: str) -> Any:
+    # boto3 resolves region, credentials and AWS_ENDPOINT_URL (moto in tests) from the environment.
+    return boto3.client(service)  # type: ignore[call-overload]
+
+
+def inventory_store(settings: Settings) -> InventoryStore:
+    return S3InventoryStore(client("s3"), settings.inventory_bucket, settings.inventory_key,
+                            {"user": settings.ssh_user})
+
+
+def run_store(settings: Settings) -> DynamoRunStore:
+    return DynamoRunStore(client("dynamodb"), settings.runs_table)
+
+
+def job_queue() -> SqsJobQueue:
+    return SqsJobQueue(client("sqs"))
+
+
+def publisher(settings: Settings) -> Publisher:
+    return Publisher(SnsNotifier(client("sns"), settings.topic_arn), run_store(settings),
+                     DynamoStateStore(client("dynamodb"), settings.state_table))
+
+
+@functools.lru_cache(maxsize=4)
+def _engine_for_key(key_text: str, sudo: bool, timeout: float) -> Engine:
+    return build_engine(key_text=key_text, sudo=sudo, timeout=timeout)
+
+
+def worker(settings: Settings) -> Worker:
+    keys = SecretsManagerKeyStore(settings.ssh_key_secret)
+
+    def engine() -> Engine:
+        # The key is re-read through the Parameters cache, so a rotated secret takes effect within its max age.
+        return _engine_for_key(keys.ssh_key(), settings.use_sudo, settings.command_timeout)
+
+    return Worker(settings, engine, DynamoLockStore(client("dynamodb"), settings.locks_table),
+                  DynamoStateStore(client("dynamodb"), settings.state_table), publisher(settings))
+
+
+def alert_intake(settings: Settings) -> AlertIntake:
+    return AlertIntake(settings, inventory_store(settings), run_store(settings), job_queue())
+
+
+@functools.lru_cache(maxsize=4)
+def enqueue_once(settings: Settings) -> tuple[Callable[..., dict[str, Any]], IdempotencyConfig]:
+    """The alert intake's enqueue, made idempotent per (server, alert kind, window) in DynamoDB."""
+    persistence = DynamoDBPersistenceLayer(table_name=settings.idempotency_table)
+    config = IdempotencyConfig(expires_after_seconds=settings.dedup_window_seconds)
+    intake = alert_intake(settings)
+
+    @idempotent_function(data_keyword_argument="key", persistence_store=persistence, config=config)  # type: ignore[untyped-decorator]
+    def enqueue(key: dict[str, Any], request: str, server: Server, alert: SpamAlert) -> dict[str, Any]:
+        return {**intake.enqueue(server, alert), "request": request}
+
+    return enqueue, config
+
+
+def reset_caches() -> None:
+    """Forget cached clients, settings and keys (tests; a warm Lambda never needs it)."""
+    for cached in (cached_settings, client, _engine_for_key, enqueue_once):
+        cached.cache_clear()
+    parameters.clear_caches()  # type: ignore[no-untyped-call]

@@ -37,7 +37,10 @@ def announced_status(outcome: str, reason: str) -> str:
         return "ok"
     if outcome == Outcome.NONCOMPLIANT:
         return "noncompliant"
-    return f"{outcome}:{reason}" if reason else str(outcome)
+    if outcome == Outcome.FAILED and reason:
+        # Reasons start with a stable code ("whmapi1-refused: <text>"); the text may vary between runs.
+        return f"failed:{reason.split(':', 1)[0]}"
+    return str(outcome)
 
 
 def change_of(previous_announced: str | None, outcome: str, reason: str) -> str | None:

@@ -1,0 +1,5 @@
+"""Lambda entry point: the handler lives in the shared package (relayguard.entrypoints)."""
+
+from relayguard.entrypoints import planner_handler as lambda_handler
+
+__all__ = ["lambda_handler"]

@@ -1,0 +1,200 @@
+"""The serverless services: plan a sweep, work one job, take in one alert. Ports only, no AWS names."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from relayguard.config import Settings
+from relayguard.domain.models import Mode, Outcome, Policy
+from relayguard.domain.notify import (
+    announced_status,
+    attributes,
+    change_of,
+    digest_message,
+    digest_text,
+    server_message,
+    server_text,
+)
+from relayguard.engine import Engine, ServerResult
+from relayguard.errors import RelayGuardError
+from relayguard.events import Job, JobServer, SpamAlert
+from relayguard.inventory import Inventory, Server
+from relayguard.ports import (
+    InventoryStore,
+    JobQueue,
+    LockStore,
+    Notification,
+    Notifier,
+    RunProgress,
+    RunStore,
+    ServerState,
+    StateStore,
+    Target,
+)
+
+_RANK = {Mode.AUDIT: 0, Mode.FIX: 1}
+
+
+def now_iso() -> str:
+    # Microseconds: a job compares this with its own enqueue time to reuse a fresher result.
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+class LockBusy(RelayGuardError):
+    """Another job holds this server's lock; the job is retried later."""
+
+
+class Deferred(RelayGuardError):
+    """Not enough Lambda time left to start this server; the job is retried later."""
+
+
+def job_for(server: Server, run_id: str, mode: Mode, trigger: str, alert_id: str | None = None) -> Job:
+    return Job.model_validate({
+        "schema": "relayguard.job/v1",
+        "run_id": run_id,
+        "job_id": uuid.uuid4().hex,
+        "mode": mode,
+        "trigger": trigger,
+        "alert_id": alert_id,
+        "enqueued_at": datetime.now(UTC),
+        "server": JobServer(name=server.name, host=server.host, port=server.port, user=server.user,
+                            host_keys=server.host_keys),
+    })
+
+
+@dataclass
+class Publisher:
+    """Turns results and run progress into notifications (only on change; one digest per run)."""
+
+    notifier: Notifier
+    runs: RunStore
+    state: StateStore
+
+    def server_result(self, job: Job, result: ServerResult) -> bool:
+        """Record the result; announce it if it is news. Returns whether a message went out."""
+        previous = self.state.get(job.server.name)
+        record = result.to_json()
+        change = change_of(previous.announced if previous else None, record["outcome"], record["reason"])
+        announced = previous.announced if previous else "ok"
+        if change is not None:
+            doc = server_message(record, change, job.run_id, job.trigger, now_iso())
+            self.notifier.publish(Notification(
+                subject=f"RelayGuard: {job.server.name} {change}", document=doc, text=server_text(doc),
+                attributes=attributes(doc)))
+            announced = announced_status(record["outcome"], record["reason"])
+        state = ServerState(server=job.server.name, outcome=record["outcome"], announced=announced,
+                            updated_at=now_iso(), mode=str(job.mode))
+        self.state.put(state, record)
+        return change is not None
+
+    def count(self, run_id: str, server: str, outcome: str) -> None:
+        self.digest_if_done(self.runs.record(run_id, server, outcome))
+
+    def digest_if_done(self, progress: RunProgress) -> None:
+        run_id = progress.run_id
+        if progress.done and self.runs.claim_digest(run_id):
+            doc = digest_message(run_id, mode=progress.mode, trigger=progress.trigger, total=progress.total,
+                                 counts=progress.counts, started_at=progress.started_at, at=now_iso())
+            self.notifier.publish(Notification(
+                subject=f"RelayGuard run {run_id}: {doc['outcome']}", document=doc, text=digest_text(doc),
+                attributes=attributes(doc)))
+
+
+def plan_sweep(settings: Settings, inventory: InventoryStore, runs: RunStore, queue: JobQueue,
+               publisher: Publisher, *, mode: Mode | None = None) -> dict[str, Any]:
+    """Read the inventory, open a run record, fan one job per server out to the work queue."""
+    inv = inventory.load()
+    run_id = f"sweep-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}-{uuid.uuid4().hex[:8]}"
+    mode = mode or settings.sweep_mode
+    runs.create(run_id, str(mode), "sweep", len(inv.servers), now_iso())
+    jobs = [job_for(s, run_id, mode, "sweep") for s in inv.servers]
+    unsent = queue.send(settings.work_queue_url, [j.body() for j in jobs])
+    for body in unsent:
+        # A job the queue refused is a failed server, not a silent gap in the digest.
+        publisher.count(run_id, Job.model_validate_json(body).server.name, str(Outcome.FAILED))
+    if not jobs:
+        publisher.digest_if_done(runs.progress(run_id))
+    return {"run_id": run_id, "mode": str(mode), "servers": len(jobs), "unsent": len(unsent)}
+
+
+@dataclass
+class Worker:
+    """Runs one job: lock, engine, record, notify, count."""
+
+    settings: Settings
+    engine_factory: Callable[[], Engine]
+    locks: LockStore
+    state: StateStore
+    publisher: Publisher
+
+    def policy(self, job: Job) -> Policy:
+        return Policy(mode=job.mode, disable_tracker=self.settings.disable_tracker)
+
+    def handle(self, job: Job, receive_count: int, remaining_ms: int) -> ServerResult | None:
+        """Work one job. Raises :class:`Deferred` or :class:`LockBusy` to have SQS redeliver it."""
+        if remaining_ms < self.settings.safety_margin_ms:
+            raise Deferred(f"{remaining_ms} ms left, {self.settings.safety_margin_ms} ms needed")
+        reused = self._recent_result(job)
+        if reused is not None:
+            self.publisher.count(job.run_id, job.server.name, reused)
+            return None
+        if not self.locks.acquire(job.server.name, job.job_id, self.settings.lock_ttl_seconds):
+            raise LockBusy(f"{job.server.name} is locked by another job")
+        try:
+            target = Target(name=job.server.name, host=job.server.host, port=job.server.port,
+                            user=job.server.user, host_keys=job.server.host_keys)
+            result = self.engine_factory().run(target, self.policy(job))
+            self.publisher.server_result(job, result)
+            self.publisher.count(job.run_id, job.server.name, str(result.outcome))
+            return result
+        finally:
+            self.locks.release(job.server.name, job.job_id)
+
+    def _recent_result(self, job: Job) -> str | None:
+        """A result another job recorded after this one was enqueued, at least as strong: reuse it.
+
+        This is what makes a sweep job and an alert job for the same server cost one SSH session.
+        """
+        last = self.state.get(job.server.name)
+        if last is None:
+            return None
+        if datetime.fromisoformat(last.updated_at) < job.enqueued_at:
+            return None
+        if _RANK[Mode(last.mode)] < _RANK[job.mode]:
+            return None
+        return last.outcome
+
+    def give_up(self, job: Job, reason: str) -> None:
+        """The job's last delivery failed: count the server as failed so the run's digest completes."""
+        self.publisher.count(job.run_id, job.server.name, str(Outcome.FAILED))
+        del reason
+
+
+@dataclass
+class AlertIntake:
+    settings: Settings
+    inventory: InventoryStore
+    runs: RunStore
+    queue: JobQueue
+
+    def resolve(self, alert: SpamAlert) -> Server | None:
+        inv: Inventory = self.inventory.load()
+        for identity in alert.host.identities():
+            server = inv.resolve(identity)
+            if server is not None:
+                return server
+        return None
+
+    def enqueue(self, server: Server, alert: SpamAlert) -> dict[str, Any]:
+        """Open a one-server run and put an urgent job on the queue (called once per dedup key)."""
+        run_id = f"alert-{alert.alert_id}"[:64]
+        job = job_for(server, run_id, self.settings.alert_mode, "alert", alert.alert_id)
+        self.runs.create(run_id, str(job.mode), "alert", 1, now_iso())
+        unsent = self.queue.send(self.settings.urgent_queue_url, [job.body()])
+        if unsent:
+            raise RelayGuardError(f"could not enqueue the urgent job for {server.name}")
+        return {"status": "enqueued", "server": server.name, "run_id": run_id, "job_id": job.job_id}

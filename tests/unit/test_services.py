@@ -1,0 +1,228 @@
+"""Planner, worker and alert intake services, and the notification rules, through fakes."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import jsonschema
+import pytest
+from relayguard.config import load_settings
+from relayguard.domain.models import Mode, Outcome
+from relayguard.domain.notify import change_of, digest_message
+from relayguard.engine import Engine
+from relayguard.errors import Unreachable
+from relayguard.events import Job, SpamAlert
+from relayguard.inventory import parse_inventory
+from relayguard.ports import ServerState
+from relayguard.services import AlertIntake, Deferred, LockBusy, Publisher, Worker, job_for, plan_sweep
+
+from tests.fakes import (
+    FakeBannerCheck,
+    FakeConnector,
+    FakeInventoryStore,
+    FakeJobQueue,
+    FakeLockStore,
+    FakeNotifier,
+    FakeRunStore,
+    FakeStateStore,
+)
+
+SCHEMA = json.loads((Path(__file__).parents[2] / "docs" / "schemas" / "notification.v1.json").read_text())
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
+ENV = {
+    "RG_INVENTORY_BUCKET": "inv", "RG_WORK_QUEUE_URL": "https://sqs/q/work", "RG_URGENT_QUEUE_URL": "https://sqs/q/urgent",
+    "RG_RUNS_TABLE": "runs", "RG_STATE_TABLE": "state", "RG_LOCKS_TABLE": "locks", "RG_IDEMPOTENCY_TABLE": "idem",
+    "RG_TOPIC_ARN": "arn:aws:sns:eu-west-1:123456789012:results",
+}
+SETTINGS = load_settings(ENV)
+INVENTORY = parse_inventory({"servers": [
+    {"name": f"web{i}", "host": f"198.51.100.{i}", "host_keys": [KEY],
+     "aliases": [f"203.0.113.{i}", f"web{i}.example.com"]}
+    for i in range(1, 4)
+]})
+
+
+def make_publisher() -> tuple[Publisher, FakeNotifier, FakeRunStore, FakeStateStore]:
+    notifier, runs, state = FakeNotifier(), FakeRunStore(), FakeStateStore()
+    return Publisher(notifier, runs, state), notifier, runs, state
+
+
+def unreachable_engine() -> Engine:
+    return Engine(FakeConnector(error=Unreachable("web1 (198.51.100.1:22): connection refused")), FakeBannerCheck(None))
+
+
+# -- notification rules ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("before", "outcome", "reason", "change"), [
+    (None, "remediated", "", "remediated"),
+    ("ok", "remediated", "", "remediated"),
+    (None, "compliant", "", None),
+    (None, "noncompliant", "", "noncompliant"),
+    ("noncompliant", "noncompliant", "", None),
+    ("noncompliant", "compliant", "", "recovered"),
+    ("noncompliant", "remediated", "", "remediated"),
+    (None, "failed", "exim-restart-failed", "failed"),
+    ("failed:exim-restart-failed", "failed", "exim-restart-failed", None),
+    ("failed:exim-restart-failed", "unreachable", "web1: connection refused", "failed"),
+    ("unreachable", "unreachable", "web1: no route to host", None),
+    ("failed:whmapi1-refused", "failed", "whmapi1-refused: Tweak locked", None),
+    ("unreachable", "not-cpanel", "", "recovered"),
+])
+def test_only_changes_are_announced(before, outcome, reason, change):
+    assert change_of(before, outcome, reason) == change
+
+
+def test_digest_counts_failures_and_validates_against_the_schema():
+    doc = digest_message("run-1", mode="fix", trigger="sweep", total=4,
+                         counts={"remediated": 2, "unreachable": 1, "noncompliant": 1}, started_at="x",
+                         at="2026-11-25T10:00:00+00:00")
+    assert (doc["failed"], doc["outcome"], doc["severity"]) == (1, "failed", "warning")
+    jsonschema.validate(doc, SCHEMA)
+
+
+# -- planner -----------------------------------------------------------------------------------
+
+
+def test_sweep_plans_one_job_per_server_and_opens_a_run():
+    publisher, notifier, runs, _ = make_publisher()
+    queue = FakeJobQueue()
+    result = plan_sweep(SETTINGS, FakeInventoryStore(INVENTORY), runs, queue, publisher)
+    bodies = queue.sent[SETTINGS.work_queue_url]
+    jobs = [Job.model_validate_json(b) for b in bodies]
+    assert [j.server.name for j in jobs] == ["web1", "web2", "web3"]
+    assert {j.mode for j in jobs} == {Mode.AUDIT}
+    assert runs.progress(result["run_id"]).total == 3
+    assert notifier.published == []
+
+
+def test_jobs_the_queue_refuses_are_counted_failed():
+    publisher, notifier, runs, _ = make_publisher()
+    result = plan_sweep(SETTINGS, FakeInventoryStore(INVENTORY), runs, FakeJobQueue(refuse=3), publisher,
+                        mode=Mode.FIX)
+    assert runs.progress(result["run_id"]).counts == {"failed": 3}
+    (digest,) = notifier.published
+    assert digest.document["failed"] == 3
+
+
+def test_an_empty_inventory_still_gets_its_digest():
+    publisher, notifier, runs, _ = make_publisher()
+    plan_sweep(SETTINGS, FakeInventoryStore(parse_inventory({"servers": []})), runs, FakeJobQueue(), publisher)
+    (digest,) = notifier.published
+    assert digest.document["total"] == 0
+    jsonschema.validate(digest.document, SCHEMA)
+
+
+# -- worker ------------------------------------------------------------------------------------
+
+
+def make_worker(locks: FakeLockStore | None = None) -> tuple[Worker, FakeNotifier, FakeRunStore, FakeStateStore]:
+    publisher, notifier, runs, state = make_publisher()
+    return Worker(SETTINGS, unreachable_engine, locks or FakeLockStore(), state, publisher), notifier, runs, state
+
+
+def a_job(runs: FakeRunStore, total: int = 1, server: str = "web1") -> Job:
+    runs.create("run-1", "fix", "sweep", total, "2026-11-25T00:00:00+00:00")
+    return job_for(INVENTORY.resolve(server), "run-1", Mode.FIX, "sweep")  # type: ignore[arg-type]
+
+
+def test_worker_records_announces_and_digests_a_one_server_run():
+    worker, notifier, runs, state = make_worker()
+    job = a_job(runs)
+    result = worker.handle(job, receive_count=1, remaining_ms=600_000)
+    assert result is not None
+    assert result.outcome == Outcome.UNREACHABLE
+    assert state.get("web1").outcome == "unreachable"  # type: ignore[union-attr]
+    server_msg, digest = (n.document for n in notifier.published)
+    assert (server_msg["event"], server_msg["change"], server_msg["severity"]) == ("server-result", "failed", "warning")
+    assert digest["counts"] == {"unreachable": 1}
+    for doc in (server_msg, digest):
+        jsonschema.validate(doc, SCHEMA)
+    assert notifier.published[0].attributes == {"event": "server-result", "outcome": "unreachable",
+                                                "severity": "warning", "server": "web1", "mode": "fix"}
+
+
+def test_same_failure_again_is_not_announced_again():
+    worker, notifier, runs, state = make_worker()
+    state.put(ServerState("web1", "unreachable", "unreachable", "2000-01-01T00:00:00+00:00", "fix"))
+    worker.handle(a_job(runs), receive_count=1, remaining_ms=600_000)
+    assert [n.document["event"] for n in notifier.published] == ["run-digest"]
+
+
+def test_worker_defers_when_lambda_time_runs_short():
+    worker, notifier, runs, _ = make_worker()
+    with pytest.raises(Deferred):
+        worker.handle(a_job(runs), receive_count=1, remaining_ms=SETTINGS.safety_margin_ms - 1)
+    assert notifier.published == []
+
+
+def test_worker_backs_off_when_the_server_is_locked():
+    worker, _, runs, _ = make_worker(FakeLockStore(held=["web1"]))
+    with pytest.raises(LockBusy):
+        worker.handle(a_job(runs), receive_count=1, remaining_ms=600_000)
+
+
+def test_a_fresher_result_of_a_strong_enough_job_is_reused_without_ssh():
+    def no_engine() -> Engine:
+        raise AssertionError("no SSH session expected")
+
+    publisher, notifier, runs, state = make_publisher()
+    worker = Worker(SETTINGS, no_engine, FakeLockStore(), state, publisher)
+    job = a_job(runs)
+    later = (job.enqueued_at + timedelta(seconds=1)).isoformat()
+    state.put(ServerState("web1", "remediated", "ok", later, "fix"))
+    assert worker.handle(job, receive_count=2, remaining_ms=600_000) is None
+    assert runs.progress("run-1").counts == {"remediated": 1}
+    assert [n.document["event"] for n in notifier.published] == ["run-digest"]
+
+
+def test_an_older_or_weaker_result_is_not_reused():
+    publisher, _, runs, state = make_publisher()
+    worker = Worker(SETTINGS, unreachable_engine, FakeLockStore(), state, publisher)
+    job = a_job(runs)
+    state.put(ServerState("web1", "noncompliant", "noncompliant",
+                          (job.enqueued_at + timedelta(seconds=1)).isoformat(), "audit"))
+    assert worker.handle(job, receive_count=1, remaining_ms=600_000) is not None
+
+
+def test_giving_up_counts_the_server_failed_so_the_digest_completes():
+    worker, notifier, runs, _ = make_worker()
+    job = a_job(runs)
+    worker.give_up(job, "last delivery failed")
+    worker.give_up(job, "last delivery failed")  # a second give-up is not a second count
+    (digest,) = notifier.published
+    assert digest.document["counts"] == {"failed": 1}
+
+
+# -- alert intake ------------------------------------------------------------------------------
+
+
+def alert(**host: str) -> SpamAlert:
+    return SpamAlert.model_validate({
+        "schema": "relayguard.alert/v1", "alert_id": "a-1", "source": "csf_rt", "kind": "relay_tracking",
+        "observed_at": datetime(2026, 11, 25, tzinfo=UTC), "host": host,
+    })
+
+
+@pytest.mark.parametrize("host", [{"public_ip": "203.0.113.2"}, {"hostname": "WEB2.example.com."},
+                                  {"hostname": "web2"}])
+def test_alerts_resolve_servers_by_alias(host):
+    intake = AlertIntake(SETTINGS, FakeInventoryStore(INVENTORY), FakeRunStore(), FakeJobQueue())
+    assert intake.resolve(alert(**host)).name == "web2"  # type: ignore[union-attr]
+
+
+def test_alert_for_an_unknown_server_resolves_to_nothing():
+    intake = AlertIntake(SETTINGS, FakeInventoryStore(INVENTORY), FakeRunStore(), FakeJobQueue())
+    assert intake.resolve(alert(public_ip="192.0.2.99")) is None
+
+
+def test_enqueue_puts_one_urgent_job_in_alert_mode():
+    runs, queue = FakeRunStore(), FakeJobQueue()
+    intake = AlertIntake(SETTINGS, FakeInventoryStore(INVENTORY), runs, queue)
+    answer = intake.enqueue(INVENTORY.resolve("web3"), alert(public_ip="203.0.113.3"))  # type: ignore[arg-type]
+    (body,) = queue.sent[SETTINGS.urgent_queue_url]
+    job = Job.model_validate_json(body)
+    assert (job.trigger, job.mode, job.alert_id, job.server.name) == ("alert", Mode.FIX, "a-1", "web3")
+    assert runs.progress(answer["run_id"]).total == 1
