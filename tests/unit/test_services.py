@@ -63,7 +63,7 @@ def unreachable_engine() -> Engine:
     (None, "noncompliant", "", "noncompliant"),
     ("noncompliant", "noncompliant", "", None),
     ("noncompliant", "compliant", "", "recovered"),
-    ("noncompliant", "remediated", "", "remediated"),
+    ("noncompliant", "remediated", "", "recovered"),
     (None, "failed", "exim-restart-failed", "failed"),
     ("failed:exim-restart-failed", "failed", "exim-restart-failed", None),
     ("failed:exim-restart-failed", "unreachable", "web1: connection refused", "failed"),

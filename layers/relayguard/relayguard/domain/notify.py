@@ -51,7 +51,8 @@ def change_of(previous_announced: str | None, outcome: str, reason: str) -> str 
     before = previous_announced or "ok"
     now = announced_status(outcome, reason)
     if outcome == Outcome.REMEDIATED:
-        return "remediated"
+        # A fix after an announced problem closes that story: one "recovered" message, not two.
+        return "remediated" if before == "ok" else "recovered"
     if now == before:
         return None
     if now == "ok":
