@@ -12,6 +12,7 @@ import base64
 import binascii
 import contextlib
 import io
+import logging
 import shlex
 import socket
 import threading
@@ -34,6 +35,11 @@ from relayguard.errors import (
     Unreachable,
 )
 from relayguard.ports import CommandResult, Target
+
+# paramiko's transport thread logs every failed handshake as an ERROR with a traceback. This module turns
+# those failures into outcomes (unreachable, timeout, ...), so the tracebacks are only noise in CloudWatch
+# and on an operator's terminal.
+logging.getLogger("paramiko.transport").setLevel(logging.CRITICAL)
 
 #: The only remote command lines this module ever sends; scripts travel on stdin.
 SH_ARGV = ("sh", "-s")
