@@ -79,11 +79,13 @@ class FakeInventoryStore:
 class FakeJobQueue:
     def __init__(self, refuse: int = 0) -> None:
         self.sent: dict[str, list[str]] = {}
+        self.delays: list[int] = []
         self.refuse = refuse
 
-    def send(self, queue_url: str, bodies: list[str]) -> list[str]:
+    def send(self, queue_url: str, bodies: list[str], delay_seconds: int = 0) -> list[str]:
         accepted, refused = bodies[self.refuse :], bodies[: self.refuse]
         self.sent.setdefault(queue_url, []).extend(accepted)
+        self.delays += [delay_seconds] * len(accepted)
         return refused
 
 

@@ -28,6 +28,8 @@ def stack(moto_server: MotoServer, lab: Lab) -> Iterator[Stack]:
         bootstrap.reset_caches()
         local_invoke.reset()
         deployed = deploy(moto_server.endpoint)
+        # A job that finds its server locked comes back after RG_LOCK_RETRY_SECONDS; 30 s in the template.
+        deployed.env_overrides["RG_LOCK_RETRY_SECONDS"] = "1"
         lab.prepare()
         deployed.put_ssh_key(lab.client_key.read_text())
         yield deployed

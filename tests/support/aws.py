@@ -102,6 +102,8 @@ class Stack:
     template: str
     parameters: dict[str, Any]
     resolve: dict[str, Any] = field(default_factory=dict)
+    #: Environment applied over the template's for every invocation (e.g. a shorter lock retry delay).
+    env_overrides: dict[str, str | None] = field(default_factory=dict)
 
     def client(self, service: str) -> Any:
         return client(service, self.endpoint)
@@ -114,8 +116,9 @@ class Stack:
 
     def invoke(self, function: str, event: Any, **kwargs: Any) -> Any:
         """Invoke ``function`` through the local invoker with this stack's names and parameters."""
+        overrides = {**self.env_overrides, **kwargs.pop("env_overrides", {})}
         return local_invoke.invoke(function, event, resolve={**self.parameters, **self.resolve},
-                                   template=self.template, **kwargs)
+                                   template=self.template, env_overrides=overrides, **kwargs)
 
     def environment_of(self, function: str) -> dict[str, str]:
         return local_invoke.resolved_environment(function, {**self.parameters, **self.resolve}, self.template)
@@ -308,16 +311,26 @@ class Poller:
             sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=handle, VisibilityTimeout=0)
         return len(handles)
 
-    def drain(self, max_batches: int = 100, redeliver: bool = True) -> int:
-        """Poll until the queue is empty; with ``redeliver``, failed items come back at once. Returns batches."""
+    def drain(self, max_batches: int = 100, redeliver: bool = True, timeout: float = 120.0) -> int:
+        """Poll until the queue is empty, delayed messages included; with ``redeliver``, failed items come
+        back at once instead of after the visibility timeout. Returns the number of batches."""
         batches = 0
-        while batches < max_batches:
-            if self.poll_once() is None:
-                if not redeliver or self.redeliver_now() == 0:
-                    return batches
+        deadline = time.monotonic() + timeout
+        while batches < max_batches and time.monotonic() < deadline:
+            if self.poll_once() is not None:
+                batches += 1
                 continue
-            batches += 1
-        raise AssertionError(f"{self.queue} not empty after {max_batches} batches")
+            if redeliver and self.redeliver_now():
+                continue
+            if self.delayed() == 0:
+                return batches
+            time.sleep(0.1)
+        raise AssertionError(f"{self.queue} not empty after {batches} batches")
+
+    def delayed(self) -> int:
+        attrs = self.stack.client("sqs").get_queue_attributes(
+            QueueUrl=self.stack.queue_url(self.queue), AttributeNames=["ApproximateNumberOfMessagesDelayed"])
+        return int(attrs["Attributes"]["ApproximateNumberOfMessagesDelayed"])
 
     @contextmanager
     def running(self, concurrency: int = 1, idle_sleep: float = 0.05) -> Iterator[None]:

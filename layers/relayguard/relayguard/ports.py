@@ -54,7 +54,7 @@ class InventoryStore(Protocol):
 
 
 class JobQueue(Protocol):
-    def send(self, queue_url: str, bodies: list[str]) -> list[str]:
+    def send(self, queue_url: str, bodies: list[str], delay_seconds: int = 0) -> list[str]:
         """Send message bodies in batches; returns the bodies that could not be sent."""
         ...
 
