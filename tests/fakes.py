@@ -99,7 +99,9 @@ class FakeRunStore:
         assert run_id not in self.runs
         self.runs[run_id] = {"mode": mode, "trigger": trigger, "total": total, "counts": {}, "started_at": started_at}
 
-    def record(self, run_id: str, server: str, outcome: str) -> RunProgress:
+    def record(self, run_id: str, server: str, outcome: str) -> RunProgress | None:
+        if run_id not in self.runs:
+            return None
         if (run_id, server) not in self.done:
             self.done.add((run_id, server))
             counts = self.runs[run_id]["counts"]

@@ -92,7 +92,9 @@ class Publisher:
         return change is not None
 
     def count(self, run_id: str, server: str, outcome: str) -> None:
-        self.digest_if_done(self.runs.record(run_id, server, outcome))
+        progress = self.runs.record(run_id, server, outcome)
+        if progress is not None:
+            self.digest_if_done(progress)
 
     def digest_if_done(self, progress: RunProgress) -> None:
         run_id = progress.run_id
