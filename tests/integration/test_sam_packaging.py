@@ -79,11 +79,13 @@ class Builds:
     layers: tuple[str, ...]  # layer logical ids, in the template's order
 
 
-def _run(cmd: list[str], **kwargs: Any) -> None:
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=False, stdin=subprocess.DEVNULL,
-                          **kwargs)
-    tail = f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
-    assert proc.returncode == 0, f"{' '.join(cmd)} exited {proc.returncode}\n{tail}"
+def _run_all(*commands: tuple[list[str], dict[str, str]]) -> None:
+    """Runs the commands side by side (pip and SAM wait on the network and on disk) and checks each."""
+    procs = [(cmd, subprocess.Popen(cmd, cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, text=True)) for cmd, env in commands]
+    for cmd, proc in procs:
+        out, _ = proc.communicate(timeout=300)
+        assert proc.returncode == 0, f"{' '.join(cmd)} exited {proc.returncode}\n{out[-6000:]}"
 
 
 def _target(template: dict[str, Any]) -> Target:
@@ -107,14 +109,17 @@ def builds(tmp_path_factory: pytest.TempPathFactory) -> Builds:
     # Own build and cache folders: the developer's .aws-sam stays as it is, and SAM's cache, which does
     # not know about LAMBDA_ARCH, can never hand one architecture's layer to the other's build.
     env = {k: v for k, v in os.environ.items() if k != "LAMBDA_ARCH"}
-    _run(["./scripts/sam", "build", "--no-cached", "--build-dir", str(root / "arm"), "--cache-dir", str(root / "c1")],
-         env=env)
-    _run(["./scripts/sam", "build", "DepsLayer", "--no-cached", "--build-dir", str(root / "x86"),
-          "--cache-dir", str(root / "c2")], env={**env, "LAMBDA_ARCH": "x86_64"})
+    _run_all((["./scripts/sam", "--version"], env))  # makes .venv-sam once, before the builds share it
     constraints = _pins(REPO / "constraints.txt")
-    _run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps",
+    _run_all(
+        (["./scripts/sam", "build", "--no-cached", "--build-dir", str(root / "arm"), "--cache-dir", str(root / "c1")],
+         env),
+        (["./scripts/sam", "build", "DepsLayer", "--no-cached", "--build-dir", str(root / "x86"),
+          "--cache-dir", str(root / "c2")], {**env, "LAMBDA_ARCH": "x86_64"}),
+        ([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps",
           "--only-binary=:all:", "--target", str(root / "runtime-sdk"),
-          *(f"{name}=={constraints[name]}" for name in RUNTIME_PROVIDED)])
+          *(f"{name}=={constraints[name]}" for name in RUNTIME_PROVIDED)], env),
+    )
     function_globals = template.get("Globals", {}).get("Function", {})
     functions = {k: v["Properties"].get("Handler", function_globals.get("Handler"))
                  for k, v in template["Resources"].items() if v["Type"] == FUNCTION_TYPE}
