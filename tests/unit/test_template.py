@@ -341,3 +341,24 @@ def test_deps_layer_pins_equal_the_constraints() -> None:
     assert {"paramiko", "aws-lambda-powertools", "pydantic", "pyyaml"} <= set(layer)
     assert {name: (version, constraints.get(name)) for name, version in layer.items()
             if constraints.get(name) != version} == {}
+
+
+# -- the linter CI runs ---------------------------------------------------------------------------
+
+
+def test_cfn_lint_is_pinned_to_the_release_that_still_lints_the_sam_transform() -> None:
+    # cfn-lint 1.54.0 stopped running the SAM transform and misses errors inside SAM resources
+    # (toolchain.md §2); scripts/test's `sam validate --lint` uses the copy in requirements-sam.txt.
+    assert _pins(REPO / "requirements-sam.txt")["cfn-lint"] == "1.53.3"
+    assert _pins(REPO / "constraints.txt")["cfn-lint"] == "1.53.3"
+
+
+def test_cfn_lint_rejects_a_malformed_schedule() -> None:
+    from cfnlint import ManualArgs  # 2 s of imports, paid by this test only
+    from cfnlint.api import lint
+
+    text = (REPO / "template.yaml").read_text()
+    assert "Default: rate(1 day)" in text
+    matches = lint(text.replace("Default: rate(1 day)", "Default: rate(5 minute)"),
+                   config=ManualArgs(regions=["eu-west-1"]))
+    assert [(m.rule.id, "'minute' is not one of" in m.message) for m in matches] == [("W1030", True)]
