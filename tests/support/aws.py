@@ -236,12 +236,17 @@ def _create(stack: Stack, logical_id: str, kind: str, props: dict[str, Any], nam
 
 
 def _mapping(template: str, function: str, queue: str) -> dict[str, Any]:
-    props = (load_template(template)["Resources"][function].get("Properties") or {})
-    for event in (props.get("Events") or {}).values():
-        if event.get("Type") != "SQS":
-            continue
-        target = (event.get("Properties") or {}).get("Queue")
-        if target == {"Fn::GetAtt": [queue, "Arn"]}:
+    """The SQS event source mapping of ``function`` on ``queue``: an ``AWS::Lambda::EventSourceMapping``
+    resource or an ``SQS`` event of the function itself."""
+    resources = load_template(template)["Resources"]
+    arn = {"Fn::GetAtt": [queue, "Arn"]}
+    for resource in resources.values():
+        props = resource.get("Properties") or {}
+        if (resource.get("Type") == "AWS::Lambda::EventSourceMapping" and props.get("EventSourceArn") == arn
+                and props.get("FunctionName") == {"Ref": function}):
+            return dict(props)
+    for event in ((resources[function].get("Properties") or {}).get("Events") or {}).values():
+        if event.get("Type") == "SQS" and (event.get("Properties") or {}).get("Queue") == arn:
             return dict(event["Properties"])
     raise KeyError(f"{function} has no SQS event source on {queue}")
 

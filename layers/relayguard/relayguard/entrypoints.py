@@ -116,6 +116,8 @@ def _work_record(record: SQSRecord, context: LambdaContext) -> None:
 @metrics.log_metrics(capture_cold_start_metric=True)
 @tracer.capture_lambda_handler
 def worker_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    # Every invocation reports at least this metric (Powertools warns about an empty flush otherwise).
+    metrics.add_metric(name="JobsReceived", unit=MetricUnit.Count, value=len(event.get("Records") or []))
     return dict(process_partial_response(
         event=event, record_handler=lambda record: _work_record(record, context), processor=processor,
         context=context,
@@ -156,6 +158,7 @@ def _alerts_from(event: dict[str, Any]) -> list[SpamAlert]:
 @tracer.capture_lambda_handler
 def alert_intake_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     cfg = settings()
+    metrics.add_metric(name="AlertsReceived", unit=MetricUnit.Count, value=len(event.get("Records") or [event]))
     intake = bootstrap.alert_intake(cfg)
     enqueue_once, idem_config = bootstrap.enqueue_once(cfg)
     idem_config.register_lambda_context(context)
