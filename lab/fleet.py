@@ -425,19 +425,27 @@ class Lab:
         if pid <= 0 or not _alive(pid) or not self._is_ours(pid, host):
             host.unshare_pid = 0
             return
-        for child in _children(pid):
+        inits = _children(pid)
+        for child in inits:
             # SIGKILL to the namespace's PID 1 takes every process of the host with it.
             os.kill(child, signal.SIGKILL)
-        os.kill(pid, signal.SIGKILL)
+        if not inits:
+            os.kill(pid, signal.SIGKILL)
+        # The kernel kills and reaps every other member of a PID namespace before its PID 1
+        # finishes exiting, and `unshare --fork` then reaps that PID 1 and exits: once unshare is
+        # gone, no process of the host is left, not even a zombie, and none holds its ports.
         deadline = time.monotonic() + STOP_TIMEOUT
         while _alive(pid) and time.monotonic() < deadline:
             time.sleep(0.01)
         if _alive(pid):
-            raise LabError(f"{host.name}: unshare pid {pid} survived SIGKILL")
+            os.kill(pid, signal.SIGKILL)
+            while _alive(pid) and time.monotonic() < deadline + 1:
+                time.sleep(0.01)
+        survivors = [p for p in (pid, *inits) if _alive(p)]
+        if survivors:
+            raise LabError(f"{host.name}: pids {survivors} survived SIGKILL for {STOP_TIMEOUT}s")
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
-        while _listening(host.address, 22) and time.monotonic() < deadline:
-            time.sleep(0.01)
         host.unshare_pid = 0
 
     def _is_ours(self, pid: int, host: Host) -> bool:
