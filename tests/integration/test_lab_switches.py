@@ -81,9 +81,14 @@ def test_exim_restart_fails_once_then_works(make_host):
 
 def test_exim_restart_fails_always(make_host):
     host = make_host(profile="modern", switches={"exim_restart_fail": ""})
-    assert ssh(host, RESTART_EXIM).rc != 0
-    assert ssh(host, f"{RESTART_EXIM} --hard").rc != 0
+    for attempt in (RESTART_EXIM, f"{RESTART_EXIM} --hard", f"{RESTART_EXIM} --restart"):
+        res = ssh(host, attempt)
+        assert res.rc == 1
+        assert "failed to restart" in res.err
     assert ssh(host, f"{RESTART_EXIM} --status").rc == 1
+    for port in (25, 587):
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection((host.address, port), timeout=2).close()
 
 
 def test_exim_down_at_start(make_host):
