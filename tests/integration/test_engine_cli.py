@@ -356,6 +356,9 @@ def test_whmapi_refusal_fails_without_truncating_or_restarting(lab, make_host):
     code, (res,), _ = rg(lab, "fix", host, extra=("--disable-tracker",))
     assert (code, res["outcome"]) == (2, "failed")
     assert res["reason"].startswith("whmapi1-refused")
+    assert res["revert"] == []  # nothing changed, nothing to undo
+    assert writes(host.journal()) == [("whmapi1", ["--output=json", "set_tweaksetting", "key=popbeforesmtp",
+                                                   "value=0"])]
     assert restarts(host) == []
     assert changing_tailwatchd_calls(host) == []
     assert host.read("/etc/recent_authed_mail_ips") == before
