@@ -8,6 +8,7 @@ host's own PID and mount namespaces. The lab keeps its state in one work directo
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -28,6 +29,8 @@ from lab.spec import NONROOT_USER, HostSpec
 NSINIT = Path(__file__).with_name("nsinit.py")
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 5.0
+#: Lock files of the loopback ranges that running processes hold (see :func:`reserve_net`).
+NET_LOCKS = Path("/tmp/relayguard-lab-nets")
 
 
 class LabError(RuntimeError):
@@ -83,9 +86,64 @@ def listeners() -> list[tuple[str, int]]:
     return found
 
 
+@dataclass
+class NetReservation:
+    """A ``127.net.0.0/16`` range this process holds until :meth:`release` (or until it exits)."""
+
+    net: int
+    fd: int
+
+    def release(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)  # closing the descriptor drops the flock
+            self.fd = -1
+
+
+def reserve_net(start: int, first: int = 100, last: int = 249) -> NetReservation:
+    """Pick a loopback range no other lab uses, trying ``start`` first and wrapping within ``first..last``.
+
+    Test sessions of several worktrees run on one machine at once, and one session runs several
+    labs: a range is taken only if nothing listens in it and no live process holds its lock file.
+    The lock is an ``flock`` on an open descriptor, so a crashed holder releases it by dying.
+    """
+    NET_LOCKS.mkdir(mode=0o700, parents=True, exist_ok=True)
+    busy = {int(addr.split(".")[1]) for addr, _port in listeners() if addr.startswith("127.")}
+    size = last - first + 1
+    for offset in range(size):
+        net = first + (start - first + offset) % size
+        if net in busy:
+            continue
+        fd = os.open(NET_LOCKS / f"{net}.lock", os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        return NetReservation(net, fd)
+    raise LabError(f"no free loopback range in 127.{first}-{last}.0.0/16")
+
+
+#: Exim names a queued message by its arrival time: a re-seeded queue has new names every start.
+QUEUE_DIRS = ("/var/spool/exim/input/", "/var/spool/exim/msglog/")
+
+
 def pristine_view(snapshot: dict[str, tuple[Any, ...]]) -> dict[str, tuple[Any, ...]]:
-    """A snapshot without mtimes: what "pristine" compares, since files are re-seeded at every start."""
-    return {path: entry[:3] for path, entry in snapshot.items()}
+    """A snapshot as "pristine" compares it: files are re-seeded at every start, so no mtimes.
+
+    Queued messages compare by count per directory and kind (their names and headers carry the
+    time they were queued), PID files by kind and mode (their content is whatever PID came up).
+    """
+    view: dict[str, tuple[Any, ...]] = {}
+    for path, entry in snapshot.items():
+        if path.startswith(QUEUE_DIRS):
+            directory, name = path.rsplit("/", 1)
+            key = f"{directory}/<message>{name[-2:] if name[-2:] in ('-D', '-H') else ''}"
+            view[key] = ("queued", view.get(key, ("queued", 0))[1] + 1)
+        elif path.endswith(".pid"):
+            view[path] = (entry[0], "<pid>", entry[2])
+        else:
+            view[path] = entry[:3]
+    return view
 
 
 @dataclass
@@ -346,11 +404,18 @@ class Lab:
         init_log.close()
         host.unshare_pid = proc.pid
 
+    @staticmethod
+    def _ready(host: Host) -> bool:
+        # nsinit starts Exim before sshd but carries on if Exim never listens: a host whose Exim
+        # should be up is ready only when it is, so a lab fault never passes for a product one.
+        ports = (22,) if "exim_down_at_start" in host.spec.switches else (22, 25, 587)
+        return all(_listening(host.address, port) for port in ports)
+
     def _wait_ready(self, hosts: list[Host]) -> None:
         deadline = time.monotonic() + START_TIMEOUT
         pending = list(hosts)
         while pending and time.monotonic() < deadline:
-            pending = [h for h in pending if not _listening(h.address, 22)]
+            pending = [h for h in pending if not self._ready(h)]
             for h in pending:
                 if not _alive(h.unshare_pid):
                     raise LabError(f"{h.name} died while starting: {self._init_log(h)}")
@@ -368,19 +433,27 @@ class Lab:
         if pid <= 0 or not _alive(pid) or not self._is_ours(pid, host):
             host.unshare_pid = 0
             return
-        for child in _children(pid):
+        inits = _children(pid)
+        for child in inits:
             # SIGKILL to the namespace's PID 1 takes every process of the host with it.
             os.kill(child, signal.SIGKILL)
-        os.kill(pid, signal.SIGKILL)
+        if not inits:
+            os.kill(pid, signal.SIGKILL)
+        # The kernel kills and reaps every other member of a PID namespace before its PID 1
+        # finishes exiting, and `unshare --fork` then reaps that PID 1 and exits: once unshare is
+        # gone, no process of the host is left, not even a zombie, and none holds its ports.
         deadline = time.monotonic() + STOP_TIMEOUT
         while _alive(pid) and time.monotonic() < deadline:
             time.sleep(0.01)
         if _alive(pid):
-            raise LabError(f"{host.name}: unshare pid {pid} survived SIGKILL")
+            os.kill(pid, signal.SIGKILL)
+            while _alive(pid) and time.monotonic() < deadline + 1:
+                time.sleep(0.01)
+        survivors = [p for p in (pid, *inits) if _alive(p)]
+        if survivors:
+            raise LabError(f"{host.name}: pids {survivors} survived SIGKILL for {STOP_TIMEOUT}s")
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
-        while _listening(host.address, 22) and time.monotonic() < deadline:
-            time.sleep(0.01)
         host.unshare_pid = 0
 
     def _is_ours(self, pid: int, host: Host) -> bool:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from lab import Host, HostSpec, Lab
+from lab import Host, HostSpec, Lab, reserve_net
 from lab.fleet import pristine_view
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root for mount and PID namespaces")
@@ -17,13 +17,14 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root fo
 
 @pytest.fixture(scope="session")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    """One lab per test session, on its own 127.N.0.0/16 so it never meets a hand-started lab."""
+    """One lab per test session, on a 127.N.0.0/16 that no other lab (hand-started or another session) uses."""
     if os.geteuid() != 0:
         pytest.skip("the lab needs root for mount and PID namespaces")
-    net = 100 + os.getpid() % 150
-    lab = Lab(tmp_path_factory.mktemp("lab") / "work", net=net)
+    reservation = reserve_net(start=100 + os.getpid() % 150)
+    lab = Lab(tmp_path_factory.mktemp("lab") / "work", net=reservation.net)
     yield lab
     lab.down()
+    reservation.release()
 
 
 HostFactory = Callable[..., Host]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
+from pathlib import Path
 
 import pytest
 
@@ -59,18 +61,23 @@ def test_tailwatchd_status_reports_daemon_and_drivers(make_host, profile, path, 
     assert all(STATUS_RE.match(line) for line in lines[2:])
 
 
-def test_whmapi1_reads_and_sets_the_popbeforesmtp_tweak(modern):
-    got = json.loads(ssh(modern, f"{WHMAPI} get_tweaksetting key=popbeforesmtp").out)
+@pytest.mark.parametrize(("profile", "seeded"), [("modern", 1), ("legacy", 0)])
+def test_whmapi1_reads_and_sets_the_popbeforesmtp_tweak(make_host, profile, seeded):
+    host = make_host(profile=profile)
+    got = json.loads(ssh(host, f"{WHMAPI} get_tweaksetting key=popbeforesmtp").out)
     assert got["metadata"] == {"command": "get_tweaksetting", "result": 1, "reason": "OK", "version": 1}
-    assert int(got["data"]["tweaksetting"]["value"]) == 1
-    assert got["data"]["tweaksetting"]["key"] == "popbeforesmtp"
+    assert got["data"]["tweaksetting"] == {"key": "popbeforesmtp", "value": seeded}
 
-    res = ssh(modern, f"{WHMAPI} set_tweaksetting key=popbeforesmtp value=0")
+    res = ssh(host, f"{WHMAPI} set_tweaksetting key=popbeforesmtp value=1")
+    assert json.loads(res.out)["metadata"] == {"command": "set_tweaksetting", "result": 1, "reason": "OK",
+                                               "version": 1}
+    assert host.path("/etc/popbeforesmtp").exists()
+    res = ssh(host, f"{WHMAPI} set_tweaksetting key=popbeforesmtp value=0")
     assert json.loads(res.out)["metadata"]["result"] == 1
-    assert not modern.path("/etc/popbeforesmtp").exists()
-    assert "popbeforesmtp=0" in modern.read("/var/cpanel/cpanel.config").splitlines()
-    got = json.loads(ssh(modern, f"{WHMAPI} get_tweaksetting key=popbeforesmtp").out)
-    assert int(got["data"]["tweaksetting"]["value"]) == 0
+    assert not host.path("/etc/popbeforesmtp").exists()
+    assert "popbeforesmtp=0" in host.read("/var/cpanel/cpanel.config").splitlines()
+    got = json.loads(ssh(host, f"{WHMAPI} get_tweaksetting key=popbeforesmtp").out)
+    assert got["data"]["tweaksetting"]["value"] == 0
 
 
 def test_modern_tracker_disable_sets_skip_key_and_empties_the_lists(modern):
@@ -118,22 +125,35 @@ def test_restartsrv_exim_status_stop_and_restart(make_host, profile):
     assert "ESMTP" in banner(host.address).text
 
 
+def reject_text(host: Host, source: str) -> str:
+    """The 550 text the host's Exim should give ``source``: /etc/eximrejects as it is now, expanded."""
+    line = host.read("/etc/eximrejects").split("host_accept_relay:", 1)[1]
+    return " ".join(line.replace("$sender_fullhost", f"(client.example) [{source}]").split())
+
+
 def test_modern_relay_verdicts_follow_the_tweak_setting(lab, modern):
     source = lab.client_source()
     assert source in modern.read("/etc/recent_authed_mail_ips").split()
+    assert modern.path("/etc/popbeforesmtp").exists()
     assert relay_attempt(modern.address, source).code == 250
     assert bh_rcpt_reply(modern, source).startswith("250")
     assert authenticated_attempt(modern.address, source, modern.mailbox).code == 250
 
-    ssh(modern, f"{WHMAPI} set_tweaksetting key=popbeforesmtp value=0")
-    ssh(modern, "/usr/local/cpanel/scripts/update_exim_rejects")
+    assert ssh(modern, f"{WHMAPI} set_tweaksetting key=popbeforesmtp value=0").rc == 0
     denied = relay_attempt(modern.address, source)
     assert denied.code == 550
     # Exim folds long replies over several lines: compare the words, not the line breaks.
+    assert " ".join(denied.text.split()) == reject_text(modern, source)
+    assert bh_rcpt_reply(modern, source).startswith("550")
+    assert authenticated_attempt(modern.address, source, modern.mailbox).code == 250
+
+    # update_exim_rejects drops the POP/IMAP hint; the live reply follows the file.
+    ssh(modern, "/usr/local/cpanel/scripts/update_exim_rejects")
+    denied = relay_attempt(modern.address, source)
+    assert " ".join(denied.text.split()) == reject_text(modern, source)
+    assert "Please turn on SMTP Authentication in your mail client." in denied.text
+    assert "IMAP/POP3" not in denied.text
     assert REJECT_SUFFIX in " ".join(denied.text.split())
-    assert "Please turn on SMTP Authentication in your mail client." in " ".join(denied.text.split())
-    bh = bh_rcpt_reply(modern, source)
-    assert bh.startswith("550")
     assert authenticated_attempt(modern.address, source, modern.mailbox).code == 250
 
 
@@ -165,15 +185,26 @@ def test_legacy_truncate_alone_is_undone_by_the_running_tracker(lab, legacy):
 def test_two_hosts_keep_their_own_files_and_journals(make_host):
     a = make_host(profile="modern")
     b = make_host(profile="modern", exposed=False)
-    ssh(a, "echo only-a > /etc/marker")
-    assert a.path("/etc/popbeforesmtp").exists()
-    assert not b.path("/etc/popbeforesmtp").exists()
-    assert ssh(b, "cat /etc/marker").rc != 0
+    # Different states at the same paths: the gate file exists on one host only.
+    assert ssh(a, "test -e /etc/popbeforesmtp").rc == 0
+    assert ssh(b, "test -e /etc/popbeforesmtp").rc == 1
+    token = secrets.token_hex(4)
+    dirs = ("/etc", "/var/cpanel", "/tmp", "/root")
+    for host, other in ((a, b), (b, a)):
+        marker = f"marker-{host.name}-{token}"
+        paths = " ".join(f"{d}/{marker}" for d in dirs)
+        assert ssh(host, f"for p in {paths}; do echo {host.name} > $p || exit 1; done; cat {paths}").out == (
+            f"{host.name}\n" * len(dirs))
+        # The other host, and the machine's own root, see nothing at those paths.
+        assert ssh(other, f"for p in {paths}; do test -e $p && echo $p; done; true").out == ""
+        assert [d for d in dirs if Path(d, marker).exists()] == []
+
     ssh(a, f"{MODERN_TW} --status")
     ssh(b, f"{WHMAPI} get_tweaksetting key=popbeforesmtp")
     assert [r["argv"][1:] for r in a.journal()] == [["--status"]]
     assert [r["argv"][1:] for r in b.journal()] == [["--output=json", "get_tweaksetting", "key=popbeforesmtp"]]
     record = a.journal()[0]
+    assert record["tool"] == "tailwatchd"
     assert record["argv"][0] == MODERN_TW
     assert record["uid"] == 0
     assert record["rc"] == 0
@@ -199,3 +230,28 @@ def test_seedable_state_reaches_the_host(lab, make_host):
     assert ssh(host, "/usr/sbin/exim -bpc").out.strip() == "3"
     assert "seeded line" in host.read("/var/log/exim_mainlog")
     assert "alice@" in host.read("/etc/recent_authed_mail_ips_users")
+
+
+def test_a_reused_host_is_reset_and_checked_pristine(lab, host_pool, monkeypatch):
+    spec = HostSpec(profile="legacy", queue_size=2)  # a spec no other test uses: this test owns the host
+    host = host_pool.take(spec)
+    try:
+        ssh(host, f"{LEGACY_TW} --disable={ANTIRELAYD}; : > /etc/relayhosts; touch /etc/stray")
+        host_pool.give_back(host)
+        again = host_pool.take(spec)
+        assert again is host
+        assert not host.path("/etc/stray").exists()
+        assert host.journal() == []
+        assert lab.client_source() in host.read("/etc/relayhosts").split()
+        assert relay_attempt(host.address, lab.client_source()).code == 250
+
+        # The pristine check is live: a host handed out again without its reset is refused.
+        ssh(host, "touch /etc/stray")
+        host_pool.give_back(host)
+        monkeypatch.setattr(lab, "reset", lambda h, spec=None: h)
+        with pytest.raises(AssertionError, match="not pristine"):
+            host_pool.take(spec)
+    finally:
+        monkeypatch.undo()
+        lab.stop_host(host)
+        lab.hosts.pop(host.name, None)

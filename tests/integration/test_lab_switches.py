@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import paramiko
 import pytest
 
 from lab import HostSpec
 from lab.remote import ssh
-from lab.smtp import banner
+from lab.smtp import banner, relay_attempt
 
 pytestmark = pytest.mark.integration
 
@@ -78,9 +81,14 @@ def test_exim_restart_fails_once_then_works(make_host):
 
 def test_exim_restart_fails_always(make_host):
     host = make_host(profile="modern", switches={"exim_restart_fail": ""})
-    assert ssh(host, RESTART_EXIM).rc != 0
-    assert ssh(host, f"{RESTART_EXIM} --hard").rc != 0
+    for attempt in (RESTART_EXIM, f"{RESTART_EXIM} --hard", f"{RESTART_EXIM} --restart"):
+        res = ssh(host, attempt)
+        assert res.rc == 1
+        assert "failed to restart" in res.err
     assert ssh(host, f"{RESTART_EXIM} --status").rc == 1
+    for port in (25, 587):
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection((host.address, port), timeout=2).close()
 
 
 def test_exim_down_at_start(make_host):
@@ -153,3 +161,28 @@ def test_timeout_missing_from_path(make_host):
     assert ssh(host, "command -v timeout").rc != 0
     assert ssh(host, "test -e /usr/bin/timeout").rc == 1
     assert ssh(host, f"{LEGACY_TW} --status").rc == 0
+
+
+def test_stale_repopulate_off_leaves_a_truncated_list_empty(lab, make_host):
+    # The switch is on by default (HostSpec.tracker_repopulates); this is the same host with it off.
+    host = make_host(HostSpec(profile="legacy", tracker_repopulates=False))
+    assert not host.path("/etc/sim/fail/stale_repopulate").exists()
+    assert relay_attempt(host.address, lab.client_source()).code == 250
+    ssh(host, ": > /etc/relayhosts")
+    ssh(host, f"{LEGACY_TW} --status")  # with the switch on, this pass would re-add the logins
+    assert host.read("/etc/relayhosts") == ""
+    assert relay_attempt(host.address, lab.client_source()).code == 550
+
+
+def test_simulated_tools_refuse_to_run_on_the_machines_own_root(repo_root):
+    """Outside a lab host (no /etc/sim/host.json) every tool exits 70 and writes nothing."""
+    assert not Path("/etc/sim/host.json").exists()
+    sim = repo_root / "lab" / "sim"
+    for code in ('sys.argv = ["whmapi1", "set_tweaksetting", "key=popbeforesmtp", "value=1"]; '
+                 'sys.exit(simlib.main("whmapi1"))', "simlib.boot()"):
+        res = subprocess.run([sys.executable, "-ISB", "-c", f"import sys; sys.path.insert(0, {str(sim)!r}); "
+                              f"import simlib; {code}"], capture_output=True, text=True, timeout=30, check=False)
+        assert res.returncode == 70, res.stderr
+        assert "not a RelayGuard lab host" in res.stderr
+    assert not Path("/etc/popbeforesmtp").exists()
+    assert not Path("/var/lib/cpanel-sim").exists()

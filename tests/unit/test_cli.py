@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import io
+import json
+from pathlib import Path
+
 import pytest
-from relayguard.cli import exit_code, parse_options, render_table, split_host
+from relayguard.cli import exit_code, parse_options, render_table, run_fleet, split_host, targets_from
 from relayguard.domain.models import Mode, Outcome, Policy
 from relayguard.engine import ServerResult
+from relayguard.ports import Target
 
 
 def result(host: str, outcome: Outcome, **fields: object) -> ServerResult:
@@ -95,3 +100,65 @@ def test_check_without_hosts_is_a_usage_error(capsys: pytest.CaptureFixture[str]
         parse_options(["check"])
     assert info.value.code == 2
     assert "HOST[:PORT]" in capsys.readouterr().err
+
+
+KEY1 = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEB"
+KEY2 = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgIC"
+
+
+class ScriptedEngine:
+    """Stands in for the engine: an outcome per target name, or an exception to raise."""
+
+    def __init__(self, plan: dict[str, Outcome | Exception]) -> None:
+        self.plan = plan
+        self.seen: list[tuple[str, Policy]] = []
+
+    def run(self, target: Target, policy: Policy) -> ServerResult:
+        self.seen.append((target.name, policy))
+        planned = self.plan[target.name]
+        if isinstance(planned, Exception):
+            raise planned
+        return result(target.name, planned)
+
+
+def test_run_fleet_keeps_every_result_in_order_when_one_host_blows_up() -> None:
+    # GIVEN three targets, the middle one raising inside the engine
+    engine = ScriptedEngine({"a": Outcome.COMPLIANT, "b": RuntimeError("boom"), "c": Outcome.NONCOMPLIANT})
+    targets = [Target(name=n, host=f"203.0.113.{i}") for i, n in enumerate("abc", 1)]
+    progress = io.StringIO()
+    # WHEN the fleet runs
+    results = run_fleet(engine, targets, Policy(mode=Mode.AUDIT), concurrency=3, progress=progress)  # type: ignore[arg-type]
+    # THEN every host has its result, in the given order, and the failure is only that host's
+    assert [(r.host, r.outcome) for r in results] == [("a", Outcome.COMPLIANT), ("b", Outcome.FAILED),
+                                                      ("c", Outcome.NONCOMPLIANT)]
+    assert results[1].reason == "internal error: RuntimeError"
+    assert sorted(name for name, _ in engine.seen) == ["a", "b", "c"]
+    assert sorted(line.split()[0] for line in progress.getvalue().splitlines()) == ["[1/3]", "[2/3]", "[3/3]"]
+    assert exit_code(results) == 2
+
+
+def test_scan_targets_take_user_port_and_keys_from_the_inventory_before_the_command_line(tmp_path: Path) -> None:
+    # GIVEN an inventory where web1 sets everything and web2 leaves user and keys out
+    inventory = tmp_path / "fleet.json"
+    inventory.write_text(json.dumps({"servers": [
+        {"name": "web1", "host": "203.0.113.10", "port": 2222, "user": "admin", "host_keys": [KEY1]},
+        {"name": "web2", "host": "203.0.113.20"},
+    ]}))
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(f"203.0.113.10 {KEY2}\n203.0.113.20 {KEY2}\n")
+    opts = parse_options(["scan", "--inventory", str(inventory), "--user", "ops", "--known-hosts", str(known_hosts)])
+    # WHEN the targets are built
+    web1, web2 = targets_from(opts)
+    # THEN the entry's own values win, and the command line fills only the gaps
+    assert (web1.name, web1.port, web1.user, web1.host_keys) == ("web1", 2222, "admin", (KEY1,))
+    assert (web2.name, web2.port, web2.user, web2.host_keys) == ("web2", 22, "ops", (KEY2,))
+
+
+def test_check_targets_are_pinned_from_known_hosts_by_name_and_port(tmp_path: Path) -> None:
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(f"[203.0.113.10]:2222 {KEY1}\n203.0.113.10 {KEY2}\n")
+    opts = parse_options(["check", "203.0.113.10:2222", "203.0.113.10", "198.51.100.1",
+                          "--known-hosts", str(known_hosts)])
+    pinned = [(t.name, t.port, t.host_keys) for t in targets_from(opts)]
+    # A host known_hosts does not list gets no pin: the connector refuses it (host-key-unknown).
+    assert pinned == [("203.0.113.10:2222", 2222, (KEY1,)), ("203.0.113.10", 22, (KEY2,)), ("198.51.100.1", 22, ())]
