@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -91,3 +92,17 @@ def test_malformed_sample_is_rejected_with_a_precise_message(sample, stack, flee
         stack.invoke(FUNCTIONS[Path(sample).parts[0]], event)
     assert stack.queue_depth("WorkQueue") == 0
     assert stack.queue_depth("UrgentQueue") == 0
+
+
+def test_local_invoke_command_runs_a_sample_against_the_stack_it_is_pointed_at(stack, fleet, moto_server, tmp_path,
+                                                                            repo_root):
+    env_vars = tmp_path / "env.json"
+    env_vars.write_text(json.dumps({"Parameters": moto_server.environment(),
+                                    "PlannerFunction": stack.environment_of("PlannerFunction")}))
+    done = subprocess.run(["./scripts/local-invoke", "PlannerFunction", "-e", "events/planner/manual_fix_sweep.json",
+                           "--env-vars", str(env_vars)], cwd=repo_root, capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout[done.stdout.index("{\n"):])
+    assert (answer["servers"], answer["mode"]) == (2, "fix")
+    assert stack.queue_depth("WorkQueue") == 2
