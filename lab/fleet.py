@@ -239,7 +239,8 @@ class Lab:
     def inventory(self) -> Path:
         return self.workdir / "inventory.json"
 
-    def _prepare(self) -> None:
+    def prepare(self) -> None:
+        """Create the work directory, the client key and the TLS certificate (idempotent)."""
         self.workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
         (self.workdir / "hosts").mkdir(exist_ok=True)
         if not self.client_key.exists():
@@ -260,7 +261,7 @@ class Lab:
     # -- lifecycle ---------------------------------------------------------------------------
     def up(self, specs: dict[str, HostSpec]) -> list[Host]:
         """Start the named hosts (restarting any whose spec changed); leave the rest alone."""
-        self._prepare()
+        self.prepare()
         started: list[Host] = []
         for name, spec in specs.items():
             host = self.hosts.get(name)

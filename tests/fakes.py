@@ -79,11 +79,13 @@ class FakeInventoryStore:
 class FakeJobQueue:
     def __init__(self, refuse: int = 0) -> None:
         self.sent: dict[str, list[str]] = {}
+        self.delays: list[int] = []
         self.refuse = refuse
 
-    def send(self, queue_url: str, bodies: list[str]) -> list[str]:
+    def send(self, queue_url: str, bodies: list[str], delay_seconds: int = 0) -> list[str]:
         accepted, refused = bodies[self.refuse :], bodies[: self.refuse]
         self.sent.setdefault(queue_url, []).extend(accepted)
+        self.delays += [delay_seconds] * len(accepted)
         return refused
 
 
@@ -97,7 +99,9 @@ class FakeRunStore:
         assert run_id not in self.runs
         self.runs[run_id] = {"mode": mode, "trigger": trigger, "total": total, "counts": {}, "started_at": started_at}
 
-    def record(self, run_id: str, server: str, outcome: str) -> RunProgress:
+    def record(self, run_id: str, server: str, outcome: str) -> RunProgress | None:
+        if run_id not in self.runs:
+            return None
         if (run_id, server) not in self.done:
             self.done.add((run_id, server))
             counts = self.runs[run_id]["counts"]

@@ -37,6 +37,7 @@ ENV = {
     "RG_TOPIC_ARN": "arn:aws:sns:eu-west-1:123456789012:results",
 }
 SETTINGS = load_settings(ENV)
+WORK = ENV["RG_WORK_QUEUE_URL"]
 INVENTORY = parse_inventory({"servers": [
     {"name": f"web{i}", "host": f"198.51.100.{i}", "host_keys": [KEY],
      "aliases": [f"203.0.113.{i}", f"web{i}.example.com"]}
@@ -120,7 +121,8 @@ def test_an_empty_inventory_still_gets_its_digest():
 
 def make_worker(locks: FakeLockStore | None = None) -> tuple[Worker, FakeNotifier, FakeRunStore, FakeStateStore]:
     publisher, notifier, runs, state = make_publisher()
-    return Worker(SETTINGS, unreachable_engine, locks or FakeLockStore(), state, publisher), notifier, runs, state
+    worker = Worker(SETTINGS, unreachable_engine, locks or FakeLockStore(), state, publisher, FakeJobQueue())
+    return worker, notifier, runs, state
 
 
 def a_job(runs: FakeRunStore, total: int = 1, server: str = "web1") -> Job:
@@ -131,9 +133,10 @@ def a_job(runs: FakeRunStore, total: int = 1, server: str = "web1") -> Job:
 def test_worker_records_announces_and_digests_a_one_server_run():
     worker, notifier, runs, state = make_worker()
     job = a_job(runs)
-    result = worker.handle(job, receive_count=1, remaining_ms=600_000)
-    assert result is not None
-    assert result.outcome == Outcome.UNREACHABLE
+    handled = worker.handle(job, receive_count=1, remaining_ms=600_000, queue_url=WORK)
+    assert handled.status == "done"
+    assert handled.result is not None
+    assert handled.result.outcome == Outcome.UNREACHABLE
     assert state.get("web1").outcome == "unreachable"  # type: ignore[union-attr]
     server_msg, digest = (n.document for n in notifier.published)
     assert (server_msg["event"], server_msg["change"], server_msg["severity"]) == ("server-result", "failed", "warning")
@@ -147,21 +150,45 @@ def test_worker_records_announces_and_digests_a_one_server_run():
 def test_same_failure_again_is_not_announced_again():
     worker, notifier, runs, state = make_worker()
     state.put(ServerState("web1", "unreachable", "unreachable", "2000-01-01T00:00:00+00:00", "fix"))
-    worker.handle(a_job(runs), receive_count=1, remaining_ms=600_000)
+    worker.handle(a_job(runs), receive_count=1, remaining_ms=600_000, queue_url=WORK)
     assert [n.document["event"] for n in notifier.published] == ["run-digest"]
 
 
 def test_worker_defers_when_lambda_time_runs_short():
     worker, notifier, runs, _ = make_worker()
     with pytest.raises(Deferred):
-        worker.handle(a_job(runs), receive_count=1, remaining_ms=SETTINGS.safety_margin_ms - 1)
+        worker.handle(a_job(runs), receive_count=1, remaining_ms=SETTINGS.safety_margin_ms - 1, queue_url=WORK)
     assert notifier.published == []
 
 
-def test_worker_backs_off_when_the_server_is_locked():
+def test_a_deferral_on_the_second_last_delivery_becomes_a_fresh_copy_not_a_dlq_step():
+    worker, notifier, runs, _ = make_worker()
+    job = a_job(runs)
+    handled = worker.handle(job, receive_count=SETTINGS.max_receive_count - 1,
+                            remaining_ms=SETTINGS.safety_margin_ms - 1, queue_url=WORK)
+    assert handled.status == "requeued"
+    assert worker.queue.sent[WORK] == [job.body()]  # type: ignore[attr-defined]
+    assert notifier.published == []
+
+
+def test_a_locked_server_sends_the_job_back_after_the_retry_delay():
+    worker, notifier, runs, _ = make_worker(FakeLockStore(held=["web1"]))
+    job = a_job(runs)
+    handled = worker.handle(job, receive_count=1, remaining_ms=600_000, queue_url=WORK)
+    assert handled.status == "requeued"
+    assert worker.queue.sent[WORK] == [job.body()]  # type: ignore[attr-defined]
+    assert worker.queue.delays == [SETTINGS.lock_retry_seconds]  # type: ignore[attr-defined]
+    assert runs.progress("run-1").completed == 0
+    assert notifier.published == []
+
+
+def test_a_lock_held_longer_than_any_lock_lives_falls_back_to_sqs_retries():
     worker, _, runs, _ = make_worker(FakeLockStore(held=["web1"]))
+    old = datetime.now(UTC) - timedelta(seconds=SETTINGS.lock_ttl_seconds)
+    job = a_job(runs).model_copy(update={"enqueued_at": old})
     with pytest.raises(LockBusy):
-        worker.handle(a_job(runs), receive_count=1, remaining_ms=600_000)
+        worker.handle(job, receive_count=1, remaining_ms=600_000, queue_url=WORK)
+    assert worker.queue.sent == {}  # type: ignore[attr-defined]
 
 
 def test_a_fresher_result_of_a_strong_enough_job_is_reused_without_ssh():
@@ -169,29 +196,29 @@ def test_a_fresher_result_of_a_strong_enough_job_is_reused_without_ssh():
         raise AssertionError("no SSH session expected")
 
     publisher, notifier, runs, state = make_publisher()
-    worker = Worker(SETTINGS, no_engine, FakeLockStore(), state, publisher)
+    worker = Worker(SETTINGS, no_engine, FakeLockStore(), state, publisher, FakeJobQueue())
     job = a_job(runs)
     later = (job.enqueued_at + timedelta(seconds=1)).isoformat()
     state.put(ServerState("web1", "remediated", "ok", later, "fix"))
-    assert worker.handle(job, receive_count=2, remaining_ms=600_000) is None
+    assert worker.handle(job, receive_count=2, remaining_ms=600_000, queue_url=WORK).status == "reused"
     assert runs.progress("run-1").counts == {"remediated": 1}
     assert [n.document["event"] for n in notifier.published] == ["run-digest"]
 
 
 def test_an_older_or_weaker_result_is_not_reused():
     publisher, _, runs, state = make_publisher()
-    worker = Worker(SETTINGS, unreachable_engine, FakeLockStore(), state, publisher)
+    worker = Worker(SETTINGS, unreachable_engine, FakeLockStore(), state, publisher, FakeJobQueue())
     job = a_job(runs)
     state.put(ServerState("web1", "noncompliant", "noncompliant",
                           (job.enqueued_at + timedelta(seconds=1)).isoformat(), "audit"))
-    assert worker.handle(job, receive_count=1, remaining_ms=600_000) is not None
+    assert worker.handle(job, receive_count=1, remaining_ms=600_000, queue_url=WORK).status == "done"
 
 
 def test_giving_up_counts_the_server_failed_so_the_digest_completes():
     worker, notifier, runs, _ = make_worker()
     job = a_job(runs)
-    worker.give_up(job, "last delivery failed")
-    worker.give_up(job, "last delivery failed")  # a second give-up is not a second count
+    worker.give_up(job)
+    worker.give_up(job)  # a second give-up is not a second count
     (digest,) = notifier.published
     assert digest.document["counts"] == {"failed": 1}
 

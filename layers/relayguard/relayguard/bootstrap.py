@@ -92,7 +92,9 @@ def _engine_for_key(key_text: str, sudo: bool, timeout: float) -> Engine:
     return build_engine(key_text=key_text, sudo=sudo, timeout=timeout)
 
 
+@functools.lru_cache(maxsize=4)
 def worker(settings: Settings) -> Worker:
+    """One per warm environment: its key store keeps the Parameters cache (a new provider would not)."""
     keys = SecretsManagerKeyStore(settings.ssh_key_secret)
 
     def engine() -> Engine:
@@ -100,7 +102,7 @@ def worker(settings: Settings) -> Worker:
         return _engine_for_key(keys.ssh_key(), settings.use_sudo, settings.command_timeout)
 
     return Worker(settings, engine, DynamoLockStore(client("dynamodb"), settings.locks_table),
-                  DynamoStateStore(client("dynamodb"), settings.state_table), publisher(settings))
+                  DynamoStateStore(client("dynamodb"), settings.state_table), publisher(settings), job_queue())
 
 
 def alert_intake(settings: Settings) -> AlertIntake:
@@ -123,6 +125,6 @@ def enqueue_once(settings: Settings) -> tuple[Callable[..., dict[str, Any]], Ide
 
 def reset_caches() -> None:
     """Forget cached clients, settings and keys (tests; a warm Lambda never needs it)."""
-    for cached in (cached_settings, client, _engine_for_key, enqueue_once):
+    for cached in (cached_settings, client, _engine_for_key, enqueue_once, worker):
         cached.cache_clear()
     parameters.clear_caches()  # type: ignore[no-untyped-call]

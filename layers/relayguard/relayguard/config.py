@@ -29,6 +29,7 @@ ENV_ALERT_MODE = "RG_ALERT_MODE"  # default: fix
 ENV_DISABLE_TRACKER = "RG_DISABLE_TRACKER"  # default: false
 ENV_COMMAND_TIMEOUT = "RG_COMMAND_TIMEOUT"  # default: 60 (seconds)
 ENV_LOCK_TTL_SECONDS = "RG_LOCK_TTL_SECONDS"  # default: 900
+ENV_LOCK_RETRY_SECONDS = "RG_LOCK_RETRY_SECONDS"  # default: 30 (SQS DelaySeconds, at most 900)
 ENV_DEDUP_WINDOW_SECONDS = "RG_DEDUP_WINDOW_SECONDS"  # default: 3600
 ENV_MAX_RECEIVE_COUNT = "RG_MAX_RECEIVE_COUNT"  # default: 5 (must equal the queues' maxReceiveCount)
 ENV_SAFETY_MARGIN_MS = "RG_SAFETY_MARGIN_MS"  # default: 90000
@@ -37,7 +38,7 @@ ALL_VARIABLES = (
     ENV_INVENTORY_BUCKET, ENV_INVENTORY_KEY, ENV_WORK_QUEUE_URL, ENV_URGENT_QUEUE_URL, ENV_RUNS_TABLE,
     ENV_STATE_TABLE, ENV_LOCKS_TABLE, ENV_IDEMPOTENCY_TABLE, ENV_TOPIC_ARN, ENV_SSH_KEY_SECRET, ENV_SSH_USER,
     ENV_USE_SUDO, ENV_SWEEP_MODE, ENV_ALERT_MODE, ENV_DISABLE_TRACKER, ENV_COMMAND_TIMEOUT, ENV_LOCK_TTL_SECONDS,
-    ENV_DEDUP_WINDOW_SECONDS, ENV_MAX_RECEIVE_COUNT, ENV_SAFETY_MARGIN_MS,
+    ENV_LOCK_RETRY_SECONDS, ENV_DEDUP_WINDOW_SECONDS, ENV_MAX_RECEIVE_COUNT, ENV_SAFETY_MARGIN_MS,
 )
 
 
@@ -64,6 +65,7 @@ class Settings:
     disable_tracker: bool
     command_timeout: float
     lock_ttl_seconds: int
+    lock_retry_seconds: int
     dedup_window_seconds: int
     max_receive_count: int
     safety_margin_ms: int
@@ -78,13 +80,15 @@ def _bool(name: str, value: str) -> bool:
     raise ConfigError(f"{name}: expected true or false, got {value!r}")
 
 
-def _int(name: str, value: str, minimum: int) -> int:
+def _int(name: str, value: str, minimum: int, maximum: int | None = None) -> int:
     try:
         number = int(value)
     except ValueError:
         raise ConfigError(f"{name}: expected an integer, got {value!r}") from None
     if number < minimum:
         raise ConfigError(f"{name}: must be at least {minimum}")
+    if maximum is not None and number > maximum:
+        raise ConfigError(f"{name}: must be at most {maximum}")
     return number
 
 
@@ -123,6 +127,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         disable_tracker=_bool(ENV_DISABLE_TRACKER, optional(ENV_DISABLE_TRACKER, "false")),
         command_timeout=float(_int(ENV_COMMAND_TIMEOUT, optional(ENV_COMMAND_TIMEOUT, "60"), 1)),
         lock_ttl_seconds=_int(ENV_LOCK_TTL_SECONDS, optional(ENV_LOCK_TTL_SECONDS, "900"), 60),
+        lock_retry_seconds=_int(ENV_LOCK_RETRY_SECONDS, optional(ENV_LOCK_RETRY_SECONDS, "30"), 0, 900),
         dedup_window_seconds=_int(ENV_DEDUP_WINDOW_SECONDS, optional(ENV_DEDUP_WINDOW_SECONDS, "3600"), 1),
         max_receive_count=_int(ENV_MAX_RECEIVE_COUNT, optional(ENV_MAX_RECEIVE_COUNT, "5"), 1),
         safety_margin_ms=_int(ENV_SAFETY_MARGIN_MS, optional(ENV_SAFETY_MARGIN_MS, "90000"), 0),

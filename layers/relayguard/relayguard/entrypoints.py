@@ -67,7 +67,7 @@ def _queue_url_of(cfg: Settings, event_source_arn: str) -> str:
     for url in (cfg.urgent_queue_url, cfg.work_queue_url):
         if url.rstrip("/").rsplit("/", 1)[-1] == name:
             return url
-    return cfg.work_queue_url
+    raise ValueError(f"record from an unexpected queue {event_source_arn!r}")
 
 
 def _work_record(record: SQSRecord, context: LambdaContext) -> None:
@@ -83,25 +83,23 @@ def _work_record(record: SQSRecord, context: LambdaContext) -> None:
     logger.append_keys(run_id=job.run_id, server=job.server.name, alert_id=job.alert_id)
     worker = bootstrap.worker(cfg)
     try:
-        result = worker.handle(job, receive_count, context.get_remaining_time_in_millis())
+        handled = worker.handle(job, receive_count, context.get_remaining_time_in_millis(),
+                                _queue_url_of(cfg, record.event_source_arn))
     except Deferred as exc:
-        if receive_count >= cfg.max_receive_count - 1:
-            # A deferral must never be what dead-letters a job: hand SQS a fresh copy instead.
-            bootstrap.job_queue().send(_queue_url_of(cfg, record.event_source_arn), [record.body])
-            logger.info("job deferred by re-enqueueing", reason=str(exc))
-            return
         logger.info("job deferred", reason=str(exc))
         raise
-    except LockBusy as exc:
-        logger.info("server busy, job retried later", reason=str(exc))
-        raise
-    except Exception:
+    except Exception as exc:
         if receive_count >= cfg.max_receive_count:
-            worker.give_up(job, "last delivery failed")
+            # This delivery's failure sends the job to the DLQ: count the server failed so the run's
+            # digest still comes out, exactly once, with every server in it.
+            worker.give_up(job)
             logger.exception("job failed on its last delivery; counted as failed")
+        elif isinstance(exc, LockBusy):
+            logger.info("server busy, job retried later", reason=str(exc))
         raise
+    result = handled.result
     if result is None:
-        logger.info("reused a fresher result; no SSH session")
+        logger.info("job finished without an SSH session", status=handled.status, note=handled.note)
         return
     metrics.add_metric(name="ServersScanned", unit=MetricUnit.Count, value=1)
     for outcome, name in ((Outcome.NONCOMPLIANT, "NonCompliant"), (Outcome.REMEDIATED, "Remediated")):
@@ -118,6 +116,8 @@ def _work_record(record: SQSRecord, context: LambdaContext) -> None:
 @metrics.log_metrics(capture_cold_start_metric=True)
 @tracer.capture_lambda_handler
 def worker_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    # Every invocation reports at least this metric (Powertools warns about an empty flush otherwise).
+    metrics.add_metric(name="JobsReceived", unit=MetricUnit.Count, value=len(event.get("Records") or []))
     return dict(process_partial_response(
         event=event, record_handler=lambda record: _work_record(record, context), processor=processor,
         context=context,
@@ -158,6 +158,7 @@ def _alerts_from(event: dict[str, Any]) -> list[SpamAlert]:
 @tracer.capture_lambda_handler
 def alert_intake_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     cfg = settings()
+    metrics.add_metric(name="AlertsReceived", unit=MetricUnit.Count, value=len(event.get("Records") or [event]))
     intake = bootstrap.alert_intake(cfg)
     enqueue_once, idem_config = bootstrap.enqueue_once(cfg)
     idem_config.register_lambda_context(context)

@@ -54,7 +54,7 @@ class InventoryStore(Protocol):
 
 
 class JobQueue(Protocol):
-    def send(self, queue_url: str, bodies: list[str]) -> list[str]:
+    def send(self, queue_url: str, bodies: list[str], delay_seconds: int = 0) -> list[str]:
         """Send message bodies in batches; returns the bodies that could not be sent."""
         ...
 
@@ -62,8 +62,11 @@ class JobQueue(Protocol):
 class RunStore(Protocol):
     def create(self, run_id: str, mode: str, trigger: str, total: int, started_at: str) -> None: ...
 
-    def record(self, run_id: str, server: str, outcome: str) -> RunProgress:
-        """Count one finished server once (a redelivered job does not count twice)."""
+    def record(self, run_id: str, server: str, outcome: str) -> RunProgress | None:
+        """Count one finished server once (a redelivered job does not count twice).
+
+        None when the run has no record (expired, or a hand-made job): there is nothing to count into.
+        """
         ...
 
     def progress(self, run_id: str) -> RunProgress: ...

@@ -92,7 +92,9 @@ class Publisher:
         return change is not None
 
     def count(self, run_id: str, server: str, outcome: str) -> None:
-        self.digest_if_done(self.runs.record(run_id, server, outcome))
+        progress = self.runs.record(run_id, server, outcome)
+        if progress is not None:
+            self.digest_if_done(progress)
 
     def digest_if_done(self, progress: RunProgress) -> None:
         run_id = progress.run_id
@@ -121,6 +123,16 @@ def plan_sweep(settings: Settings, inventory: InventoryStore, runs: RunStore, qu
     return {"run_id": run_id, "mode": str(mode), "servers": len(jobs), "unsent": len(unsent)}
 
 
+@dataclass(frozen=True)
+class Handled:
+    """What became of one job: ``done`` (the engine ran), ``reused`` (a fresher result counted, no SSH)
+    or ``requeued`` (a fresh copy is on the queue; this delivery is complete)."""
+
+    status: str
+    result: ServerResult | None = None
+    note: str = ""
+
+
 @dataclass
 class Worker:
     """Runs one job: lock, engine, record, notify, count."""
@@ -130,29 +142,54 @@ class Worker:
     locks: LockStore
     state: StateStore
     publisher: Publisher
+    queue: JobQueue
 
     def policy(self, job: Job) -> Policy:
         return Policy(mode=job.mode, disable_tracker=self.settings.disable_tracker)
 
-    def handle(self, job: Job, receive_count: int, remaining_ms: int) -> ServerResult | None:
-        """Work one job. Raises :class:`Deferred` or :class:`LockBusy` to have SQS redeliver it."""
+    def handle(self, job: Job, receive_count: int, remaining_ms: int, queue_url: str) -> Handled:
+        """Work one job delivered from ``queue_url``.
+
+        Raises :class:`Deferred` (too little Lambda time left) or :class:`LockBusy` (the server stays
+        locked for longer than any lock lives) to have SQS redeliver this delivery later.
+        """
         if remaining_ms < self.settings.safety_margin_ms:
+            if receive_count >= self.settings.max_receive_count - 1:
+                # Running out of time is not the job's fault: it must never be what dead-letters it.
+                self._requeue(job, queue_url, delay_seconds=0)
+                return Handled("requeued", note=f"{remaining_ms} ms left; fresh copy enqueued")
             raise Deferred(f"{remaining_ms} ms left, {self.settings.safety_margin_ms} ms needed")
         reused = self._recent_result(job)
         if reused is not None:
             self.publisher.count(job.run_id, job.server.name, reused)
-            return None
+            return Handled("reused", note=reused)
         if not self.locks.acquire(job.server.name, job.job_id, self.settings.lock_ttl_seconds):
-            raise LockBusy(f"{job.server.name} is locked by another job")
+            return self._busy(job, queue_url)
         try:
             target = Target(name=job.server.name, host=job.server.host, port=job.server.port,
                             user=job.server.user, host_keys=job.server.host_keys)
             result = self.engine_factory().run(target, self.policy(job))
             self.publisher.server_result(job, result)
             self.publisher.count(job.run_id, job.server.name, str(result.outcome))
-            return result
+            return Handled("done", result)
         finally:
             self.locks.release(job.server.name, job.job_id)
+
+    def _busy(self, job: Job, queue_url: str) -> Handled:
+        """Another job works this server. Retry soon, outside SQS's receive count (a failed delivery
+        would wait a whole visibility timeout and creep toward the DLQ); once the job is older than
+        any lock can live, the lock is not the reason any more and SQS's own retries take over."""
+        age = (datetime.now(UTC) - job.enqueued_at).total_seconds()
+        if age >= self.settings.lock_ttl_seconds:
+            raise LockBusy(f"{job.server.name} is still locked by another job after {int(age)} s")
+        self._requeue(job, queue_url, delay_seconds=self.settings.lock_retry_seconds)
+        return Handled("requeued", note=f"{job.server.name} is locked by another job; retry in "
+                                        f"{self.settings.lock_retry_seconds} s")
+
+    def _requeue(self, job: Job, queue_url: str, delay_seconds: int) -> None:
+        # The copy keeps its enqueued_at, so a result recorded meanwhile by the lock holder is reused.
+        if self.queue.send(queue_url, [job.body()], delay_seconds=delay_seconds):
+            raise RelayGuardError(f"could not re-enqueue the job for {job.server.name}")
 
     def _recent_result(self, job: Job) -> str | None:
         """A result another job recorded after this one was enqueued, at least as strong: reuse it.
@@ -168,10 +205,9 @@ class Worker:
             return None
         return last.outcome
 
-    def give_up(self, job: Job, reason: str) -> None:
+    def give_up(self, job: Job) -> None:
         """The job's last delivery failed: count the server as failed so the run's digest completes."""
         self.publisher.count(job.run_id, job.server.name, str(Outcome.FAILED))
-        del reason
 
 
 @dataclass

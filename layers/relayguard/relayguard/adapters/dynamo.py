@@ -42,7 +42,7 @@ class DynamoRunStore:
             ConditionExpression="attribute_not_exists(run_id)",
         )
 
-    def record(self, run_id: str, server: str, outcome: str) -> RunProgress:
+    def record(self, run_id: str, server: str, outcome: str) -> RunProgress | None:
         try:
             self.client.put_item(
                 TableName=self.table,
@@ -53,15 +53,24 @@ class DynamoRunStore:
         except ClientError as exc:
             if not _conditional_failed(exc):
                 raise
-            return self.progress(run_id)
-        item = self.client.update_item(
-            TableName=self.table,
-            Key={"run_id": {"S": run_id}},
-            UpdateExpression="ADD completed :one, #c :one",
-            ExpressionAttributeNames={"#c": f"n_{outcome}"},
-            ExpressionAttributeValues={":one": {"N": "1"}},
-            ReturnValues="ALL_NEW",
-        )["Attributes"]
+            item = self.client.get_item(TableName=self.table, Key={"run_id": {"S": run_id}},
+                                        ConsistentRead=True).get("Item")
+            return _progress(item) if item else None
+        try:
+            item = self.client.update_item(
+                TableName=self.table,
+                Key={"run_id": {"S": run_id}},
+                UpdateExpression="ADD completed :one, #c :one",
+                # Without the run's own item, ADD would create a headless one.
+                ConditionExpression="attribute_exists(run_id)",
+                ExpressionAttributeNames={"#c": f"n_{outcome}"},
+                ExpressionAttributeValues={":one": {"N": "1"}},
+                ReturnValues="ALL_NEW",
+            )["Attributes"]
+        except ClientError as exc:
+            if _conditional_failed(exc):
+                return None
+            raise
         return _progress(item)
 
     def progress(self, run_id: str) -> RunProgress:

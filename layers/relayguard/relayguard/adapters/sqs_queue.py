@@ -16,11 +16,12 @@ class SqsJobQueue:
     def __init__(self, client: SQSClient) -> None:
         self.client = client
 
-    def send(self, queue_url: str, bodies: list[str]) -> list[str]:
+    def send(self, queue_url: str, bodies: list[str], delay_seconds: int = 0) -> list[str]:
         failed: list[str] = []
         for start in range(0, len(bodies), BATCH):
             chunk = bodies[start : start + BATCH]
-            entries = [{"Id": str(i), "MessageBody": body} for i, body in enumerate(chunk)]
+            entries = [{"Id": str(i), "MessageBody": body, "DelaySeconds": delay_seconds}
+                       for i, body in enumerate(chunk)]
             response = self.client.send_message_batch(QueueUrl=queue_url, Entries=entries)  # type: ignore[arg-type]
             failed += [chunk[int(f["Id"])] for f in response.get("Failed", [])]
         return failed

@@ -37,6 +37,11 @@ from relayguard.errors import (
 )
 from relayguard.ports import CommandResult, Target
 
+# paramiko's transport thread logs every failed handshake as an ERROR with a traceback. This module turns
+# those failures into outcomes (unreachable, timeout, ...), so the tracebacks are only noise in CloudWatch
+# and on an operator's terminal.
+logging.getLogger("paramiko.transport").setLevel(logging.CRITICAL)
+
 #: The only remote command lines this module ever sends; scripts travel on stdin.
 SH_ARGV = ("sh", "-s")
 SUDO_SH_ARGV = ("sudo", "-n", "sh", "-s")

@@ -1,0 +1,132 @@
+"""Spam alerts end to end: alert_intake → urgent queue → worker → lab server; deduplicated, inventory-gated."""
+
+from __future__ import annotations
+
+import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from lab.smtp import relay_attempt
+from tests.support.aws import Poller
+from tests.support.e2e import Tarpit, alert_detail, entry, notifications, scheduled_event, spam_alert_event
+
+pytestmark = pytest.mark.integration
+
+PUBLIC_IP = "203.0.113.7"
+
+
+def restarts(host) -> int:
+    return sum(1 for r in host.journal() if r["argv"][0].endswith("restartsrv_exim") and "--status" not in r["argv"])
+
+
+def test_alert_naming_a_public_ip_alias_fixes_that_server_in_one_worker_invocation(stack, lab, make_host):
+    host = make_host(profile="modern")
+    stack.put_inventory({"servers": [entry(host, aliases=(PUBLIC_IP,))]})
+    subscriber = stack.subscribe_queue()
+    assert relay_attempt(host.address, lab.client_source()).code == 250
+
+    answer = stack.invoke("AlertIntakeFunction", spam_alert_event(alert_detail("csf-1", public_ip=PUBLIC_IP)))
+
+    assert answer["alerts"][0]["status"] == "enqueued"
+    assert answer["alerts"][0]["server"] == host.name
+    urgent = Poller(stack, "WorkerFunction", "UrgentQueue")
+    assert urgent.poll_once() == {"batchItemFailures": []}
+    assert urgent.poll_once() is None  # one invocation did it
+    assert relay_attempt(host.address, lab.client_source()).code == 550
+    sent = notifications(stack, subscriber)
+    changes = [(n["doc"]["event"], n["doc"].get("change"), n["doc"]["outcome"]) for n in sent]
+    assert sorted(changes) == sorted([("server-result", "remediated", "remediated"), ("run-digest", None, "ok")])
+    assert all(n["attributes"]["mode"] == "fix" for n in sent)
+
+
+def test_twenty_identical_alerts_and_a_sweep_job_cost_one_ssh_fix_and_one_message(stack, lab, make_host):
+    host = make_host(profile="modern")
+    stack.put_inventory({"servers": [entry(host, aliases=(PUBLIC_IP,))]})
+    subscriber = stack.subscribe_queue()
+    event = spam_alert_event(alert_detail("csf-burst", hostname=host.domain))
+    # A sweep job for the same server is already waiting when the alerts arrive.
+    assert stack.invoke("PlannerFunction", scheduled_event({"mode": "fix"}))["servers"] == 1
+
+    barrier = threading.Barrier(5)
+
+    def one_alert(_: int) -> dict:
+        if _ < 5:
+            barrier.wait(timeout=30)
+        return stack.invoke("AlertIntakeFunction", event)
+
+    with ThreadPoolExecutor(max_workers=5) as pool:
+        answers = [a["alerts"][0] for a in pool.map(one_alert, range(20))]
+
+    statuses = sorted(a["status"] for a in answers)
+    assert statuses.count("enqueued") == 1, statuses
+    assert statuses.count("duplicate") == 19, statuses
+    assert stack.queue_depth("UrgentQueue") == 1
+
+    work, urgent = Poller(stack, "WorkerFunction", "WorkQueue"), Poller(stack, "WorkerFunction", "UrgentQueue")
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        list(pool.map(lambda p: p.drain(), (work, urgent)))
+
+    assert host.accepted_logins() == 1
+    assert restarts(host) == 1
+    assert relay_attempt(host.address, lab.client_source()).code == 550
+    per_server = [n for n in notifications(stack, subscriber) if n["doc"]["event"] == "server-result"]
+    assert len(per_server) == 1, per_server
+    assert per_server[0]["doc"]["outcome"] == "remediated"
+
+
+def test_alert_for_a_running_server_outside_the_inventory_opens_no_connection(stack, lab, make_host, capsys, caplog):
+    known = make_host(profile="modern", exposed=False)
+    stranger = make_host(profile="modern")
+    stack.put_inventory({"servers": [entry(known)]})
+    log_before = stranger.sshd_log()
+
+    answer = stack.invoke("AlertIntakeFunction", spam_alert_event(
+        alert_detail("csf-stranger", hostname=stranger.domain, public_ip=stranger.address)))
+
+    assert answer["alerts"][0]["status"] == "unknown-server"
+    assert stack.queue_depth("UrgentQueue") == 0
+    assert stack.queue_depth("WorkQueue") == 0
+    assert stranger.sshd_log() == log_before  # not even a TCP connection
+    assert stranger.accepted_logins() == 0
+    assert relay_attempt(stranger.address, lab.client_source()).code == 250  # left exactly as it was
+    refusal = "alert names a server outside the inventory; nothing done"
+    warnings = [r for r in caplog.records if r.getMessage() == refusal]
+    assert len(warnings) == 1
+    assert warnings[0].levelname == "WARNING"
+    assert stranger.domain in str(vars(warnings[0]))
+    emf = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert [m["UnknownServers"] for m in emf if "UnknownServers" in m] == [[1.0]]
+
+
+@pytest.fixture
+def slow_servers(lab):
+    """49 addresses whose SSH port accepts and then stays silent for a while (each sweep job takes time)."""
+    addresses = [f"127.{lab.net}.240.{i + 1}" for i in range(49)]
+    tarpit = Tarpit(addresses, delay=0.15)
+    yield addresses
+    tarpit.close()
+
+
+def test_an_urgent_job_finishes_before_a_sweep_of_fifty_jobs(stack, lab, make_host, slow_servers):
+    exposed = make_host(profile="modern")
+    template = entry(exposed)
+    slow = [{**template, "name": f"web{i:02d}", "host": ip, "aliases": []} for i, ip in enumerate(slow_servers)]
+    stack.put_inventory({"servers": [entry(exposed, aliases=(PUBLIC_IP,)), *slow]})
+    # Fifty sweep jobs are queued first.
+    assert stack.invoke("PlannerFunction", scheduled_event({"mode": "audit"}))["servers"] == 50
+    # The alert arrives with all fifty waiting.
+    answer = stack.invoke("AlertIntakeFunction", spam_alert_event(alert_detail("late", public_ip=PUBLIC_IP)))
+    assert answer["alerts"][0]["status"] == "enqueued"
+
+    # Each queue is its own event source (MaximumConcurrency applies per queue): both are polled at once.
+    work, urgent = Poller(stack, "WorkerFunction", "WorkQueue"), Poller(stack, "WorkerFunction", "UrgentQueue")
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        list(pool.map(lambda p: p.drain(), (work, urgent)))
+
+    urgent_done = max(i["at"] for i in urgent.invocations)
+    sweep_done = max(i["at"] for i in work.invocations)
+    assert urgent_done < sweep_done
+    assert len(work.invocations) >= 10  # fifty jobs in batches of five (plus a redelivery if the lock was busy)
+    assert relay_attempt(exposed.address, lab.client_source()).code == 550

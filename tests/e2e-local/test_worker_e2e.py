@@ -1,0 +1,109 @@
+"""The worker's delivery semantics end to end: announcements, poison records, running out of time, the DLQ."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lab.smtp import relay_attempt
+from tests.support.aws import Poller, drain_messages
+from tests.support.e2e import entry, notifications, scheduled_event
+
+pytestmark = pytest.mark.integration
+
+
+def per_server(stack, queue_url):
+    return [n for n in notifications(stack, queue_url) if n["doc"]["event"] == "server-result"]
+
+
+def test_audit_sweeps_announce_a_problem_once_and_a_fix_as_one_recovery(stack, lab, make_host):
+    host = make_host(profile="modern")
+    stack.put_inventory({"servers": [entry(host)]})
+    subscriber = stack.subscribe_queue()
+    worker = Poller(stack, "WorkerFunction", "WorkQueue")
+
+    for _ in range(2):
+        stack.invoke("PlannerFunction", scheduled_event({"mode": "audit"}))
+        worker.drain()
+    after_audits = per_server(stack, subscriber)
+    stack.invoke("PlannerFunction", scheduled_event({"mode": "fix"}))
+    worker.drain()
+    after_fix = per_server(stack, subscriber)
+
+    assert [(n["doc"]["change"], n["doc"]["outcome"]) for n in after_audits] == [("noncompliant", "noncompliant")]
+    assert after_audits[0]["attributes"]["severity"] == "warning"
+    assert [(n["doc"]["change"], n["doc"]["outcome"]) for n in after_fix] == [("recovered", "remediated")]
+    assert relay_attempt(host.address, lab.client_source()).code == 550
+
+
+def test_a_poison_record_fails_alone_and_the_other_servers_are_fixed(stack, lab, make_host):
+    hosts = [make_host(profile="modern"), make_host(profile="legacy")]
+    stack.put_inventory({"servers": [entry(h) for h in hosts]})
+    stack.invoke("PlannerFunction", scheduled_event({"mode": "fix"}))
+    sqs = stack.client("sqs")
+    poison_id = sqs.send_message(QueueUrl=stack.queue_url("WorkQueue"),
+                                 MessageBody='{"schema": "relayguard.job/v1", "server": "not an object"}')["MessageId"]
+    worker = Poller(stack, "WorkerFunction", "WorkQueue")
+
+    answer = worker.poll_once()
+
+    assert answer == {"batchItemFailures": [{"itemIdentifier": poison_id}]}
+    assert len(worker.invocations[0]["messages"]) == 3
+    for host in hosts:
+        assert relay_attempt(host.address, lab.client_source()).code == 550, host.name
+    # Redelivered until maxReceiveCount, then parked in the dead-letter queue for an operator.
+    worker.drain()
+    parked = drain_messages(sqs, stack.queue_url("WorkDLQ"))
+    assert [m["MessageId"] for m in parked] == [poison_id]
+
+
+def test_a_batch_that_runs_out_of_time_fixes_what_it_can_and_redelivery_finishes(stack, lab, make_host):
+    # GIVEN five exposed servers; the second one's Exim restart takes four seconds
+    hosts = [make_host(profile="modern") for _ in range(5)]
+    hosts[1] = make_host(profile="modern", switches={"slow_restartsrv_exim": "4"})
+    stack.put_inventory({"servers": [entry(h) for h in hosts]})
+    stack.invoke("PlannerFunction", scheduled_event({"mode": "fix"}))
+    worker = Poller(stack, "WorkerFunction", "WorkQueue")
+    margin = int(stack.environment_of("WorkerFunction")["RG_SAFETY_MARGIN_MS"])
+
+    # WHEN the worker is invoked with a little more than its safety margin left
+    answer = worker.poll_once(remaining_ms=margin + 3000)
+
+    # THEN it fixed at least the first server, reported the untouched rest as batch failures
+    bodies = {m: b for m, b in zip(worker.invocations[0]["messages"], worker.invocations[0]["bodies"], strict=True)}
+    failed = {bodies[f["itemIdentifier"]]["server"]["name"] for f in answer["batchItemFailures"]}
+    done = {h.name for h in hosts} - failed
+    assert hosts[0].name in done
+    assert failed, "the slow restart should have used up the time"
+    by_name = {h.name: h for h in hosts}
+    for name in failed:
+        assert by_name[name].accepted_logins() == 0, f"{name} was started although reported as not done"
+    # AND redelivery finishes them, each server fixed exactly once
+    worker.drain()
+    for host in hosts:
+        assert relay_attempt(host.address, lab.client_source()).code == 550, host.name
+        assert host.accepted_logins() == 1, host.name
+
+
+def test_servers_that_end_in_the_dlq_are_counted_failed_in_the_one_digest(stack, lab, make_host):
+    hosts = [make_host(profile="modern", exposed=False), make_host(profile="not-cpanel")]
+    stack.put_inventory({"servers": [entry(h) for h in hosts]})
+    subscriber = stack.subscribe_queue()
+    # Every delivery fails: the SSH key secret is gone (deleted by mistake, or not readable).
+    stack.client("secretsmanager").delete_secret(SecretId="relayguard/ssh-key", ForceDeleteWithoutRecovery=True)
+    planned = stack.invoke("PlannerFunction", scheduled_event({"mode": "audit"}))
+    worker = Poller(stack, "WorkerFunction", "WorkQueue")
+
+    worker.drain()
+
+    parked = drain_messages(stack.client("sqs"), stack.queue_url("WorkDLQ"))
+    assert sorted(json.loads(m["Body"])["server"]["name"] for m in parked) == sorted(h.name for h in hosts)
+    max_receives = int(stack.environment_of("WorkerFunction")["RG_MAX_RECEIVE_COUNT"])
+    assert len(worker.invocations) == max_receives  # both jobs in every batch, until SQS parks them
+    digests = [n["doc"] for n in notifications(stack, subscriber) if n["doc"]["event"] == "run-digest"]
+    assert len(digests) == 1
+    assert digests[0]["run_id"] == planned["run_id"]
+    assert digests[0]["counts"] == {"failed": 2}
+    assert digests[0]["outcome"] == "failed"
+    assert all(h.accepted_logins() == 0 for h in hosts)

@@ -1,0 +1,280 @@
+"""What `sam build` produces is what Lambda can run (issue 4, packaging).
+
+Builds the application with ./scripts/sam (the template's arm64) and the dependency layer a second
+time for x86_64, which this machine can execute. Then, in a separate `python -I -S` of the template's
+Python version, with nothing on sys.path but the standard library, the function artifact, both layers
+(x86_64 deps) and the AWS SDK the Lambda runtime provides, it imports every function's handler, the
+way Lambda does at a cold start. The arm64 build cannot run here; its compiled modules are checked
+against the template's architecture and Python version instead. The runtime's SDK is stood in for by
+the boto3, botocore and s3transfer pinned in constraints.txt; the real runtime's are older, and
+their version depends on the runtime release and the region.
+
+Needs the network or pip's cache (wheels from PyPI) and make (scripts/sam installs it as root).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.local_invoke import load_template
+
+pytestmark = [pytest.mark.packaging, pytest.mark.timeout(600)]
+
+REPO = Path(__file__).resolve().parents[2]
+FUNCTION_TYPE = "AWS::Serverless::Function"
+# ELF e_machine and wheel platform suffix per Lambda architecture.
+ELF_MACHINE = {"arm64": 183, "x86_64": 62}
+WHEEL_ARCH = {"arm64": "aarch64", "x86_64": "x86_64"}
+# The AWS SDK for Python is part of every Lambda Python runtime; layers/deps/Makefile deletes it.
+RUNTIME_PROVIDED = ("boto3", "botocore", "s3transfer")
+LAMBDA_UNZIPPED_LIMIT = 250 * 1000 * 1000  # bytes, a function and all its layers
+DEPS_LAYER_BUDGET = 40 * 1000 * 1000  # measured 34.6 MB; botocore coming back would add 25 MB
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _pins(path: Path) -> dict[str, str]:
+    pins = {}
+    for raw in path.read_text().splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if line:
+            name, version = line.split("==")
+            pins[_norm(name.split("[")[0])] = version
+    return pins
+
+
+@dataclass(frozen=True)
+class Target:
+    runtime: str  # python3.13
+    architecture: str  # arm64
+
+    @property
+    def cpython_tag(self) -> str:  # 313
+        return self.runtime.removeprefix("python").replace(".", "")
+
+    @property
+    def version(self) -> tuple[int, int]:
+        major, minor = self.runtime.removeprefix("python").split(".")
+        return int(major), int(minor)
+
+
+@dataclass(frozen=True)
+class Builds:
+    template: dict[str, Any]
+    target: Target
+    arm: Path  # full `sam build` for the template's architecture
+    x86_deps: Path  # DepsLayer artifact built for x86_64
+    runtime_sdk: Path  # stands in for the runtime's own boto3/botocore/s3transfer
+    functions: dict[str, str]  # logical id -> Handler
+    layers: tuple[str, ...]  # layer logical ids, in the template's order
+
+
+def _run_all(*commands: tuple[list[str], dict[str, str]]) -> None:
+    """Runs the commands side by side (pip and SAM wait on the network and on disk) and checks each."""
+    procs = [(cmd, subprocess.Popen(cmd, cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, text=True)) for cmd, env in commands]
+    for cmd, proc in procs:
+        out, _ = proc.communicate(timeout=300)
+        assert proc.returncode == 0, f"{' '.join(cmd)} exited {proc.returncode}\n{out[-6000:]}"
+
+
+def _target(template: dict[str, Any]) -> Target:
+    function_globals = template.get("Globals", {}).get("Function", {})
+    found = set()
+    for spec in template["Resources"].values():
+        if spec["Type"] == FUNCTION_TYPE:
+            props = {**function_globals, **spec.get("Properties", {})}
+            (arch,) = props["Architectures"]
+            found.add(Target(props["Runtime"], arch))
+    (target,) = found  # one runtime and one architecture for all functions, as the layers are shared
+    return target
+
+
+@pytest.fixture(scope="module")
+def builds(tmp_path_factory: pytest.TempPathFactory) -> Builds:
+    template = load_template(REPO / "template.yaml")
+    target = _target(template)
+    assert target.architecture != "x86_64", "the x86_64 build below would then not be a cross-build"
+    root = tmp_path_factory.mktemp("sam-build")
+    # Own build and cache folders, cache off: the developer's .aws-sam stays as it is, and SAM's cache,
+    # whose key ignores LAMBDA_ARCH, can never hand one architecture's layer to the other's build.
+    env = {k: v for k, v in os.environ.items() if k != "LAMBDA_ARCH"}
+    _run_all((["./scripts/sam", "--version"], env))  # makes .venv-sam once, before the builds share it
+    constraints = _pins(REPO / "constraints.txt")
+    _run_all(
+        (["./scripts/sam", "build", "--no-cached", "--build-dir", str(root / "arm"), "--cache-dir", str(root / "c1")],
+         env),
+        (["./scripts/sam", "build", "DepsLayer", "--no-cached", "--build-dir", str(root / "x86"),
+          "--cache-dir", str(root / "c2")], {**env, "LAMBDA_ARCH": "x86_64"}),
+        ([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps",
+          "--only-binary=:all:", "--target", str(root / "runtime-sdk"),
+          *(f"{name}=={constraints[name]}" for name in RUNTIME_PROVIDED)], env),
+    )
+    function_globals = template.get("Globals", {}).get("Function", {})
+    functions = {k: v["Properties"].get("Handler", function_globals.get("Handler"))
+                 for k, v in template["Resources"].items() if v["Type"] == FUNCTION_TYPE}
+    layers = tuple(ref["Ref"] for ref in function_globals["Layers"])
+    return Builds(template, target, root / "arm", root / "x86" / "DepsLayer", root / "runtime-sdk", functions, layers)
+
+
+def _interpreter(version: tuple[int, int]) -> str:
+    """A base interpreter (not a venv) of the Lambda runtime's Python version."""
+    if sys.version_info[:2] == version:
+        return str(getattr(sys, "_base_executable", sys.executable))
+    wanted = "{}.{}".format(*version)
+    pyenv = shutil.which("pyenv")
+    if pyenv:
+        bare = subprocess.run([pyenv, "versions", "--bare"], capture_output=True, text=True, check=False).stdout
+        for v in reversed(bare.split()):
+            if re.fullmatch(re.escape(wanted) + r"(\.\d+)?", v):
+                prefix = subprocess.run([pyenv, "prefix", v], capture_output=True, text=True, check=True).stdout
+                return str(Path(prefix.strip()) / "bin" / "python")
+    pytest.skip(f"no Python {wanted} here to import the x86_64 build with")
+
+
+# Runs in the isolated interpreter: the import Lambda does at a cold start, then where every module came from.
+PROBE = """
+import importlib, json, sys
+paths, module, attr = json.loads(sys.argv[1])
+sys.path[:0] = paths
+handler = getattr(importlib.import_module(module), attr)
+assert callable(handler), handler
+files = sorted({m.__file__ for m in list(sys.modules.values()) if getattr(m, "__file__", None)})
+print(json.dumps({"handler": f"{handler.__module__}.{handler.__qualname__}", "files": files,
+                  "stdlib": [p for p in sys.path if p not in paths]}))
+"""
+
+
+FUNCTIONS = ("PlannerFunction", "WorkerFunction", "AlertIntakeFunction")
+
+
+def test_every_function_of_the_template_is_import_checked() -> None:
+    template = load_template(REPO / "template.yaml")
+    assert sorted(FUNCTIONS) == sorted(k for k, v in template["Resources"].items() if v["Type"] == FUNCTION_TYPE)
+
+
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_each_handler_imports_from_the_built_artifacts_alone(builds: Builds, function: str) -> None:
+    task_root = builds.arm / function
+    layer_dirs = [builds.x86_deps / "python" if layer == "DepsLayer" else builds.arm / layer / "python"
+                  for layer in builds.layers]
+    assert all(d.is_dir() for d in layer_dirs), layer_dirs
+    # Lambda's order: /var/task, then /opt/python (where every layer is unpacked), then the runtime's SDK.
+    paths = [str(task_root), *map(str, layer_dirs), str(builds.runtime_sdk)]
+    module, _, attr = builds.functions[function].rpartition(".")
+    variables = builds.template["Globals"]["Function"]["Environment"]["Variables"]
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "AWS_REGION": "eu-west-1",
+        "AWS_DEFAULT_REGION": "eu-west-1",
+        "AWS_EXECUTION_ENV": f"AWS_Lambda_{builds.target.runtime}",
+        "AWS_LAMBDA_FUNCTION_NAME": function,
+        "LAMBDA_TASK_ROOT": str(task_root),
+        "_HANDLER": builds.functions[function],
+        **{k: v for k, v in variables.items() if k.startswith("POWERTOOLS_") and isinstance(v, str)},
+    }
+    python = _interpreter(builds.target.version)
+    # -I: no environment variables, user site or script folder; -S: no site-packages at all;
+    # -B: no __pycache__ written into the artifacts (Lambda's /var/task and /opt are read-only too).
+    proc = subprocess.run([python, "-I", "-S", "-B", "-c", PROBE, json.dumps([paths, module, attr])],
+                          capture_output=True, text=True, env=env, timeout=120, check=False, cwd="/")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    seen = json.loads(proc.stdout.splitlines()[-1])
+    assert seen["handler"].startswith("relayguard.entrypoints."), seen["handler"]
+
+    def under(f: str, dirs: list[str]) -> bool:
+        return any(f.startswith(d + os.sep) for d in dirs)
+
+    assert not any("site-packages" in p for p in seen["stdlib"]), seen["stdlib"]
+    strays = [f for f in seen["files"]
+              if not under(f, paths) and (not under(f, seen["stdlib"]) or f"{os.sep}site-packages{os.sep}" in f)]
+    assert strays == []
+
+    def origin(suffix: str) -> str:
+        (found,) = [f for f in seen["files"] if f.endswith(suffix)]
+        return found
+
+    assert origin("/relayguard/entrypoints.py").startswith(str(builds.arm / "RelayGuardLayer"))
+    assert origin("/paramiko/__init__.py").startswith(str(builds.x86_deps))
+    assert origin("/pydantic_core/__init__.py").startswith(str(builds.x86_deps))
+    assert origin("/boto3/__init__.py").startswith(str(builds.runtime_sdk))
+    assert any(f.startswith(str(builds.x86_deps)) and f.endswith(".so") for f in seen["files"])
+
+
+def _elf_machine(path: Path) -> int:
+    head = path.read_bytes()[:20]
+    assert head[:4] == b"\x7fELF", f"{path}: not ELF"
+    assert head[4] == 2, f"{path}: not 64-bit"
+    assert head[5] == 1, f"{path}: not little-endian"
+    return int.from_bytes(head[18:20], "little")
+
+
+def _check_compiled(layer: Path, target: Target, architecture: str) -> int:
+    """Every extension module matches the architecture and the runtime's CPython; returns how many."""
+    count = 0
+    for so in layer.rglob("*.so"):
+        count += 1
+        assert _elf_machine(so) == ELF_MACHINE[architecture], so
+        tag = re.search(r"\.(cpython-(\d+)-([a-z0-9_]+)-linux-gnu|abi3)\.so$", so.name)
+        assert tag, f"{so.name}: no CPython ABI tag"
+        if tag.group(1) != "abi3":
+            assert (tag.group(2), tag.group(3)) == (target.cpython_tag, WHEEL_ARCH[architecture]), so.name
+    for wheel in layer.glob("*.dist-info/WHEEL"):
+        for line in wheel.read_text().splitlines():
+            if not line.startswith("Tag: "):
+                continue
+            python, abi, platform = line.removeprefix("Tag: ").split("-")
+            if platform == "any":
+                continue
+            assert platform.endswith("_" + WHEEL_ARCH[architecture]), (wheel, line)
+            if abi == "abi3":
+                assert int(python.removeprefix("cp")) <= int(target.cpython_tag), (wheel, line)
+            else:
+                assert (python, abi) == (f"cp{target.cpython_tag}", f"cp{target.cpython_tag}"), (wheel, line)
+    return count
+
+
+def test_arm64_build_holds_extension_modules_for_the_templates_architecture_and_python(builds: Builds) -> None:
+    deps = builds.arm / "DepsLayer" / "python"
+    assert _check_compiled(deps, builds.target, builds.target.architecture) >= 5  # cryptography, pydantic_core, ...
+    # The x86_64 build really is the other architecture, so the check above can tell them apart.
+    assert _check_compiled(builds.x86_deps / "python", builds.target, "x86_64") >= 5
+    # The code layer and the function artifacts are pure Python.
+    for artifact in (builds.arm / "RelayGuardLayer", *(builds.arm / f for f in builds.functions)):
+        assert not list(artifact.rglob("*.so")), artifact
+        assert not list(artifact.rglob("__pycache__")), artifact
+
+
+def _size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def test_deps_layer_is_exactly_the_pinned_set_without_the_runtimes_sdk(builds: Builds) -> None:
+    pins = _pins(REPO / "layers" / "deps" / "requirements.txt")
+    for deps in (builds.arm / "DepsLayer" / "python", builds.x86_deps / "python"):
+        installed = {}
+        for info in deps.glob("*.dist-info"):
+            name, version = info.name.removesuffix(".dist-info").rsplit("-", 1)
+            installed[_norm(name)] = version
+        assert installed == {k: v for k, v in pins.items() if k not in RUNTIME_PROVIDED}, deps
+        for name in RUNTIME_PROVIDED:
+            assert not (deps / name).exists(), name
+
+    deps_size = _size(builds.arm / "DepsLayer")
+    print(f"\nDepsLayer ({builds.target.architecture}) unzipped: {deps_size / 1e6:.2f} MB")
+    assert deps_size <= DEPS_LAYER_BUDGET
+    for function in builds.functions:
+        total = _size(builds.arm / function) + sum(_size(builds.arm / layer) for layer in builds.layers)
+        assert total < LAMBDA_UNZIPPED_LIMIT, function

@@ -1,0 +1,364 @@
+"""template.yaml through SAM's own transform, offline (toolchain.md §2), and what it promises.
+
+cfn-lint checks that the template is well-formed; these tests check that the CloudFormation SAM
+generates from it does what docs/decisions/0003-serverless-contract.md and issue 4 say: triggers,
+batch and retry behaviour, timings, encryption, VPC placement and least-privilege IAM.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from relayguard.config import ALL_VARIABLES
+from samtranslator.translator.transform import transform
+
+from tests.support.local_invoke import _NO_VALUE, _Resolver, load_template
+
+REPO = Path(__file__).resolve().parents[2]
+SECRET_ARN = "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:${SshKeySecretName}-*"
+PSEUDO = ("AWS::Partition", "AWS::Region", "AWS::AccountId")
+
+
+class _NoManagedPolicies:
+    """SAM looks managed policy names up in IAM; policy templates and ARNs need no lookup."""
+
+    def load(self) -> dict[str, str]:
+        return {}
+
+
+def _local_uris_to_s3(doc: dict[str, Any]) -> None:
+    # transform() insists on s3:// code locations; `sam build`/`sam package` do this swap for real.
+    for resource in doc["Resources"].values():
+        props = resource.get("Properties") or {}
+        for key in ("CodeUri", "ContentUri"):
+            if isinstance(props.get(key), str):
+                props[key] = f"s3://bucket/{props[key].strip('/')}"
+
+
+@pytest.fixture(scope="module")
+def sam() -> dict[str, Any]:
+    """The SAM template as written (a private copy)."""
+    return copy.deepcopy(load_template(REPO / "template.yaml"))
+
+
+@pytest.fixture(scope="module")
+def cfn(sam: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """The CloudFormation template SAM generates."""
+    doc = copy.deepcopy(sam)
+    _local_uris_to_s3(doc)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AWS_DEFAULT_REGION", "eu-west-1")  # SAM wants a region for pseudo parameters, nothing else
+        for var in ("AWS_PROFILE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
+            mp.delenv(var, raising=False)
+        yield transform(doc, {}, _NoManagedPolicies())
+
+
+def _of_type(cfn: dict[str, Any], type_: str) -> dict[str, dict[str, Any]]:
+    return {k: v for k, v in cfn["Resources"].items() if v["Type"] == type_}
+
+
+def _props(cfn: dict[str, Any], logical_id: str) -> dict[str, Any]:
+    return cfn["Resources"][logical_id]["Properties"]  # type: ignore[no-any-return]
+
+
+def _getatt(logical_id: str, attr: str) -> dict[str, list[str]]:
+    return {"Fn::GetAtt": [logical_id, attr]}
+
+
+def _resolver(cfn: dict[str, Any], **parameters: Any) -> _Resolver:
+    """Evaluates Fn::If, Fn::FindInMap, conditions, ... of the generated template for these parameters."""
+    return _Resolver(cfn, parameters)
+
+
+# -- triggers -----------------------------------------------------------------------------------
+
+
+def test_schedule_rule_runs_the_planner_on_the_schedule_parameter(cfn: dict[str, Any]) -> None:
+    rules = _of_type(cfn, "AWS::Events::Rule")
+    scheduled = {k: v["Properties"] for k, v in rules.items() if "ScheduleExpression" in v["Properties"]}
+    assert list(scheduled) == ["PlannerFunctionSweepSchedule"]
+    rule = scheduled["PlannerFunctionSweepSchedule"]
+    assert rule["ScheduleExpression"] == {"Ref": "ScheduleExpression"}
+    assert rule["State"] == "ENABLED"
+    assert [t["Arn"] for t in rule["Targets"]] == [_getatt("PlannerFunction", "Arn")]
+    assert re.fullmatch(r"(rate|cron)\(.+\)", cfn["Parameters"]["ScheduleExpression"]["Default"])
+    assert {"SweepMode", "AlertMode"} <= set(cfn["Parameters"])
+    permission = _props(cfn, "PlannerFunctionSweepSchedulePermission")
+    assert permission["Principal"] == "events.amazonaws.com"
+    assert permission["SourceArn"] == _getatt("PlannerFunctionSweepSchedule", "Arn")
+
+
+def test_spam_alert_rule_and_alarm_subscription_reach_the_alert_intake(cfn: dict[str, Any]) -> None:
+    rules = _of_type(cfn, "AWS::Events::Rule")
+    patterned = {k: v["Properties"] for k, v in rules.items() if "EventPattern" in v["Properties"]}
+    assert list(patterned) == ["AlertIntakeFunctionSpamAlert"]
+    rule = patterned["AlertIntakeFunctionSpamAlert"]
+    assert rule["EventPattern"] == {"source": ["relayguard.alerts"], "detail-type": ["Spam Alert"]}
+    assert rule["EventBusName"] == {"Ref": "AlertEventBusName"}
+    assert [t["Arn"] for t in rule["Targets"]] == [_getatt("AlertIntakeFunction", "Arn")]
+
+    subscriptions = _of_type(cfn, "AWS::SNS::Subscription")
+    assert [s["Properties"] for s in subscriptions.values()] == [{
+        "Protocol": "lambda",
+        "TopicArn": {"Ref": "AlarmTopic"},
+        "Endpoint": _getatt("AlertIntakeFunction", "Arn"),
+    }]
+    permissions = {(p["Properties"]["Principal"], str(p["Properties"]["SourceArn"]))
+                   for p in _of_type(cfn, "AWS::Lambda::Permission").values()
+                   if p["Properties"]["FunctionName"] == {"Ref": "AlertIntakeFunction"}}
+    assert permissions == {("sns.amazonaws.com", str({"Ref": "AlarmTopic"})),
+                           ("events.amazonaws.com", str(_getatt("AlertIntakeFunctionSpamAlert", "Arn")))}
+
+
+def test_worker_polls_both_queues_with_partial_batch_failures_and_a_concurrency_cap(cfn: dict[str, Any]) -> None:
+    mappings = [m["Properties"] for m in _of_type(cfn, "AWS::Lambda::EventSourceMapping").values()]
+    assert sorted(m["EventSourceArn"]["Fn::GetAtt"][0] for m in mappings) == ["UrgentQueue", "WorkQueue"]
+    for m in mappings:
+        assert m["FunctionName"] == {"Ref": "WorkerFunction"}
+        assert m["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+        assert m["ScalingConfig"] == {"MaximumConcurrency": {"Ref": "MaximumConcurrency"}}
+        assert m.get("Enabled", True) is True
+    cap = cfn["Parameters"]["MaximumConcurrency"]
+    assert cap["MinValue"] >= 2, "AWS rejects MaximumConcurrency below 2 for SQS event sources"
+    assert cap["MaxValue"] <= 1000
+    assert cap["MinValue"] <= cap["Default"] <= cap["MaxValue"]
+
+
+def test_alert_intake_has_explicit_async_retries_and_an_on_failure_queue(cfn: dict[str, Any]) -> None:
+    configs = [c["Properties"] for c in _of_type(cfn, "AWS::Lambda::EventInvokeConfig").values()]
+    assert len(configs) == 1
+    (config,) = configs
+    assert config["FunctionName"] == {"Ref": "AlertIntakeFunction"}
+    assert 0 <= config["MaximumRetryAttempts"] <= 2  # explicit, within what Lambda accepts
+    assert 60 <= config["MaximumEventAgeInSeconds"] <= 21600
+    destination = config["DestinationConfig"]["OnFailure"]["Destination"]
+    dlq = destination["Fn::GetAtt"][0]
+    assert destination == _getatt(dlq, "Arn")
+    assert cfn["Resources"][dlq]["Type"] == "AWS::SQS::Queue"
+    assert dlq not in {m["Properties"]["EventSourceArn"]["Fn::GetAtt"][0]
+                       for m in _of_type(cfn, "AWS::Lambda::EventSourceMapping").values()}
+    sends = [s for s in _statements(cfn, "AlertIntakeFunctionRole") if s["Resource"] == destination]
+    assert sends
+    assert all(s["Action"] in ("sqs:SendMessage", ["sqs:SendMessage"]) for s in sends)
+
+
+# -- queues and timings -------------------------------------------------------------------------
+
+
+def test_job_queues_redrive_to_their_own_dead_letter_queues(cfn: dict[str, Any]) -> None:
+    dlqs = set()
+    for name in ("WorkQueue", "UrgentQueue"):
+        queue = _props(cfn, name)
+        redrive = queue["RedrivePolicy"]
+        assert redrive["maxReceiveCount"] == {"Ref": "MaxReceiveCount"}
+        dlq = redrive["deadLetterTargetArn"]["Fn::GetAtt"][0]
+        assert redrive["deadLetterTargetArn"] == _getatt(dlq, "Arn")
+        # SQS keeps a message's original enqueue time in the DLQ: it must retain longer than the source.
+        assert _props(cfn, dlq)["MessageRetentionPeriod"] > queue["MessageRetentionPeriod"]
+        dlqs.add(dlq)
+    assert len(dlqs) == 2
+    receives = cfn["Parameters"]["MaxReceiveCount"]
+    assert 1 <= receives["MinValue"] <= receives["Default"] <= receives["MaxValue"] <= 1000
+    # The worker reports a server failed on its last receive, so it must know the same number.
+    for fn in _of_type(cfn, "AWS::Lambda::Function").values():
+        assert fn["Properties"]["Environment"]["Variables"]["RG_MAX_RECEIVE_COUNT"] == {"Ref": "MaxReceiveCount"}
+
+
+def test_visibility_timeout_is_six_times_the_worker_timeout_for_every_allowed_value(cfn: dict[str, Any]) -> None:
+    worker = _props(cfn, "WorkerFunction")
+    assert worker["Timeout"] == {"Ref": "WorkerTimeout"}
+    allowed = cfn["Parameters"]["WorkerTimeout"]["AllowedValues"]
+    assert cfn["Parameters"]["WorkerTimeout"]["Default"] in allowed
+    assert sorted(int(v) for v in cfn["Mappings"]["WorkerTiming"]) == sorted(int(v) for v in allowed)
+    env = worker["Environment"]["Variables"]
+    lock_ttl, margin_ms = int(env["RG_LOCK_TTL_SECONDS"]), int(env["RG_SAFETY_MARGIN_MS"])
+    for timeout in allowed:
+        r = _resolver(cfn, WorkerTimeout=timeout)
+        seconds = int(r.value(worker["Timeout"]))
+        assert seconds <= 900, "Lambda's maximum"
+        assert seconds <= lock_ttl, "a lock must outlive the invocation holding it"
+        assert seconds * 1000 > margin_ms, "the worker must have time left after its safety margin"
+        for queue in ("WorkQueue", "UrgentQueue"):
+            visibility = int(r.value(_props(cfn, queue)["VisibilityTimeout"]))
+            assert 6 * seconds <= visibility <= 43200, (queue, timeout, visibility)
+
+
+# -- functions, layers, encryption, VPC ---------------------------------------------------------
+
+
+def test_every_function_is_python313_on_arm64_with_both_layers(cfn: dict[str, Any]) -> None:
+    functions = _of_type(cfn, "AWS::Lambda::Function")
+    assert sorted(functions) == ["AlertIntakeFunction", "PlannerFunction", "WorkerFunction"]
+    layers = _of_type(cfn, "AWS::Lambda::LayerVersion")
+    assert sorted(v["Properties"]["LayerName"] for v in layers.values()) == ["DepsLayer", "RelayGuardLayer"]
+    for layer in layers.values():
+        assert layer["Properties"]["CompatibleRuntimes"] == ["python3.13"]
+        assert layer["Properties"]["CompatibleArchitectures"] == ["arm64"]
+    for name, fn in functions.items():
+        props = fn["Properties"]
+        assert props["Runtime"] == "python3.13", name
+        assert props["Architectures"] == ["arm64"], name
+        assert props["Handler"] == "app.lambda_handler", name
+        assert props["TracingConfig"] == {"Mode": "Active"}, name
+        assert sorted(layer["Ref"] for layer in props["Layers"]) == sorted(layers), name
+
+
+def test_template_sets_exactly_the_variables_the_settings_read(cfn: dict[str, Any]) -> None:
+    for name, fn in _of_type(cfn, "AWS::Lambda::Function").items():
+        variables = fn["Properties"]["Environment"]["Variables"]
+        assert sorted(v for v in variables if v.startswith("RG_")) == sorted(ALL_VARIABLES), name
+
+
+def test_results_topic_is_kms_encrypted(cfn: dict[str, Any]) -> None:
+    assert _props(cfn, "ResultsTopic")["KmsMasterKeyId"] == "alias/aws/sns"
+    for fn in _of_type(cfn, "AWS::Lambda::Function").values():
+        assert fn["Properties"]["Environment"]["Variables"]["RG_TOPIC_ARN"] == {"Ref": "ResultsTopic"}
+
+
+def test_vpc_placement_is_off_by_default_and_on_when_subnets_are_given(cfn: dict[str, Any]) -> None:
+    functions = _of_type(cfn, "AWS::Lambda::Function")
+    default = _resolver(cfn)
+    placed = _resolver(cfn, SubnetIds=["subnet-0a", "subnet-0b"], SecurityGroupIds=["sg-0c"])
+    for name, fn in functions.items():
+        node = fn["Properties"]["VpcConfig"]
+        assert default.value(node) is _NO_VALUE, name  # CloudFormation drops the property
+        assert placed.value(node) == {"SubnetIds": ["subnet-0a", "subnet-0b"], "SecurityGroupIds": ["sg-0c"]}, name
+    assert default.condition("UseVpc") is False
+    assert placed.condition("UseVpc") is True
+
+
+# -- IAM ------------------------------------------------------------------------------------------
+
+# AWS-managed policies SAM attaches to every generated role, and why each is acceptable:
+MANAGED_POLICIES = {
+    # CloudWatch Logs (logs:CreateLogGroup/CreateLogStream/PutLogEvents): Lambda's own logging, and
+    # Powertools Metrics, which writes EMF to the log stream (no cloudwatch:PutMetricData anywhere).
+    "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole",
+    # X-Ray (Tracing: Active): xray:PutTraceSegments/PutTelemetryRecords only accept Resource "*".
+    "arn:aws:iam::aws:policy/AWSXrayWriteOnlyAccess",
+    # ENI management (ec2:CreateNetworkInterface/Describe*/DeleteNetworkInterface, Resource "*", as
+    # Lambda's VPC access requires). SAM attaches it whenever VpcConfig is present, even as an Fn::If
+    # that resolves to AWS::NoValue, so it is there without a VPC too.
+    "arn:aws:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole",
+}
+
+# What each function may touch: a new permission has to be added here on purpose.
+EXPECTED_ACCESS = {
+    "PlannerFunctionRole": {"InventoryBucket", "WorkQueue", "RunsTable", "ResultsTopic"},
+    "WorkerFunctionRole": {"WorkQueue", "UrgentQueue", "RunsTable", "StateTable", "LocksTable", "ResultsTopic",
+                           "secret"},
+    "AlertIntakeFunctionRole": {"InventoryBucket", "UrgentQueue", "IdempotencyTable", "RunsTable", "AlertIntakeDLQ"},
+}
+
+
+def _statements(cfn: dict[str, Any], role: str) -> list[dict[str, Any]]:
+    return [s for policy in _props(cfn, role).get("Policies", []) for s in policy["PolicyDocument"]["Statement"]]
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def _own_resource(resource: Any, ours: set[str]) -> str:
+    """The logical id (or "secret") a policy statement's Resource is scoped to; fails on anything else."""
+    assert isinstance(resource, dict), f"literal resource {resource!r}"
+    if set(resource) == {"Ref"} or set(resource) == {"Fn::GetAtt"}:
+        target = resource["Ref"] if "Ref" in resource else resource["Fn::GetAtt"][0]
+        assert target in ours, resource
+        return str(target)
+    assert set(resource) == {"Fn::Sub"}, resource
+    sub = resource["Fn::Sub"]
+    if sub == SECRET_ARN:
+        return "secret"
+    text, variables = sub
+    (name, value), = variables.items()
+    if text == "${" + name + "}":  # a policy template's parameter passed straight through
+        return _own_resource(value, ours)
+    target = value["Ref"] if "Ref" in value else value["Fn::GetAtt"][0]
+    assert target in ours, resource
+    # An ARN of this account and region whose only wildcard is a suffix within the named resource.
+    assert text.startswith("arn:${AWS::Partition}:"), text
+    assert re.fullmatch(r"[^*]*\$\{" + name + r"\}(/index/\*|/\*)?", text), text
+    placeholders = set(re.findall(r"\$\{([^}]+)\}", text)) - {name}
+    assert placeholders <= set(PSEUDO), text
+    return str(target)
+
+
+def test_iam_is_scoped_to_this_stacks_resources(cfn: dict[str, Any]) -> None:
+    roles = _of_type(cfn, "AWS::IAM::Role")
+    assert sorted(roles) == sorted(EXPECTED_ACCESS)
+    ours = set(cfn["Resources"])
+    for role, spec in roles.items():
+        props = spec["Properties"]
+        assert props["AssumeRolePolicyDocument"]["Statement"] == [{
+            "Action": ["sts:AssumeRole"], "Effect": "Allow", "Principal": {"Service": ["lambda.amazonaws.com"]}}]
+        assert set(props["ManagedPolicyArns"]) == MANAGED_POLICIES, role
+        reached = set()
+        for statement in _statements(cfn, role):
+            assert statement["Effect"] == "Allow"
+            for action in _as_list(statement["Action"]):
+                assert not action.endswith("*") or action == "sqs:SendMessage*", (role, action)
+            for resource in _as_list(statement["Resource"]):
+                reached.add(_own_resource(resource, ours))
+        assert reached == EXPECTED_ACCESS[role], role
+    secret = cfn["Parameters"]["SshKeySecretName"]
+    assert "*" not in secret["Default"]  # the ARN pattern's "-*" is Secrets Manager's random suffix only
+
+
+def test_iam_check_rejects_unscoped_resources() -> None:
+    ours = {"RunsTable"}
+    table = "arn:${AWS::Partition}:dynamodb:${AWS::Region}:${AWS::AccountId}:table/${t}"
+    for bad in ("*", {"Ref": "SomeoneElsesTable"}, {"Fn::Sub": [table + "*", {"t": {"Ref": "RunsTable"}}]},
+                {"Fn::Sub": ["arn:aws:dynamodb:*:*:table/${t}", {"t": {"Ref": "RunsTable"}}]}):
+        with pytest.raises(AssertionError):
+            _own_resource(bad, ours)
+    assert _own_resource({"Fn::Sub": [table + "/index/*", {"t": {"Ref": "RunsTable"}}]}, ours) == "RunsTable"
+
+
+# -- pins -----------------------------------------------------------------------------------------
+
+
+def _pins(path: Path) -> dict[str, str]:
+    pins = {}
+    for raw in path.read_text().splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        match = re.fullmatch(r"([A-Za-z0-9._-]+)(\[[^\]]*\])?==([^\s;]+)", line)
+        assert match, f"{path.name}: not an exact, marker-free pin: {raw!r}"
+        pins[re.sub(r"[-_.]+", "-", match.group(1)).lower()] = match.group(3)
+    return pins
+
+
+def test_deps_layer_pins_equal_the_constraints() -> None:
+    layer = _pins(REPO / "layers" / "deps" / "requirements.txt")
+    constraints = _pins(REPO / "constraints.txt")
+    assert {"paramiko", "aws-lambda-powertools", "pydantic", "pyyaml"} <= set(layer)
+    assert {name: (version, constraints.get(name)) for name, version in layer.items()
+            if constraints.get(name) != version} == {}
+
+
+# -- the linter CI runs ---------------------------------------------------------------------------
+
+
+def test_cfn_lint_is_pinned_to_the_release_that_still_lints_the_sam_transform() -> None:
+    # cfn-lint 1.54.0 stopped running the SAM transform and misses errors inside SAM resources
+    # (toolchain.md §2); scripts/test's `sam validate --lint` uses the copy in requirements-sam.txt.
+    assert _pins(REPO / "requirements-sam.txt")["cfn-lint"] == "1.53.3"
+    assert _pins(REPO / "constraints.txt")["cfn-lint"] == "1.53.3"
+
+
+def test_cfn_lint_rejects_a_malformed_schedule() -> None:
+    from cfnlint import ManualArgs  # 2 s of imports, paid by this test only
+    from cfnlint.api import lint
+
+    text = (REPO / "template.yaml").read_text()
+    assert "Default: rate(1 day)" in text
+    matches = lint(text.replace("Default: rate(1 day)", "Default: rate(5 minute)"),
+                   config=ManualArgs(regions=["eu-west-1"]))
+    assert [(m.rule.id, "'minute' is not one of" in m.message) for m in matches] == [("W1030", True)]
