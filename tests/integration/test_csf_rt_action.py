@@ -1,16 +1,16 @@
-"""The shipped CSF RT_ACTION script, run as lfd runs it, against EventBridge and SQS on a moto server.
+"""The shipped CSF RT_ACTION script, run as lfd runs it, against the stack on a moto server.
 
 The script is started as a subprocess with CSF's five arguments and the real AWS CLI (pinned in the
-test venv) pointed at moto by ``AWS_ENDPOINT_URL``. An EventBridge rule with the template's pattern
-copies the event to an SQS queue; the event found there is validated with the alert intake's own
-models and then handed to the alert intake handler through the local invoker, which must resolve
-the server and enqueue an urgent job.
+test venv) pointed at moto by ``AWS_ENDPOINT_URL``. An EventBridge rule with the template's own
+spam-alert pattern, on the bus the ``AlertEventBusName`` parameter names, copies the event to an SQS
+queue; the event found there is validated with the alert intake's models, then handed to the alert
+intake through the local invoker, and in one test on through the urgent queue to the worker, which
+fixes a lab host.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import socket
 import subprocess
@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 from aws_lambda_powertools.utilities.parser import parse
 from aws_lambda_powertools.utilities.parser.models import EventBridgeModel
@@ -29,7 +28,10 @@ from relayguard.events import ALERT_DETAIL_TYPE, ALERT_EVENT_SOURCE, Job, SpamAl
 
 from lab import Host
 from lab.remote import ssh
+from lab.smtp import relay_attempt
 from tests.support import local_invoke
+from tests.support.aws import FAKE_CREDENTIALS, MotoServer, Poller, Stack, aws_environment, deploy, drain_messages
+from tests.support.e2e import entry
 
 pytestmark = pytest.mark.integration
 
@@ -37,11 +39,11 @@ REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "contrib" / "csf" / "relayguard-rt-action"
 VENV_BIN = Path(sys.executable).parent
 REGION = local_invoke.DEFAULT_REGION
-CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing"}
 BUS = "relayguard-alerts"
 PUBLIC_IP = "203.0.113.10"
 CLIENT_IP = "198.51.100.23"
-KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEB"
+# Credentials only: the script must get its region from its own settings.
+CREDENTIALS = {k: v for k, v in FAKE_CREDENTIALS.items() if not k.endswith("REGION")}
 # What lfd passes as $5: mail content, i.e. whatever a spammer wrote.
 HOSTILE = (b"From: \"x\" <a@b>\nSubject: $(touch /tmp/relayguard-pwned) `id` '; rm -rf / #\n"
            b"\"quotes\" \\backslashes\\ {\"json\": [1]} \x01\x1b[31m\n") + b"\xff\xfe broken utf-8 \xc3"
@@ -49,19 +51,20 @@ HOSTILE = (b"From: \"x\" <a@b>\nSubject: $(touch /tmp/relayguard-pwned) `id` '; 
 
 @dataclass
 class Moto:
-    endpoint: str
+    """The stack, plus a queue that receives every event the template's spam-alert rule matches."""
+
+    stack: Stack
     queue_url: str
 
+    @property
+    def endpoint(self) -> str:
+        return self.stack.endpoint
+
     def client(self, service: str) -> Any:
-        return boto3.client(service, endpoint_url=self.endpoint, region_name=REGION,  # type: ignore[call-overload]
-                            **{k.lower(): v for k, v in CREDENTIALS.items()})
+        return self.stack.client(service)
 
     def events(self) -> list[dict[str, Any]]:
-        sqs = self.client("sqs")
-        got = sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
-        for m in got.get("Messages", []):
-            sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=m["ReceiptHandle"])
-        events = [json.loads(m["Body"]) for m in got.get("Messages", [])]
+        events = [json.loads(m["Body"]) for m in drain_messages(self.client("sqs"), self.queue_url)]
         for event in events:
             # moto's SQS target leaves out the envelope's "account", which EventBridge always sets.
             event.setdefault("account", local_invoke.DEFAULT_ACCOUNT)
@@ -69,26 +72,28 @@ class Moto:
 
 
 @pytest.fixture(scope="module")
-def moto() -> Iterator[Moto]:
-    from moto.server import ThreadedMotoServer
+def moto_server() -> Iterator[MotoServer]:
+    server = MotoServer()
+    yield server
+    server.stop()
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        endpoint = f"http://{host}:{port}"
-        probe = Moto(endpoint, "")
-        sqs, events = probe.client("sqs"), probe.client("events")
+
+@pytest.fixture
+def moto(moto_server: MotoServer) -> Iterator[Moto]:
+    moto_server.reset()
+    with aws_environment(moto_server):
+        bootstrap.reset_caches()
+        local_invoke.reset()
+        stack = deploy(moto_server.endpoint, parameters={"AlertEventBusName": BUS})
+        sqs, events = stack.client("sqs"), stack.client("events")
         url = sqs.create_queue(QueueName="captured-alerts")["QueueUrl"]
         arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        rule = local_invoke.load_template()["Resources"]["AlertIntakeFunction"]["Properties"]["Events"]["SpamAlert"]
         events.create_event_bus(Name=BUS)
-        # The pattern of the template's SpamAlert rule.
-        events.put_rule(Name="spam-alerts", EventBusName=BUS, EventPattern=json.dumps(
-            {"source": [ALERT_EVENT_SOURCE], "detail-type": [ALERT_DETAIL_TYPE]}))
+        events.put_rule(Name="spam-alerts", EventBusName=BUS, EventPattern=json.dumps(rule["Properties"]["Pattern"]))
         events.put_targets(Rule="spam-alerts", EventBusName=BUS, Targets=[{"Id": "capture", "Arn": arn}])
-        yield Moto(endpoint, url)
-    finally:
-        server.stop()
+        yield Moto(stack, url)
+        bootstrap.reset_caches()
 
 
 def run_script(moto_or_endpoint: Moto | str, tmp_path: Path, *argv: str | bytes, conf: str | None = None,
@@ -198,54 +203,31 @@ def test_on_a_cpanel_server_it_names_the_public_ip_cpanel_knows(moto, modern: Ho
 # -- the whole alert intake -------------------------------------------------------------------
 
 
-def stack(moto: Moto, inventory: dict[str, Any]) -> dict[str, str]:
-    """The alert intake's resources on moto: the inventory object, the urgent queue and its two tables."""
-    s3, sqs, ddb = moto.client("s3"), moto.client("sqs"), moto.client("dynamodb")
-    bucket = f"inventory-{os.getpid()}-{len(s3.list_buckets()['Buckets'])}"
-    s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
-    s3.put_object(Bucket=bucket, Key="inventory.json", Body=json.dumps(inventory).encode())
-    urgent = sqs.create_queue(QueueName=f"urgent-{bucket}")["QueueUrl"]
-    tables = {}
-    for logical_id, key in (("IdempotencyTable", "id"), ("RunsTable", "run_id")):
-        name = f"{logical_id}-{bucket}"
-        ddb.create_table(TableName=name, AttributeDefinitions=[{"AttributeName": key, "AttributeType": "S"}],
-                         KeySchema=[{"AttributeName": key, "KeyType": "HASH"}], BillingMode="PAY_PER_REQUEST")
-        tables[logical_id] = name
-    # Resources the alert intake never touches still need a value for the template's Refs.
-    return {"InventoryBucket": bucket, "UrgentQueue": urgent, "WorkQueue": f"{urgent}-unused",
-            "StateTable": "unused", "LocksTable": "unused", "ResultsTopic": f"arn:aws:sns:{REGION}:123456789012:unused",
-            **tables}
-
-
-@pytest.fixture
-def aws_env(moto) -> Iterator[None]:
-    saved = dict(os.environ)
-    os.environ.update({**CREDENTIALS, "AWS_ENDPOINT_URL": moto.endpoint, "AWS_DEFAULT_REGION": REGION,
-                       "AWS_REGION": REGION, "POWERTOOLS_TRACE_DISABLED": "true"})
-    os.environ.pop("AWS_PROFILE", None)
-    bootstrap.reset_caches()
-    try:
-        yield
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-        bootstrap.reset_caches()
-
-
 @pytest.mark.parametrize("known_as", ["public_ip", "hostname"])
-def test_the_alert_intake_resolves_the_server_and_enqueues_an_urgent_job(moto, tmp_path, aws_env, known_as):
+def test_the_alert_intake_resolves_the_server_and_enqueues_an_urgent_job(moto, tmp_path, known_as):
     alias = PUBLIC_IP if known_as == "public_ip" else own_hostname()
-    resolve = stack(moto, {"servers": [{"name": "web1", "host": "192.0.2.10", "aliases": [alias],
-                                        "host_keys": [KEY]}]})
+    key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEB"
+    moto.stack.put_inventory({"servers": [{"name": "web1", "host": "192.0.2.10", "aliases": [alias],
+                                           "host_keys": [key]}]})
     # Without a public IP setting the script can only name the server by its hostname.
     conf = f"RELAYGUARD_EVENT_BUS={BUS}\n" + (f"RELAYGUARD_PUBLIC_IP={PUBLIC_IP}\n" if known_as == "public_ip" else "")
     proc = run_script(moto, tmp_path, *csf_argv(), conf=conf, AWS_REGION=REGION)
     assert proc.returncode == 0, proc.stderr
     (event,) = moto.events()
-    answer = local_invoke.invoke("AlertIntakeFunction", event, resolve=resolve)
-    (result,) = answer["alerts"]
+    (result,) = moto.stack.invoke("AlertIntakeFunction", event)["alerts"]
     assert (result["status"], result["server"]) == ("enqueued", "web1")
-    sqs = moto.client("sqs")
-    (message,) = sqs.receive_message(QueueUrl=resolve["UrgentQueue"], MaxNumberOfMessages=10)["Messages"]
+    (message,) = drain_messages(moto.client("sqs"), moto.stack.queue_url("UrgentQueue"))
     job = Job.model_validate_json(message["Body"])
     assert (job.trigger, job.server.name, job.alert_id) == ("alert", "web1", event["detail"]["alert_id"])
+
+
+def test_a_csf_alert_gets_its_server_fixed(moto, lab, modern: Host, tmp_path):
+    moto.stack.put_inventory({"servers": [entry(modern, aliases=(PUBLIC_IP,))]})
+    moto.stack.put_ssh_key(lab.client_key.read_text())
+    source = lab.client_source()
+    assert relay_attempt(modern.address, source).code == 250
+    assert run_script(moto, tmp_path, *csf_argv()).returncode == 0
+    (event,) = moto.events()
+    assert moto.stack.invoke("AlertIntakeFunction", event)["alerts"][0]["status"] == "enqueued"
+    assert Poller(moto.stack, "WorkerFunction", "UrgentQueue").poll_once() == {"batchItemFailures": []}
+    assert relay_attempt(modern.address, source).code == 550
