@@ -2,8 +2,8 @@
 
 The script is started as a subprocess with CSF's five arguments and the real AWS CLI (pinned in the
 test venv) pointed at moto by ``AWS_ENDPOINT_URL``. An EventBridge rule with the template's own
-spam-alert pattern, on the bus the ``AlertEventBusName`` parameter names, copies the event to an SQS
-queue; the event found there is validated with the alert intake's models, then handed to the alert
+spam-alert pattern, on a bus of its own (so the script's bus setting is what routes it), copies the
+event to an SQS queue; the event found there is validated with the alert intake's models, then handed to the alert
 intake through the local invoker, and in one test on through the urgent queue to the worker, which
 fixes a lab host.
 """
@@ -15,7 +15,6 @@ import shlex
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,14 +22,13 @@ from typing import Any
 import pytest
 from aws_lambda_powertools.utilities.parser import parse
 from aws_lambda_powertools.utilities.parser.models import EventBridgeModel
-from relayguard import bootstrap
 from relayguard.events import ALERT_DETAIL_TYPE, ALERT_EVENT_SOURCE, Job, SpamAlert
 
 from lab import Host
 from lab.remote import ssh
 from lab.smtp import relay_attempt
 from tests.support import local_invoke
-from tests.support.aws import FAKE_CREDENTIALS, MotoServer, Poller, Stack, aws_environment, deploy, drain_messages
+from tests.support.aws import FAKE_CREDENTIALS, Poller, Stack, drain_messages
 from tests.support.e2e import entry
 
 pytestmark = pytest.mark.integration
@@ -71,29 +69,17 @@ class Moto:
         return events
 
 
-@pytest.fixture(scope="module")
-def moto_server() -> Iterator[MotoServer]:
-    server = MotoServer()
-    yield server
-    server.stop()
-
-
 @pytest.fixture
-def moto(moto_server: MotoServer) -> Iterator[Moto]:
-    moto_server.reset()
-    with aws_environment(moto_server):
-        bootstrap.reset_caches()
-        local_invoke.reset()
-        stack = deploy(moto_server.endpoint, parameters={"AlertEventBusName": BUS})
-        sqs, events = stack.client("sqs"), stack.client("events")
-        url = sqs.create_queue(QueueName="captured-alerts")["QueueUrl"]
-        arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        rule = local_invoke.load_template()["Resources"]["AlertIntakeFunction"]["Properties"]["Events"]["SpamAlert"]
-        events.create_event_bus(Name=BUS)
-        events.put_rule(Name="spam-alerts", EventBusName=BUS, EventPattern=json.dumps(rule["Properties"]["Pattern"]))
-        events.put_targets(Rule="spam-alerts", EventBusName=BUS, Targets=[{"Id": "capture", "Arn": arn}])
-        yield Moto(stack, url)
-        bootstrap.reset_caches()
+def moto(stack: Stack) -> Moto:
+    """The e2e stack, plus a rule with the template's spam-alert pattern on our bus, copying events to a queue."""
+    sqs, events = stack.client("sqs"), stack.client("events")
+    url = sqs.create_queue(QueueName="captured-alerts")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    rule = local_invoke.load_template()["Resources"]["AlertIntakeFunction"]["Properties"]["Events"]["SpamAlert"]
+    events.create_event_bus(Name=BUS)
+    events.put_rule(Name="spam-alerts", EventBusName=BUS, EventPattern=json.dumps(rule["Properties"]["Pattern"]))
+    events.put_targets(Rule="spam-alerts", EventBusName=BUS, Targets=[{"Id": "capture", "Arn": arn}])
+    return Moto(stack, url)
 
 
 def run_script(moto_or_endpoint: Moto | str, tmp_path: Path, *argv: str | bytes, conf: str | None = None,
@@ -223,7 +209,6 @@ def test_the_alert_intake_resolves_the_server_and_enqueues_an_urgent_job(moto, t
 
 def test_a_csf_alert_gets_its_server_fixed(moto, lab, modern: Host, tmp_path):
     moto.stack.put_inventory({"servers": [entry(modern, aliases=(PUBLIC_IP,))]})
-    moto.stack.put_ssh_key(lab.client_key.read_text())
     source = lab.client_source()
     assert relay_attempt(modern.address, source).code == 250
     assert run_script(moto, tmp_path, *csf_argv()).returncode == 0
