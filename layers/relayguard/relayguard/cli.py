@@ -3,6 +3,7 @@
     relayguard check HOST[:PORT]...            audit, change nothing
     relayguard fix HOST[:PORT]...              close the gate, restart Exim once, prove refusal
     relayguard scan --inventory FILE [--fix]   every server of an inventory, concurrently
+    relayguard inventory add HOST[:PORT]       fetch, confirm and pin a server's host keys
 
 Exit codes: 0 every host compliant, remediated or not cPanel; 1 an audit found exposed hosts;
 2 a host failed or could not be reached (2 wins over 1).
@@ -21,10 +22,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TextIO
 
-from relayguard.adapters.ssh import host_keys_from_known_hosts
+from relayguard.adapters.ssh import fetch_host_keys, host_keys_from_known_hosts
 from relayguard.bootstrap import build_engine
 from relayguard.domain.models import OK_OUTCOMES, Mode, Outcome, Policy
 from relayguard.engine import Engine, ServerResult
+from relayguard.enroll import AddRequest, add_server
 from relayguard.errors import RelayGuardError
 from relayguard.inventory import load_inventory
 from relayguard.ports import Target
@@ -75,6 +77,24 @@ def _parser() -> argparse.ArgumentParser:
     scan.add_argument("--inventory", required=True, metavar="FILE")
     scan.add_argument("--fix", action="store_true")
     scan.add_argument("--concurrency", type=int, default=10)
+    inventory = sub.add_parser("inventory", help="edit an inventory file")
+    inventory_sub = inventory.add_subparsers(dest="action", required=True)
+    add = inventory_sub.add_parser(
+        "add", help="fetch a server's host keys, confirm their fingerprints, pin them in the inventory",
+        description="Fetch the host keys HOST offers (key exchange only, no login), show their SHA256 "
+                    "fingerprints and pin them once confirmed: by --fingerprint, or by answering on a terminal. "
+                    "Without a terminal and without --fingerprint nothing is written.")
+    add.add_argument("host", metavar="HOST[:PORT]")
+    add.add_argument("--fingerprint", action="append", default=[], metavar="SHA256:...",
+                     help="the fingerprint verified out of band (repeatable); only matching keys are pinned")
+    add.add_argument("--inventory", default="inventory.json", metavar="FILE",
+                     help="inventory to create or update, JSON or YAML (default: %(default)s)")
+    add.add_argument("--name", help="entry name (default: an entry with the same host, else HOST)")
+    add.add_argument("--user", default=None, help="SSH login for this server (default: leave as is)")
+    add.add_argument("--alias", action="append", default=[], metavar="NAME",
+                     help="another name, public IP or instance id alerts may use (repeatable)")
+    add.add_argument("--tag", action="append", default=[], metavar="TAG", help="a tag (repeatable)")
+    add.add_argument("--timeout", type=float, default=15.0, help="connect and key exchange deadline, seconds")
     return parser
 
 
@@ -175,7 +195,22 @@ def render_table(results: list[ServerResult]) -> str:
     )
 
 
+def inventory_add(ns: argparse.Namespace) -> int:
+    try:
+        host, port = split_host(ns.host)
+    except ValueError:
+        print(f"relayguard: {ns.host!r} is not HOST or HOST:PORT", file=sys.stderr)
+        return 2
+    request = AddRequest(host=host, port=port, inventory=Path(ns.inventory), name=ns.name, user=ns.user,
+                         aliases=tuple(ns.alias), tags=tuple(ns.tag), fingerprints=tuple(ns.fingerprint),
+                         timeout=ns.timeout)
+    return add_server(request, fetch_host_keys, sys.stdin, sys.stdout, sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    ns = _parser().parse_args(argv)
+    if ns.command == "inventory":
+        return inventory_add(ns)
     opts = parse_options(argv)
     try:
         targets = targets_from(opts)

@@ -13,10 +13,12 @@ Every error names the entry and the field, e.g. ``servers[3] (web4).host_keys[0]
 from __future__ import annotations
 
 import base64
+import copy
+import hashlib
 import ipaddress
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +36,7 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _HOSTNAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*$")
 _USER = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
+_FINGERPRINT = re.compile(r"^SHA256:([A-Za-z0-9+/]{43})=?$")
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,21 @@ def check_host_key(line: str) -> str:
     if not blob[4:].startswith(parts[0].encode()) and not parts[0].startswith("rsa-sha2"):
         raise ValueError("key data does not match its type")
     return f"{parts[0]} {parts[1]}"
+
+
+def fingerprint(key_line: str) -> str:
+    """OpenSSH's SHA256 fingerprint of a public key line, as ``ssh-keygen -lf`` prints it."""
+    blob = base64.b64decode(key_line.split()[1], validate=True)
+    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
+
+
+def parse_fingerprint(text: str) -> str:
+    """An operator's ``SHA256:...`` fingerprint in the form :func:`fingerprint` returns; ``ValueError`` if not one."""
+    match = _FINGERPRINT.match(text.strip())
+    if match is None:
+        raise ValueError(f"{text!r} is not an OpenSSH SHA256 fingerprint (expected 'SHA256:' and 43 base64 "
+                         "characters, as 'ssh-keygen -lf' prints it)")
+    return f"SHA256:{match.group(1)}"
 
 
 def _host(value: Any) -> str:
@@ -183,15 +201,19 @@ def parse_inventory(data: Any, fallback: Mapping[str, Any] | None = None) -> Inv
     return Inventory(servers)
 
 
-def load_text(text: str, source: str = "inventory", fallback: Mapping[str, Any] | None = None) -> Inventory:
+def parse_document(text: str, source: str = "inventory") -> tuple[Any, str]:
+    """The raw document of an inventory text and its format, ``"json"`` or ``"yaml"`` (not yet validated)."""
     try:
-        data = json.loads(text)
+        return json.loads(text), "json"
     except ValueError:
         try:
-            data = yaml.safe_load(text)
+            return yaml.safe_load(text), "yaml"
         except yaml.YAMLError as exc:
             raise InventoryError(f"{source}: neither JSON nor YAML ({exc.__class__.__name__})") from None
-    return parse_inventory(data, fallback)
+
+
+def load_text(text: str, source: str = "inventory", fallback: Mapping[str, Any] | None = None) -> Inventory:
+    return parse_inventory(parse_document(text, source)[0], fallback)
 
 
 def load_inventory(path: str | Path, fallback: Mapping[str, Any] | None = None) -> Inventory:
@@ -204,3 +226,47 @@ def load_inventory(path: str | Path, fallback: Mapping[str, Any] | None = None) 
 
 def servers_by_name(servers: Iterable[Server]) -> dict[str, Server]:
     return {s.name: s for s in servers}
+
+
+def upsert_server(data: Any, *, host: str, port: int, host_keys: Sequence[str], name: str | None = None,
+                  user: str | None = None, aliases: Sequence[str] = (), tags: Sequence[str] = ()
+                  ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """``data`` (a raw inventory document, left untouched) with one server added or updated.
+
+    The entry is the one called ``name``, else the one whose ``host`` is ``host``, else a new one
+    named ``name`` or ``host``. Its pinned keys become ``host_keys``; ``user`` replaces, ``aliases``
+    and ``tags`` add to what it had; every other entry and field stays as it was. The result is
+    validated like any inventory (:class:`InventoryError` names the problem). Returns the new
+    document and the entry as it was before (None for a new one).
+    """
+    doc = copy.deepcopy(data) if data is not None else {"servers": []}
+    if not isinstance(doc, dict) or not isinstance(doc.get("servers"), list):
+        raise InventoryError("inventory: expected an object with a 'servers' list")
+    servers: list[Any] = doc["servers"]
+    wanted_host = _norm(host)
+
+    def matches(entry: Any) -> bool:
+        if not isinstance(entry, dict):
+            return False
+        if name is not None:
+            return bool(entry.get("name") == name)
+        return isinstance(entry.get("host"), str) and _norm(entry["host"]) == wanted_host
+
+    index = next((i for i, entry in enumerate(servers) if matches(entry)), None)
+    before = copy.deepcopy(servers[index]) if index is not None else None
+    entry: dict[str, Any] = servers[index] if index is not None else {"name": name or host}
+    entry["host"] = host
+    if port != 22 or "port" in entry:
+        entry["port"] = port
+    if user is not None:
+        entry["user"] = user
+    entry["host_keys"] = [check_host_key(line) for line in host_keys]
+    for key, extra in (("aliases", aliases), ("tags", tags)):
+        merged = list(entry.get(key) or [])
+        merged += [x for x in extra if x not in merged]
+        if merged:
+            entry[key] = merged
+    if index is None:
+        servers.append(entry)
+    parse_inventory(doc)
+    return doc, before

@@ -24,6 +24,7 @@ import paramiko
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from paramiko.pkey import UnknownKeyType
+from paramiko.ssh_exception import IncompatiblePeer
 
 from relayguard.errors import (
     AuthFailed,
@@ -440,3 +441,66 @@ def _names_match(names: str, want: str) -> bool:
         elif name.lower() == want:
             return True
     return False
+
+
+#: Host-key algorithms asked for one at a time, as ssh-keyscan does: a key exchange shows one key.
+#: Both RSA signature algorithms show the same RSA key, so the second is asked only if the first found
+#: nothing. paramiko 5 has no SHA-1 ``ssh-rsa``, so an sshd that knows nothing newer (OpenSSH < 7.2)
+#: cannot be scanned, nor reached by the engine.
+SCAN_ALGORITHMS = ("ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521",
+                   "rsa-sha2-512", "rsa-sha2-256")
+_SCAN_LOG = "relayguard.keyscan"
+# A server without a key of the asked type is an expected answer, which paramiko's transport thread
+# would log with a traceback; the scan reports its own errors.
+logging.getLogger(_SCAN_LOG).addHandler(logging.NullHandler())
+logging.getLogger(_SCAN_LOG).propagate = False
+
+
+def fetch_host_keys(host: str, port: int = 22, timeout: float = 10.0) -> tuple[str, ...]:
+    """The host keys ``host`` offers, as ``type base64`` lines, learnt by key exchange alone.
+
+    No authentication is attempted and nothing is trusted here: the caller shows the keys'
+    fingerprints to an operator or compares them with one given out of band. Raises
+    ``Unreachable`` or ``Timeout`` naming ``host:port``.
+    """
+    who = f"{host}:{port}"
+    found: list[str] = []
+    for algorithm in SCAN_ALGORITHMS:
+        if algorithm == "rsa-sha2-256" and any(line.startswith("ssh-rsa ") for line in found):
+            continue
+        key = _offered_key(host, port, algorithm, timeout, who)
+        if key is not None and f"{key.get_name()} {key.get_base64()}" not in found:
+            found.append(f"{key.get_name()} {key.get_base64()}")
+    if not found:
+        raise Unreachable(f"{who}: the server offered none of the host key types {', '.join(SCAN_ALGORITHMS)}")
+    return tuple(found)
+
+
+def _offered_key(host: str, port: int, algorithm: str, timeout: float, who: str) -> paramiko.PKey | None:
+    try:
+        sock = socket.create_connection((host, port), timeout=timeout)
+    except TimeoutError as exc:
+        raise Unreachable(f"{who}: TCP connect timed out after {timeout:g} s") from exc
+    except OSError as exc:
+        raise Unreachable(f"{who}: TCP connect failed ({exc.strerror or type(exc).__name__})") from exc
+    transport = paramiko.Transport(sock)
+    transport.set_log_channel(_SCAN_LOG)
+    transport.banner_timeout = timeout
+    transport.handshake_timeout = timeout
+    transport.get_security_options().key_types = (algorithm,)
+    try:
+        transport.start_client(timeout=timeout)
+        if not transport.initial_kex_done:
+            raise Timeout(f"{who}: the key exchange did not finish within {timeout:g} s")
+        return transport.get_remote_server_key()
+    except IncompatiblePeer:
+        return None  # the server has no key of this type
+    except paramiko.SSHException as exc:
+        if str(exc).startswith("Error reading SSH protocol banner"):
+            raise Unreachable(f"{who}: no SSH banner within {timeout:g} s") from exc
+        raise Unreachable(f"{who}: SSH key exchange failed") from exc
+    except (OSError, EOFError) as exc:
+        raise Unreachable(f"{who}: the connection dropped during the key exchange") from exc
+    finally:
+        transport.close()
+        sock.close()

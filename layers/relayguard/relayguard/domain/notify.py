@@ -1,17 +1,38 @@
 """What to announce, and how a notification looks (schema ``relayguard.notification/v1``).
 
 Pure functions: the worker asks :func:`change_of` whether a result is news, and builds messages with
-:func:`server_message` and :func:`digest_message`. The JSON schema lives in
-``docs/schemas/notification.v1.json`` and tests validate every message against it.
+:func:`server_message` and :func:`digest_message`, which check every message against the JSON schema
+``relayguard/schemas/notification.v1.json`` (``docs/schemas/notification.v1.json`` is a link to it)
+before handing it out: a message that breaks the published contract is a bug and is never sent.
 """
 
 from __future__ import annotations
 
+import json
+from importlib import resources
 from typing import Any
 
 from relayguard.domain.models import OK_OUTCOMES, Outcome
+from relayguard.domain.schema import Validator
+from relayguard.errors import RelayGuardError
 
 SCHEMA = "relayguard.notification/v1"
+SCHEMA_RESOURCE = "schemas/notification.v1.json"
+# Read at import so that a layer built without the schema fails on import, not on the first message.
+NOTIFICATION_SCHEMA: dict[str, Any] = json.loads(resources.files("relayguard").joinpath(SCHEMA_RESOURCE).read_text())
+_VALIDATOR = Validator(NOTIFICATION_SCHEMA)
+
+
+class InvalidNotification(RelayGuardError):
+    """A message that does not follow relayguard.notification/v1 (a bug in RelayGuard)."""
+
+
+def check_notification(doc: dict[str, Any]) -> dict[str, Any]:
+    """``doc`` if it follows the notification schema; otherwise :class:`InvalidNotification` naming each problem."""
+    errors = _VALIDATOR.errors(doc)
+    if errors:
+        raise InvalidNotification(f"{SCHEMA} violated: " + "; ".join(errors))
+    return doc
 
 #: Outcome → severity (documented in docs/operations.md).
 SEVERITY: dict[str, str] = {
@@ -68,7 +89,7 @@ def severity_of(outcome: str) -> str:
 
 def server_message(result: dict[str, Any], change: str, run_id: str, trigger: str, at: str) -> dict[str, Any]:
     """The per-server notification document, from a result record (``ServerResult.to_json()``)."""
-    return {
+    return check_notification({
         "schema": SCHEMA,
         "event": "server-result",
         "change": change,
@@ -87,14 +108,14 @@ def server_message(result: dict[str, Any], change: str, run_id: str, trigger: st
         "warnings": list(result["warnings"]),
         "affected_mailboxes": list(result["affected_mailboxes"]),
         "relay_probe": {k: result["relay_probe"].get(k) for k in ("ip", "code", "reply")},
-    }
+    })
 
 
 def digest_message(run_id: str, *, mode: str, trigger: str, total: int, counts: dict[str, int],
                    started_at: str, at: str) -> dict[str, Any]:
     failed = sum(n for outcome, n in counts.items() if outcome in BAD and outcome != Outcome.NONCOMPLIANT)
     worst = max((severity_of(o) for o, n in counts.items() if n), key=_RANK.__getitem__, default="info")
-    return {
+    return check_notification({
         "schema": SCHEMA,
         "event": "run-digest",
         "run_id": run_id,
@@ -107,7 +128,7 @@ def digest_message(run_id: str, *, mode: str, trigger: str, total: int, counts: 
         "total": total,
         "counts": {k: v for k, v in sorted(counts.items()) if v},
         "failed": failed,
-    }
+    })
 
 
 def server_text(doc: dict[str, Any]) -> str:
