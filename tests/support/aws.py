@@ -327,15 +327,17 @@ class Poller:
                 continue
             if redeliver and self.redeliver_now():
                 continue
-            if self.delayed() == 0:
+            if self.waiting() == 0:
                 return batches
             time.sleep(0.1)
         raise AssertionError(f"{self.queue} not empty after {batches} batches")
 
-    def delayed(self) -> int:
+    def waiting(self) -> int:
+        """Messages visible now or delayed (a delay can expire between a receive and this call)."""
         attrs = self.stack.client("sqs").get_queue_attributes(
-            QueueUrl=self.stack.queue_url(self.queue), AttributeNames=["ApproximateNumberOfMessagesDelayed"])
-        return int(attrs["Attributes"]["ApproximateNumberOfMessagesDelayed"])
+            QueueUrl=self.stack.queue_url(self.queue),
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesDelayed"])["Attributes"]
+        return int(attrs["ApproximateNumberOfMessages"]) + int(attrs["ApproximateNumberOfMessagesDelayed"])
 
     @contextmanager
     def running(self, concurrency: int = 1, idle_sleep: float = 0.05) -> Iterator[None]:
