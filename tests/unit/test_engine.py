@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from relayguard.domain.decide import decide
@@ -230,3 +231,20 @@ def test_a_legacy_fix_records_revert_commands_for_the_former_lists() -> None:
     assert result.outcome == Outcome.REMEDIATED, result.reason
     assert "printf '%s\\n' 198.51.100.9 10.0.0.5 > /etc/relayhosts" in result.revert
     assert "printf '%s\\n' '198.51.100.9 carol' '10.0.0.5 dave' > /etc/relayhostsusers" in result.revert
+
+
+def test_a_job_deadline_caps_every_round_trip() -> None:
+    session = FakeSession([ok(probe_text(MODERN_COMPLIANT))])
+    engine = Engine(FakeConnector(session), FakeBannerCheck(), timeout=60.0)
+    result = engine.run(WEB1, AUDIT, deadline=time.monotonic() + 5)
+    assert result.outcome == Outcome.COMPLIANT
+    assert 0 < session.timeouts[0] <= 5
+
+
+def test_a_passed_deadline_ends_the_job_as_a_timeout_before_the_next_round_trip() -> None:
+    session = FakeSession()
+    result = Engine(FakeConnector(session), FakeBannerCheck()).run(WEB1, FIX, deadline=time.monotonic() - 1)
+    assert result.outcome == Outcome.TIMEOUT
+    assert "deadline" in result.reason
+    assert session.scripts == []
+    assert session.closed

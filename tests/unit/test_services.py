@@ -16,7 +16,16 @@ from relayguard.errors import Unreachable
 from relayguard.events import Job, SpamAlert
 from relayguard.inventory import parse_inventory
 from relayguard.ports import ServerState
-from relayguard.services import AlertIntake, Deferred, LockBusy, Publisher, Worker, job_for, plan_sweep
+from relayguard.services import (
+    FINISH_RESERVE_MS,
+    AlertIntake,
+    Deferred,
+    LockBusy,
+    Publisher,
+    Worker,
+    job_for,
+    plan_sweep,
+)
 
 from tests.fakes import (
     FakeBannerCheck,
@@ -253,3 +262,18 @@ def test_enqueue_puts_one_urgent_job_in_alert_mode():
     job = Job.model_validate_json(body)
     assert (job.trigger, job.mode, job.alert_id, job.server.name) == ("alert", Mode.FIX, "a-1", "web3")
     assert runs.progress(answer["run_id"]).total == 1
+
+
+def test_the_worker_gives_the_engine_a_deadline_inside_the_lambda_time_left():
+    from tests.fakes import FakeSession, ok
+    from tests.unit.samples import MODERN_COMPLIANT, probe_text
+
+    session = FakeSession([ok(probe_text(MODERN_COMPLIANT))])
+    publisher, _, runs, state = make_publisher()
+    worker = Worker(SETTINGS, lambda: Engine(FakeConnector(session), FakeBannerCheck()), FakeLockStore(), state,
+                    publisher, FakeJobQueue())
+    remaining_ms = SETTINGS.safety_margin_ms + 1_000
+    handled = worker.handle(a_job(runs), receive_count=1, remaining_ms=remaining_ms, queue_url=WORK)
+    assert handled.result is not None
+    assert handled.result.outcome == Outcome.COMPLIANT
+    assert session.timeouts[0] <= (remaining_ms - FINISH_RESERVE_MS) / 1000

@@ -12,7 +12,7 @@ from relayguard.domain.decide import Assessment, assess, decide
 from relayguard.domain.models import Finding, Generation, Mode, Outcome, Plan, Policy, StepResult
 from relayguard.domain.probe import PROBE_SCRIPT, parse_probe
 from relayguard.domain.script import parse_steps, rcpt_reply, render_disable, render_finish, revert_commands
-from relayguard.errors import RelayGuardError, TransportError
+from relayguard.errors import RelayGuardError, Timeout, TransportError
 from relayguard.ports import CommandResult, Connector, Session, Target
 
 RELAY_REFUSAL_SUFFIX = "is not permitted to relay through this server without authentication."
@@ -105,6 +105,23 @@ def _clip(step: StepResult) -> StepResult:
     return StepResult(step.name, step.rc, step.duration, step.stdout[:OUTPUT_LIMIT], step.stderr[:OUTPUT_LIMIT])
 
 
+class _DeadlineSession:
+    """A session whose round trips all end by one deadline."""
+
+    def __init__(self, session: Session, deadline: float) -> None:
+        self._session = session
+        self._deadline = deadline
+
+    def run(self, script: str, timeout: float) -> CommandResult:
+        left = self._deadline - time.monotonic()
+        if left < 1:
+            raise Timeout("the job's deadline passed before the next round trip")
+        return self._session.run(script, min(timeout, left))
+
+    def close(self) -> None:
+        self._session.close()
+
+
 class Engine:
     """Runs jobs through injected ports; holds no per-server state between jobs."""
 
@@ -113,7 +130,9 @@ class Engine:
         self.banner_check = banner_check
         self.timeout = timeout
 
-    def run(self, target: Target, policy: Policy) -> ServerResult:
+    def run(self, target: Target, policy: Policy, deadline: float | None = None) -> ServerResult:
+        """One job on one server. ``deadline`` (a ``time.monotonic()`` value) caps every round trip, so a
+        Lambda worker ends a hanging job with a ``timeout`` result instead of being killed in the middle."""
         started = time.monotonic()
         result = ServerResult(
             host=target.name, address=target.host, mode=str(policy.mode), outcome=Outcome.FAILED,
@@ -126,6 +145,8 @@ class Engine:
             result.reason = str(exc)
             result.duration = time.monotonic() - started
             return result
+        if deadline is not None:
+            session = _DeadlineSession(session, deadline)
         try:
             self._job(session, target, policy, result)
         except TransportError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,6 +38,8 @@ from relayguard.ports import (
 )
 
 _RANK = {Mode.AUDIT: 0, Mode.FIX: 1}
+#: Lambda time kept back after a server's SSH job for recording, notifying and releasing the lock.
+FINISH_RESERVE_MS = 15_000
 
 
 def now_iso() -> str:
@@ -168,7 +171,9 @@ class Worker:
         try:
             target = Target(name=job.server.name, host=job.server.host, port=job.server.port,
                             user=job.server.user, host_keys=job.server.host_keys)
-            result = self.engine_factory().run(target, self.policy(job))
+            # The job must end, recorded and announced, before Lambda's own timeout would kill it.
+            deadline = time.monotonic() + max(0, remaining_ms - FINISH_RESERVE_MS) / 1000
+            result = self.engine_factory().run(target, self.policy(job), deadline=deadline)
             self.publisher.server_result(job, result)
             self.publisher.count(job.run_id, job.server.name, str(result.outcome))
             return Handled("done", result)
