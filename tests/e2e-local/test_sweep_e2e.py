@@ -8,14 +8,12 @@ import pytest
 
 from lab.smtp import relay_attempt
 from tests.support.aws import Poller
-from tests.support.e2e import entry, notifications, scheduled_event
+from tests.support.e2e import documented_filter_policy, entry, notifications, scheduled_event
 
 pytestmark = pytest.mark.integration
 
 FAILURE_OUTCOMES = ["failed", "unreachable", "timeout", "host-key-mismatch", "host-key-unknown", "auth-failed",
                     "permission-denied"]
-#: The pager subscription of docs/deploy.md: per-server failures only.
-ONLY_FAILURES = {"event": ["server-result"], "outcome": FAILURE_OUTCOMES}
 
 
 def test_scheduled_fix_sweep_fixes_the_fleet_and_reports_once(stack, lab, make_host):
@@ -30,7 +28,7 @@ def test_scheduled_fix_sweep_fixes_the_fleet_and_reports_once(stack, lab, make_h
     stack.put_inventory({"servers": [entry(modern), entry(legacy), entry(compliant), entry(plain), entry(broken),
                                      dead]})
     everything = stack.subscribe_queue(name="everything")
-    pager = stack.subscribe_queue(filter_policy=ONLY_FAILURES, name="pager")
+    pager = stack.subscribe_queue(filter_policy=documented_filter_policy("### Only failures to a pager"), name="pager")
     source = lab.client_source()
     assert relay_attempt(modern.address, source).code == 250
     assert relay_attempt(legacy.address, source).code == 250

@@ -92,3 +92,16 @@ class Tarpit:
             self._selector.unregister(key.fileobj)
             key.fileobj.close()  # type: ignore[union-attr]
         self._selector.close()
+
+
+def documented_filter_policy(heading: str = "### Only failures to a pager") -> dict[str, Any]:
+    """The first JSON filter policy under ``heading`` in docs/deploy.md, as an operator would copy it."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "deploy.md").read_text()
+    after = text[text.index(heading + "\n"):]
+    match = re.search(r"```json\n(.*?)```", after, re.S)
+    if match is None:
+        raise KeyError(f"no JSON block under {heading!r} in docs/deploy.md")
+    return dict(json.loads(match.group(1)))
