@@ -184,7 +184,7 @@ StrictModes no
 UseDNS no
 PrintMotd no
 MaxStartups 200:30:400
-LogLevel INFO
+LogLevel VERBOSE
 """,
     )
     # Root gets its own home: the machine's ~/.bashrc would run pyenv on every SSH command.
