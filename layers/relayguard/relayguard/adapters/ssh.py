@@ -13,6 +13,7 @@ import binascii
 import contextlib
 import io
 import logging
+import select
 import shlex
 import socket
 import threading
@@ -46,9 +47,9 @@ SH_ARGV = ("sh", "-s")
 SUDO_SH_ARGV = ("sudo", "-n", "sh", "-s")
 
 _CHUNK = 32768
-# Polling bounds for the read loop: paramiko offers no single wait for "stdout or stderr or exit",
-# so an idle loop backs off from 1 ms to 20 ms and resets as soon as data moves.
-_IDLE_MIN = 0.001
+# The read loop sleeps in poll() on the channel's fileno(), which paramiko signals when stdout or
+# stderr data or EOF arrives, so output is handled the moment it lands (no polling latency per round
+# trip). The bound only matters while stdin waits for window space or EOF waits for the exit status.
 _IDLE_MAX = 0.02
 
 
@@ -176,19 +177,24 @@ class ParamikoSession:
     ) -> CommandResult:
         self._start(chan, deadline, timeout)
         pump = _Pump(chan, stdin)
-        idle = _IDLE_MIN
+        # poll(), not select(): a busy worker may hold file descriptors above select's 1024 limit.
+        ready = select.poll()
+        ready.register(chan.fileno(), select.POLLIN)
         while True:
             moved = pump.step()
             if pump.finished():
                 break
-            if time.monotonic() >= deadline:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
                 chan.close()
                 raise Timeout(f"{_describe(self._target)}: command ran past its {timeout:g} s deadline")
             if moved:
-                idle = _IDLE_MIN
+                continue
+            if chan.eof_received:
+                # After EOF the fileno stays readable; what is missing now is the exit status.
+                chan.status_event.wait(min(remaining, _IDLE_MAX))
             else:
-                time.sleep(idle)
-                idle = min(idle * 2, _IDLE_MAX)
+                ready.poll(min(remaining, _IDLE_MAX) * 1000)
         pump.drain()
         rc = chan.recv_exit_status()
         transport = chan.get_transport()
