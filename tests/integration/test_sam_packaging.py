@@ -206,8 +206,9 @@ def test_each_handler_imports_from_the_built_artifacts_alone(builds: Builds, fun
         (found,) = [f for f in seen["files"] if f.endswith(suffix)]
         return found
 
-    assert origin("/relayguard/entrypoints.py").startswith(str(builds.arm / "RelayGuardLayer"))
-    assert origin("/paramiko/__init__.py").startswith(str(builds.x86_deps))
+    assert origin("/relayguard/entrypoints/__init__.py").startswith(str(builds.arm / "RelayGuardLayer"))
+    # Cold start: no handler loads paramiko at import (the worker does on its first job; bench/README.md).
+    assert not any(f.endswith("/paramiko/__init__.py") for f in seen["files"])
     assert origin("/pydantic_core/__init__.py").startswith(str(builds.x86_deps))
     assert origin("/boto3/__init__.py").startswith(str(builds.runtime_sdk))
     assert any(f.startswith(str(builds.x86_deps)) and f.endswith(".so") for f in seen["files"])

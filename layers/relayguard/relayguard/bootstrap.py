@@ -2,9 +2,9 @@
 
 Handlers, the CLI and tests build their services here; tests pass fakes for any port.
 
-The serverless wiring imports boto3, Powertools and pydantic inside the functions that need them: the
-operator CLI composes only the engine and would otherwise pay about 0.3 s of CPU for those imports on
-every run (bench/README.md). A Lambda handler imports them at cold start either way.
+Imports are deferred to the functions that need them: the operator CLI composes only the engine and
+would otherwise pay about 0.3 s of CPU for boto3, Powertools and pydantic on every run, and the
+planner and alert intake never build an engine, so they never load paramiko (bench/README.md).
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from relayguard.adapters.smtp import smtp_banner
-from relayguard.adapters.ssh import ParamikoConnector, load_private_key
 from relayguard.config import Settings
 from relayguard.engine import BannerCheck, Engine
 from relayguard.errors import RelayGuardError
@@ -39,6 +38,8 @@ def build_engine(
 ) -> Engine:
     """An engine wired to paramiko and a plain SMTP greeting check unless fakes are given."""
     if connector is None:
+        from relayguard.adapters.ssh import ParamikoConnector, load_private_key  # noqa: PLC0415 - deferred
+
         if (key_path is None) == (key_text is None):
             raise RelayGuardError("give exactly one SSH private key: a key file or the key text")
         key = load_private_key(path=key_path, text=key_text)

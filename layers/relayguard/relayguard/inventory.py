@@ -21,8 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from relayguard.errors import InventoryError
 from relayguard.ports import Target
 
@@ -187,6 +185,8 @@ def load_text(text: str, source: str = "inventory", fallback: Mapping[str, Any] 
     try:
         data = json.loads(text)
     except ValueError:
+        import yaml  # noqa: PLC0415 - only YAML inventories pay for the import (the CLI's and Lambda's start-up)
+
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
