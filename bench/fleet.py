@@ -14,9 +14,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import re
 import shlex
+import shutil
+import statistics
 import subprocess
 import tempfile
 import time
@@ -64,6 +67,21 @@ def _baseline(rev: str, lab: Any, work: Path, concurrency: int) -> Approach:
     return Approach(f"relayguard@{rev}", argv, lambda r: len(_RG_ROW.findall(r.stdout)), env=env)
 
 
+def installed(names: list[str], explicit: bool) -> list[str]:
+    """The approaches this machine can run. Without .venv-bench only the paramiko anchors (on .venv's
+    paramiko) and the OpenSSH client remain; an approach asked for by name must be there."""
+    have_bench = (BENCH_VENV / "bin" / "python").exists()
+    missing = {n for n in names if not have_bench and n in ("asyncssh", "parallel-ssh", "ansible-raw",
+                                                               "ansible-command")}
+    if "openssh" in names and shutil.which("ssh") is None:
+        missing.add("openssh")
+    if missing and explicit:
+        raise SystemExit(f"not installed: {', '.join(sorted(missing))} (run bench/bootstrap)")
+    if missing:
+        log(f"  skipped, not installed (run bench/bootstrap): {', '.join(sorted(missing))}")
+    return [n for n in names if n not in missing]
+
+
 def _approaches(names: list[str], lab: Any, work: Path, concurrency: int) -> list[Approach]:
     from relayguard.domain.probe import PROBE_SCRIPT  # noqa: PLC0415 - the product's own renderer
 
@@ -72,7 +90,7 @@ def _approaches(names: list[str], lab: Any, work: Path, concurrency: int) -> lis
     hosts = work / "hosts.txt"
     hosts.write_text("".join(f"{h.address}\n" for h in lab))
     key, known = str(lab.client_key), str(lab.known_hosts)
-    anchor = [python(BENCH_VENV), "-m"]
+    anchor = [python(BENCH_VENV if (BENCH_VENV / "bin" / "python").exists() else VENV), "-m"]
     common = ["--hosts", str(hosts), "--key", key, "--known-hosts", known, "--script", str(script)]
     made: dict[str, Approach] = {
         "relayguard": Approach("relayguard", [str(VENV / "bin" / "relayguard"), "scan", "--inventory",
@@ -177,6 +195,18 @@ def measure(approaches: list[Approach], hosts: int, repeat: int, netns: str | No
             log(f"  rep {rep + 1}/{repeat} {a.name:20} {run.wall:7.2f} s  cpu {run.cpu:6.2f} s{flag}")
 
 
+def job_times(lab: Any, concurrency: int, netns: str | None) -> dict[str, float]:
+    """Per-server job time as RelayGuard records it (``duration`` of ``scan --json``), one untimed run:
+    the scale model in docs/scaling.md builds on it."""
+    run = run_timed([str(VENV / "bin" / "relayguard"), "scan", "--json", "--inventory", str(lab.inventory),
+                     "--identity", str(lab.client_key), "--concurrency", str(concurrency)], netns=netns)
+    durations = sorted(json.loads(line)["duration"] for line in run.stdout.splitlines() if line.startswith("{"))
+    if not durations:
+        return {}
+    return {"median": statistics.median(durations), "p90": durations[math.ceil(0.9 * len(durations)) - 1],
+            "max": durations[-1]}
+
+
 def report(approaches: list[Approach], hosts: int, *, title: str, rg_within: float,
            command_factor: float | None) -> dict[str, Any]:
     rows = []
@@ -235,7 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     need_root()
     hosts = args.hosts or (200 if args.wan else 50)
     concurrency = args.concurrency or (50 if args.wan else 10)
-    names = args.approaches.split(",") if args.approaches else list(WAN_DEFAULT if args.wan else ALL)
+    names = installed(args.approaches.split(",") if args.approaches else list(WAN_DEFAULT if args.wan else ALL),
+                      explicit=bool(args.approaches))
     mode = f"WAN {args.rtt_ms:g} ms RTT" if args.wan else "loopback"
     title = f"{hosts} hosts, {mode}, concurrency {concurrency}, {args.repeat} repetitions"
     log(f"bench.fleet: {title}\n  machine: {machine()}")
@@ -250,8 +281,13 @@ def main(argv: list[str] | None = None) -> int:
             with contextlib.ExitStack() as stack:
                 netns = stack.enter_context(wan(addresses, args.rtt_ms)) if args.wan else None
                 measure(approaches, hosts, args.repeat, netns, args.timeout)
+                per_server = job_times(lab, concurrency, netns)
         result = report(approaches, hosts, title=title, rg_within=1.2 if args.wan else 1.15,
                         command_factor=None if args.wan else 10.0)
+        if per_server:
+            print(f"- per-server job time (relayguard scan --json, one untimed run): median "
+                  f"{per_server['median']:.2f} s, p90 {per_server['p90']:.2f} s, max {per_server['max']:.2f} s")
+            result["per_server"] = per_server
     print(f"\nMachine: {machine()}")
     if args.json:
         Path(args.json).write_text(json.dumps({"machine": machine(), **result}, indent=1) + "\n")
