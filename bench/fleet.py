@@ -200,11 +200,12 @@ def job_times(lab: Any, concurrency: int, netns: str | None) -> dict[str, float]
     the scale model in docs/scaling.md builds on it."""
     run = run_timed([str(VENV / "bin" / "relayguard"), "scan", "--json", "--inventory", str(lab.inventory),
                      "--identity", str(lab.client_key), "--concurrency", str(concurrency)], netns=netns)
-    durations = sorted(json.loads(line)["duration"] for line in run.stdout.splitlines() if line.startswith("{"))
+    lines = [line for line in run.stdout.splitlines() if line.startswith("{")]
+    durations = sorted(json.loads(line)["duration"] for line in lines)
     if not durations:
         return {}
     return {"median": statistics.median(durations), "p90": durations[math.ceil(0.9 * len(durations)) - 1],
-            "max": durations[-1]}
+            "max": durations[-1], "record_bytes": statistics.median(len(line.encode()) for line in lines)}
 
 
 def report(approaches: list[Approach], hosts: int, *, title: str, rg_within: float,
@@ -286,7 +287,8 @@ def main(argv: list[str] | None = None) -> int:
                         command_factor=None if args.wan else 10.0)
         if per_server:
             print(f"- per-server job time (relayguard scan --json, one untimed run): median "
-                  f"{per_server['median']:.2f} s, p90 {per_server['p90']:.2f} s, max {per_server['max']:.2f} s")
+                  f"{per_server['median']:.2f} s, p90 {per_server['p90']:.2f} s, max {per_server['max']:.2f} s; "
+                  f"result record {per_server['record_bytes'] / 1024:.1f} KiB (median)")
             result["per_server"] = per_server
     print(f"\nMachine: {machine()}")
     if args.json:
