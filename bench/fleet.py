@@ -208,6 +208,30 @@ def job_times(lab: Any, concurrency: int, netns: str | None) -> dict[str, float]
             "max": durations[-1], "record_bytes": statistics.median(len(line.encode()) for line in lines)}
 
 
+def round_trips(lab: Any, work: Path, rtt_ms: float, repeat: int = 7) -> dict[str, float]:
+    """One server alone through the relay at two round-trip times: the scale model's T(RTT) = T0 + k * RTT.
+
+    The probe's own run time on a shared machine varies more than a few round trips, so each RTT
+    takes the fastest of ``repeat`` jobs, and the two RTTs are far apart (RTT and 5 x RTT).
+    """
+    one = work / "one-server.json"
+    data = json.loads(Path(lab.inventory).read_text())
+    one.write_text(json.dumps({"servers": data["servers"][:1]}))
+    argv = [str(VENV / "bin" / "relayguard"), "scan", "--json", "--inventory", str(one),
+            "--identity", str(lab.client_key)]
+    fastest = {}
+    for rtt in (rtt_ms, 5 * rtt_ms):
+        with wan([data["servers"][0]["host"]], rtt) as ns:
+            durations = []
+            for _ in range(repeat):
+                run = run_timed(argv, netns=ns)
+                durations += [json.loads(line)["duration"] for line in run.stdout.splitlines() if line.startswith("{")]
+            fastest[rtt] = min(durations)
+    k = (fastest[5 * rtt_ms] - fastest[rtt_ms]) / (4 * rtt_ms / 1000)
+    return {"t_rtt": fastest[rtt_ms], "t_5rtt": fastest[5 * rtt_ms], "round_trips": k,
+            "t0": fastest[rtt_ms] - k * rtt_ms / 1000}
+
+
 def report(approaches: list[Approach], hosts: int, *, title: str, rg_within: float,
            command_factor: float | None) -> dict[str, Any]:
     rows = []
@@ -283,6 +307,7 @@ def main(argv: list[str] | None = None) -> int:
                 netns = stack.enter_context(wan(addresses, args.rtt_ms)) if args.wan else None
                 measure(approaches, hosts, args.repeat, netns, args.timeout)
                 per_server = job_times(lab, concurrency, netns)
+            alone = round_trips(lab, work, args.rtt_ms) if args.wan else {}
         result = report(approaches, hosts, title=title, rg_within=1.2 if args.wan else 1.15,
                         command_factor=None if args.wan else 10.0)
         if per_server:
@@ -290,6 +315,11 @@ def main(argv: list[str] | None = None) -> int:
                   f"{per_server['median']:.2f} s, p90 {per_server['p90']:.2f} s, max {per_server['max']:.2f} s; "
                   f"result record {per_server['record_bytes'] / 1024:.1f} KiB (median)")
             result["per_server"] = per_server
+        if alone:
+            print(f"- one server alone (fastest of 7 jobs): {alone['t_rtt']:.2f} s at {args.rtt_ms:g} ms RTT, "
+                  f"{alone['t_5rtt']:.2f} s at {5 * args.rtt_ms:g} ms: {alone['round_trips']:.1f} round trips per "
+                  f"scan job, {alone['t0']:.2f} s of work (T = T0 + k x RTT)")
+            result["alone"] = alone
     print(f"\nMachine: {machine()}")
     if args.json:
         Path(args.json).write_text(json.dumps({"machine": machine(), **result}, indent=1) + "\n")
