@@ -53,6 +53,13 @@ def _tsv_ok(run: Run) -> int:
     return sum(1 for line in run.stdout.splitlines() if line.endswith("\t1"))
 
 
+def precompile(*trees: Path) -> None:
+    """Bytecode for code that runs from a source tree (relayguard is installed editable, the anchors
+    are scripts): an installed package has it, and with PYTHONDONTWRITEBYTECODE set (as on the bench
+    machine) nothing would write it, so every timed run would compile these modules again."""
+    subprocess.run([python(VENV), "-m", "compileall", "-q", *map(str, trees)], check=True, stdout=subprocess.DEVNULL)
+
+
 def _baseline(rev: str, lab: Any, work: Path, concurrency: int) -> Approach:
     """``relayguard scan`` from an older commit (its package extracted with ``git archive``), to
     measure what a product change did, in the same run as the current code."""
@@ -61,6 +68,7 @@ def _baseline(rev: str, lab: Any, work: Path, concurrency: int) -> Approach:
     archive = subprocess.run(["git", "archive", rev, "layers/relayguard"], cwd=REPO, check=True,
                              capture_output=True).stdout
     subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    precompile(dest)
     env = {**os.environ, "PYTHONPATH": str(dest / "layers" / "relayguard")}
     argv = [python(VENV), "-m", "relayguard.cli", "scan", "--inventory", str(lab.inventory), "--identity",
             str(lab.client_key), "--concurrency", str(concurrency)]
@@ -295,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     mode = f"WAN {args.rtt_ms:g} ms RTT" if args.wan else "loopback"
     title = f"{hosts} hosts, {mode}, concurrency {concurrency}, {args.repeat} repetitions"
     log(f"bench.fleet: {title}\n  machine: {machine()}")
+    precompile(REPO / "layers" / "relayguard", REPO / "bench")
     with tempfile.TemporaryDirectory(prefix="rg-bench-fleet-") as tmp:
         work = Path(tmp)
         started = time.perf_counter()

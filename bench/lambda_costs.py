@@ -37,8 +37,10 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from bench.common import REPO, VENV, log, machine, run_timed
@@ -170,16 +172,58 @@ def lambda_env(logical_id: str, code: Path) -> dict[str, str]:
     return env
 
 
-def cold_starts(repeat: int, write_list: bool = False, priority: bool = False) -> list[dict[str, object]]:
+@dataclass(frozen=True)
+class Variant:
+    """What one set of cold starts loads: function folders and code layer under ``build``, and ``deps``."""
+
+    label: str
+    build: Path
+    deps: Path
+
+
+def compare_variants(revs: list[str], work: Path) -> list[Variant]:
+    """Layers as older commits' Makefiles build them (for this machine), and the current build
+    without its bytecode: so each change's effect is measured in the same run."""
+    arch = platform.machine()
+    variants = []
+    for rev in revs:
+        src, build = work / rev / "src", work / rev / "build"
+        src.mkdir(parents=True)
+        archive = subprocess.run(["git", "archive", rev], cwd=REPO, check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(src)], input=archive, check=True)
+        targets = [(f"functions/{short}", logical_id) for logical_id, short in FUNCTIONS.items()]
+        targets += [("layers/relayguard", "RelayGuardLayer"), ("layers/deps", "DepsLayer")]
+        for folder, target in targets:
+            (build / target).mkdir(parents=True)
+            done = subprocess.run(["make", "-s", "-C", str(src / folder), f"build-{target}",
+                                   f"ARTIFACTS_DIR={build / target}", f"ARCH={arch}", f"LAMBDA_ARCH={arch}",
+                                   f"PIP={VENV / 'bin' / 'python'} -m pip"],
+                                  capture_output=True, text=True, check=False)
+            if done.returncode != 0:
+                raise SystemExit(f"{rev}: make build-{target} failed:\n{done.stderr[-3000:]}")
+        variants.append(Variant(rev, build, build / "DepsLayer" / "python"))
+    deps, _ = native_layers()
+    stripped = work / "no-bytecode"
+    shutil.copytree(BUILD, stripped / "build", ignore=shutil.ignore_patterns("__pycache__", "DepsLayer"))
+    shutil.copytree(deps, stripped / "deps", ignore=shutil.ignore_patterns("__pycache__"))
+    variants.append(Variant("current, without bytecode", stripped / "build", stripped / "deps"))
+    return variants
+
+
+def cold_starts(repeat: int, write_list: bool = False, priority: bool = False,
+                variant: Variant | None = None) -> list[dict[str, object]]:
     deps, runtime = native_layers()
+    build = BUILD
+    if variant is not None:
+        build, deps = variant.build, variant.deps
     # On a machine shared with other work, nice -20 approximates a quiet one for a single-threaded start-up.
     nice = ["nice", "-n", "-20"] if priority else []
-    code_layer = BUILD / "RelayGuardLayer" / "python"
+    code_layer = build / "RelayGuardLayer" / "python"
     interpreter = str(Path(sys.base_prefix) / "bin" / f"python{sys.version_info.major}.{sys.version_info.minor}")
     rows: list[dict[str, object]] = []
     imported: set[str] = set()
     for logical_id, short in FUNCTIONS.items():
-        task = BUILD / logical_id
+        task = build / logical_id
         paths = [str(task), str(code_layer), str(deps), str(runtime)]
         env = lambda_env(logical_id, task)
         walls, imports, firsts, cpus = [], [], [], []
@@ -202,7 +246,8 @@ def cold_starts(repeat: int, write_list: bool = False, priority: bool = False) -
                      "first_use_ms": statistics.median(firsts), "cpu_ms": statistics.median(cpus),
                      "min_ms": min(walls), "max_ms": max(walls), "no_pyc": len(no_pyc)})
     how = ", at nice -20" if priority else ""
-    print(f"\n### Cold start per handler (median of {repeat} fresh `python -I -S -B` processes{how})\n")
+    what = f": {variant.label}" if variant else ""
+    print(f"\n### Cold start per handler (median of {repeat} fresh `python -I -S -B` processes{how}){what}\n")
     print("| handler | init: handler import ms | first invocation's one-time setup ms | spawn to ready ms "
           "(min-max) | CPU ms to ready | layer modules without .pyc | target <= 350 ms (spawn to ready) |")
     print("|---|---:|---:|---:|---:|---:|---|")
@@ -225,6 +270,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", metavar="FILE")
     parser.add_argument("--priority", action="store_true",
                         help="run the measured processes at nice -20 (a machine shared with other work)")
+    parser.add_argument("--compare", action="append", default=[], metavar="REV",
+                        help="also measure the layers as git revision REV builds them, and the current build "
+                             "without bytecode (repeatable)")
     parser.add_argument("--write-bytecode-list", action="store_true",
                         help="record the deps-layer modules the handlers import in layers/deps/bytecode.txt")
     args = parser.parse_args(argv)
@@ -233,6 +281,11 @@ def main(argv: list[str] | None = None) -> int:
     log(f"bench.lambda_costs\n  machine: {machine()}")
     size = size_report()
     rows = cold_starts(args.repeat, args.write_bytecode_list, args.priority)
+    if args.compare:
+        with tempfile.TemporaryDirectory(prefix="rg-bench-lambda-") as tmp:
+            for variant in compare_variants(args.compare, Path(tmp)):
+                rows += [{**r, "variant": variant.label}
+                         for r in cold_starts(args.repeat, priority=args.priority, variant=variant)]
     print(f"\nMachine: {machine()}")
     if args.json:
         Path(args.json).write_text(json.dumps({"machine": machine(), "size": size, "cold": rows}, indent=1))
