@@ -8,6 +8,8 @@ import sys
 
 import asyncssh
 
+from bench.anchors import parse_args
+
 
 async def run(args: argparse.Namespace) -> int:
     with open(args.hosts) as fh:
@@ -37,13 +39,7 @@ async def run(args: argparse.Namespace) -> int:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--hosts", required=True)
-    parser.add_argument("--key", required=True)
-    parser.add_argument("--known-hosts", required=True)
-    parser.add_argument("--script", required=True)
-    parser.add_argument("--concurrency", type=int, default=10)
-    return asyncio.run(run(parser.parse_args()))
+    return asyncio.run(run(parse_args()))
 
 
 if __name__ == "__main__":

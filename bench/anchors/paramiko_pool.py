@@ -6,23 +6,17 @@ The script goes on stdin to ``sh -s``, as RelayGuard sends it.
 
 from __future__ import annotations
 
-import argparse
 import socket
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import paramiko
 
+from bench.anchors import parse_args
+
 
 def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--hosts", required=True, help="file: one address per line")
-    parser.add_argument("--key", required=True)
-    parser.add_argument("--known-hosts", required=True)
-    parser.add_argument("--script", required=True)
-    parser.add_argument("--concurrency", type=int, default=10)
-    parser.add_argument("--nodelay", type=int, default=1)
-    args = parser.parse_args()
+    args = parse_args(nodelay=True)
     with open(args.hosts) as fh:
         hosts = fh.read().split()
     with open(args.script, "rb") as fh:

@@ -7,13 +7,14 @@ script goes as ``sh -c '<probe>'``: parallel-ssh has no simple way to close a co
 
 from __future__ import annotations
 
-import argparse
 import base64
 import shlex
 import sys
 
 from gevent import joinall
 from pssh.clients import ParallelSSHClient
+
+from bench.anchors import parse_args
 
 
 def known_keys(path: str) -> dict[str, set[bytes]]:
@@ -28,13 +29,7 @@ def known_keys(path: str) -> dict[str, set[bytes]]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--hosts", required=True)
-    parser.add_argument("--key", required=True)
-    parser.add_argument("--known-hosts", required=True)
-    parser.add_argument("--script", required=True)
-    parser.add_argument("--concurrency", type=int, default=10)
-    args = parser.parse_args()
+    args = parse_args()
     with open(args.hosts) as fh:
         hosts = fh.read().split()
     with open(args.script) as fh:
