@@ -49,7 +49,7 @@ SUDO_SH_ARGV = ("sudo", "-n", "sh", "-s")
 _CHUNK = 32768
 # The read loop sleeps in poll() on the channel's fileno(), which paramiko signals when stdout or
 # stderr data or EOF arrives, so output is handled the moment it lands (no polling latency per round
-# trip). The bound only matters while stdin waits for window space or EOF waits for the exit status.
+# trip). The bound applies only while stdin waits for window space or EOF waits for the exit status.
 _IDLE_MAX = 0.02
 
 
@@ -90,6 +90,10 @@ class _Pump:
         """Move whatever can move now; report whether anything did."""
         fed = self._feed()
         return self.drain() or fed
+
+    @property
+    def writing(self) -> bool:
+        return self._writing
 
     def finished(self) -> bool:
         # exit-status can arrive before the last output, so the end is EOF plus a status (or a close).
@@ -194,7 +198,9 @@ class ParamikoSession:
                 # After EOF the fileno stays readable; what is missing now is the exit status.
                 chan.status_event.wait(min(remaining, _IDLE_MAX))
             else:
-                ready.poll(min(remaining, _IDLE_MAX) * 1000)
+                # Only a stdin still waiting for window space needs a bounded nap; otherwise sleep
+                # until output, EOF or the deadline (a 20 ms cap here cost ~90 wake-ups per probe).
+                ready.poll((min(remaining, _IDLE_MAX) if pump.writing else remaining) * 1000)
         pump.drain()
         rc = chan.recv_exit_status()
         transport = chan.get_transport()
