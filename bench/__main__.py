@@ -32,7 +32,7 @@ def _smoke() -> list[tuple[str, Callable[[], int]]]:
                                            "--repeat", "1", "--net", net, "--timeout", "120",
                                            "--approaches", "relayguard,paramiko-pool,openssh"])),
         ("per-server cost", lambda: costs.main(["--net", net])),
-        ("planner and queue path", lambda: scale.main(["--servers", "200", "--threads", "4"])),
+        ("planner and queue path", lambda: scale.main(["--servers", "200"])),
     ]
     if (lambda_costs.BUILD / "DepsLayer" / "python").is_dir():
         steps.append(("Lambda costs", lambda: lambda_costs.main(["--repeat", "1"])))
