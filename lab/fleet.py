@@ -210,6 +210,10 @@ class Host:
     def accepted_logins(self) -> int:
         return sum(1 for line in self.sshd_log().splitlines() if "Accepted publickey" in line)
 
+    def exec_sessions(self) -> int:
+        """Commands started over SSH (sshd logs each at ``LogLevel VERBOSE``): one per exec round trip."""
+        return sum(1 for line in self.sshd_log().splitlines() if "Starting session: command" in line)
+
     def snapshot(self, tops: Iterable[str] = ("/etc", "/var/cpanel", "/usr/local/cpanel", "/var/spool/exim"),
                  exclude: Iterable[str] = ("/var/log", "/var/spool/exim/db")) -> dict[str, tuple[Any, ...]]:
         """Hash, mtime, mode and link target of every file under ``tops`` (a test's before/after)."""

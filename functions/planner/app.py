@@ -1,5 +1,5 @@
-"""Lambda entry point: the handler lives in the shared package (relayguard.entrypoints)."""
+"""Lambda entry point: the handler lives in the shared package (relayguard.entrypoints.planner)."""
 
-from relayguard.entrypoints import planner_handler as lambda_handler
+from relayguard.entrypoints.planner import planner_handler as lambda_handler
 
 __all__ = ["lambda_handler"]

@@ -1,36 +1,30 @@
 """The composition root: the only module that names concrete adapters.
 
 Handlers, the CLI and tests build their services here; tests pass fakes for any port.
+
+Imports are deferred to the functions that need them: the operator CLI composes only the engine and
+would otherwise pay about 0.3 s of CPU for boto3, Powertools and pydantic on every run, and the
+planner and alert intake never build an engine, so they never load paramiko (bench/README.md).
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import boto3
-from aws_lambda_powertools.utilities import parameters
-from aws_lambda_powertools.utilities.idempotency import (
-    DynamoDBPersistenceLayer,
-    IdempotencyConfig,
-    idempotent_function,
-)
-
-from relayguard.adapters.dynamo import DynamoLockStore, DynamoRunStore, DynamoStateStore
-from relayguard.adapters.notify_sns import SnsNotifier
-from relayguard.adapters.s3_inventory import S3InventoryStore
-from relayguard.adapters.secrets import SecretsManagerKeyStore
 from relayguard.adapters.smtp import smtp_banner
-from relayguard.adapters.sqs_queue import SqsJobQueue
-from relayguard.adapters.ssh import ParamikoConnector, load_private_key
 from relayguard.config import Settings
 from relayguard.engine import BannerCheck, Engine
 from relayguard.errors import RelayGuardError
-from relayguard.events import SpamAlert
-from relayguard.inventory import Server
 from relayguard.ports import Connector, InventoryStore
-from relayguard.services import AlertIntake, Publisher, Worker
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig
+
+    from relayguard.adapters.dynamo import DynamoRunStore
+    from relayguard.adapters.sqs_queue import SqsJobQueue
+    from relayguard.services import AlertIntake, Publisher, Worker
 
 
 def build_engine(
@@ -44,6 +38,8 @@ def build_engine(
 ) -> Engine:
     """An engine wired to paramiko and a plain SMTP greeting check unless fakes are given."""
     if connector is None:
+        from relayguard.adapters.ssh import ParamikoConnector, load_private_key  # noqa: PLC0415 - deferred
+
         if (key_path is None) == (key_text is None):
             raise RelayGuardError("give exactly one SSH private key: a key file or the key text")
         key = load_private_key(path=key_path, text=key_text)
@@ -65,24 +61,36 @@ def cached_settings(environ: tuple[tuple[str, str], ...], loader: Callable[[Mapp
 
 @functools.lru_cache(maxsize=8)
 def client(service: str) -> Any:
+    import boto3  # noqa: PLC0415 - deferred, see the module docstring
+
     # boto3 resolves region, credentials and AWS_ENDPOINT_URL (moto in tests) from the environment.
     return boto3.client(service)  # type: ignore[call-overload]
 
 
 def inventory_store(settings: Settings) -> InventoryStore:
+    from relayguard.adapters.s3_inventory import S3InventoryStore  # noqa: PLC0415 - deferred (botocore)
+
     return S3InventoryStore(client("s3"), settings.inventory_bucket, settings.inventory_key,
                             {"user": settings.ssh_user})
 
 
 def run_store(settings: Settings) -> DynamoRunStore:
+    from relayguard.adapters.dynamo import DynamoRunStore  # noqa: PLC0415 - deferred
+
     return DynamoRunStore(client("dynamodb"), settings.runs_table)
 
 
 def job_queue() -> SqsJobQueue:
+    from relayguard.adapters.sqs_queue import SqsJobQueue  # noqa: PLC0415 - deferred
+
     return SqsJobQueue(client("sqs"))
 
 
 def publisher(settings: Settings) -> Publisher:
+    from relayguard.adapters.dynamo import DynamoStateStore  # noqa: PLC0415 - deferred
+    from relayguard.adapters.notify_sns import SnsNotifier  # noqa: PLC0415
+    from relayguard.services import Publisher  # noqa: PLC0415 - deferred (pydantic)
+
     return Publisher(SnsNotifier(client("sns"), settings.topic_arn), run_store(settings),
                      DynamoStateStore(client("dynamodb"), settings.state_table))
 
@@ -95,6 +103,10 @@ def _engine_for_key(key_text: str, sudo: bool, timeout: float) -> Engine:
 @functools.lru_cache(maxsize=4)
 def worker(settings: Settings) -> Worker:
     """One per warm environment: its key store keeps the Parameters cache (a new provider would not)."""
+    from relayguard.adapters.dynamo import DynamoLockStore, DynamoStateStore  # noqa: PLC0415 - deferred
+    from relayguard.adapters.secrets import SecretsManagerKeyStore  # noqa: PLC0415
+    from relayguard.services import Worker  # noqa: PLC0415
+
     keys = SecretsManagerKeyStore(settings.ssh_key_secret)
 
     def engine() -> Engine:
@@ -106,12 +118,23 @@ def worker(settings: Settings) -> Worker:
 
 
 def alert_intake(settings: Settings) -> AlertIntake:
+    from relayguard.services import AlertIntake  # noqa: PLC0415 - deferred (pydantic)
+
     return AlertIntake(settings, inventory_store(settings), run_store(settings), job_queue())
 
 
 @functools.lru_cache(maxsize=4)
 def enqueue_once(settings: Settings) -> tuple[Callable[..., dict[str, Any]], IdempotencyConfig]:
     """The alert intake's enqueue, made idempotent per (server, alert kind, window) in DynamoDB."""
+    from aws_lambda_powertools.utilities.idempotency import (  # noqa: PLC0415 - deferred
+        DynamoDBPersistenceLayer,
+        IdempotencyConfig,
+        idempotent_function,
+    )
+
+    from relayguard.events import SpamAlert  # noqa: PLC0415
+    from relayguard.inventory import Server  # noqa: PLC0415
+
     persistence = DynamoDBPersistenceLayer(table_name=settings.idempotency_table)
     config = IdempotencyConfig(expires_after_seconds=settings.dedup_window_seconds)
     intake = alert_intake(settings)
@@ -125,6 +148,8 @@ def enqueue_once(settings: Settings) -> tuple[Callable[..., dict[str, Any]], Ide
 
 def reset_caches() -> None:
     """Forget cached clients, settings and keys (tests; a warm Lambda never needs it)."""
+    from aws_lambda_powertools.utilities import parameters  # noqa: PLC0415 - deferred
+
     for cached in (cached_settings, client, _engine_for_key, enqueue_once, worker):
         cached.cache_clear()
     parameters.clear_caches()  # type: ignore[no-untyped-call]

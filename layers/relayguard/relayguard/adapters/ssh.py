@@ -13,6 +13,7 @@ import binascii
 import contextlib
 import io
 import logging
+import select
 import shlex
 import socket
 import threading
@@ -47,9 +48,9 @@ SH_ARGV = ("sh", "-s")
 SUDO_SH_ARGV = ("sudo", "-n", "sh", "-s")
 
 _CHUNK = 32768
-# Polling bounds for the read loop: paramiko offers no single wait for "stdout or stderr or exit",
-# so an idle loop backs off from 1 ms to 20 ms and resets as soon as data moves.
-_IDLE_MIN = 0.001
+# The read loop sleeps in poll() on the channel's fileno(), which paramiko signals when stdout or
+# stderr data or EOF arrives, so output is handled the moment it lands (no polling latency per round
+# trip). The bound applies only while stdin waits for window space or EOF waits for the exit status.
 _IDLE_MAX = 0.02
 
 
@@ -90,6 +91,10 @@ class _Pump:
         """Move whatever can move now; report whether anything did."""
         fed = self._feed()
         return self.drain() or fed
+
+    @property
+    def writing(self) -> bool:
+        return self._writing
 
     def finished(self) -> bool:
         # exit-status can arrive before the last output, so the end is EOF plus a status (or a close).
@@ -177,19 +182,26 @@ class ParamikoSession:
     ) -> CommandResult:
         self._start(chan, deadline, timeout)
         pump = _Pump(chan, stdin)
-        idle = _IDLE_MIN
+        # poll(), not select(): a busy worker may hold file descriptors above select's 1024 limit.
+        ready = select.poll()
+        ready.register(chan.fileno(), select.POLLIN)
         while True:
             moved = pump.step()
             if pump.finished():
                 break
-            if time.monotonic() >= deadline:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
                 chan.close()
                 raise Timeout(f"{_describe(self._target)}: command ran past its {timeout:g} s deadline")
             if moved:
-                idle = _IDLE_MIN
+                continue
+            if chan.eof_received:
+                # After EOF the fileno stays readable; what is missing now is the exit status.
+                chan.status_event.wait(min(remaining, _IDLE_MAX))
             else:
-                time.sleep(idle)
-                idle = min(idle * 2, _IDLE_MAX)
+                # Only a stdin still waiting for window space needs a bounded nap; otherwise sleep
+                # until output, EOF or the deadline (a 20 ms cap here cost ~90 wake-ups per probe).
+                ready.poll((min(remaining, _IDLE_MAX) if pump.writing else remaining) * 1000)
         pump.drain()
         rc = chan.recv_exit_status()
         transport = chan.get_transport()

@@ -1,0 +1,84 @@
+"""The worker: one server per SQS record; lock, probe, fix or audit over SSH, record, notify on change."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import ValidationError
+
+from relayguard import bootstrap
+from relayguard.config import Settings
+from relayguard.domain.models import Outcome
+from relayguard.entrypoints import logger, metrics, settings, tracer
+from relayguard.events import Job
+from relayguard.services import Deferred, LockBusy
+
+processor = BatchProcessor(event_type=EventType.SQS)
+
+HOST_KEY_OUTCOMES = frozenset({Outcome.HOST_KEY_MISMATCH, Outcome.HOST_KEY_UNKNOWN})
+
+
+def _queue_url_of(cfg: Settings, event_source_arn: str) -> str:
+    name = event_source_arn.rsplit(":", 1)[-1]
+    for url in (cfg.urgent_queue_url, cfg.work_queue_url):
+        if url.rstrip("/").rsplit("/", 1)[-1] == name:
+            return url
+    raise ValueError(f"record from an unexpected queue {event_source_arn!r}")
+
+
+def _work_record(record: SQSRecord, context: LambdaContext) -> None:
+    cfg = settings()
+    receive_count = int(record.attributes.approximate_receive_count or "1")
+    try:
+        job = Job.model_validate_json(record.body)
+    except ValidationError as exc:
+        logger.error("rejected job message", message_id=record.message_id, errors=exc.errors(include_url=False,
+                     include_input=False))
+        metrics.add_metric(name="MalformedJobs", unit=MetricUnit.Count, value=1)
+        raise
+    logger.append_keys(run_id=job.run_id, server=job.server.name, alert_id=job.alert_id)
+    worker = bootstrap.worker(cfg)
+    try:
+        handled = worker.handle(job, receive_count, context.get_remaining_time_in_millis(),
+                                _queue_url_of(cfg, record.event_source_arn))
+    except Deferred as exc:
+        logger.info("job deferred", reason=str(exc))
+        raise
+    except Exception as exc:
+        if receive_count >= cfg.max_receive_count:
+            # This delivery's failure sends the job to the DLQ: count the server failed so the run's
+            # digest still comes out, exactly once, with every server in it.
+            worker.give_up(job)
+            logger.exception("job failed on its last delivery; counted as failed")
+        elif isinstance(exc, LockBusy):
+            logger.info("server busy, job retried later", reason=str(exc))
+        raise
+    result = handled.result
+    if result is None:
+        logger.info("job finished without an SSH session", status=handled.status, note=handled.note)
+        return
+    metrics.add_metric(name="ServersScanned", unit=MetricUnit.Count, value=1)
+    for outcome, name in ((Outcome.NONCOMPLIANT, "NonCompliant"), (Outcome.REMEDIATED, "Remediated")):
+        if result.outcome == outcome:
+            metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
+    if result.outcome in HOST_KEY_OUTCOMES:
+        metrics.add_metric(name="HostKeyProblems", unit=MetricUnit.Count, value=1)
+    if result.outcome not in (Outcome.COMPLIANT, Outcome.REMEDIATED, Outcome.NOT_CPANEL, Outcome.NONCOMPLIANT):
+        metrics.add_metric(name="Failed", unit=MetricUnit.Count, value=1)
+    logger.info("server done", outcome=str(result.outcome), reason=result.reason, restarted=result.restarted)
+
+
+@logger.inject_lambda_context(clear_state=True)
+@metrics.log_metrics(capture_cold_start_metric=True)
+@tracer.capture_lambda_handler
+def worker_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    # Every invocation reports at least this metric (Powertools warns about an empty flush otherwise).
+    metrics.add_metric(name="JobsReceived", unit=MetricUnit.Count, value=len(event.get("Records") or []))
+    return dict(process_partial_response(
+        event=event, record_handler=lambda record: _work_record(record, context), processor=processor,
+        context=context,
+    ))
