@@ -4,8 +4,9 @@
     sudo .venv/bin/python -m bench --all [--out DIR] # the full figures of bench/README.md
 
 The modules also run on their own: ``bench.fleet``, ``bench.costs``, ``bench.lambda_costs``,
-``bench.scale`` and ``bench.lab_startup`` (see bench/README.md). Every step brings its lab, network
-namespace, relay and moto server down before the next starts, also on SIGTERM and Ctrl-C.
+``bench.scale``, ``bench.alert_to_fix`` and ``bench.lab_startup`` (see bench/README.md). Every step
+brings its lab, network namespace, relay and moto server down before the next starts, also on SIGTERM
+and Ctrl-C.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import costs, fleet, lambda_costs, scale
+from bench import alert_to_fix, costs, fleet, lambda_costs, scale
 from bench.common import REPO, log, machine, need_root
 
 #: The smoke run's own lab address block, apart from the full runs' (251, 253) and pytest's (100-249).
@@ -33,6 +34,7 @@ def _smoke() -> list[tuple[str, Callable[[], int]]]:
                                            "--approaches", "relayguard,paramiko-pool,openssh"])),
         ("per-server cost", lambda: costs.main(["--net", net])),
         ("planner and queue path", lambda: scale.main(["--servers", "200"])),
+        ("alert to fix", lambda: alert_to_fix.main(["--repeat", "1"])),
     ]
     if (lambda_costs.BUILD / "DepsLayer" / "python").is_dir():
         steps.append(("Lambda costs", lambda: lambda_costs.main(["--repeat", "1"])))
@@ -42,15 +44,13 @@ def _smoke() -> list[tuple[str, Callable[[], int]]]:
 
 
 def _all(out: Path) -> list[tuple[str, Callable[[], int]]]:
-    # TODO(issue 6): alert-to-fix latency (alert intake invocation to the `remediated` SNS message, by
-    # stage) belongs here and in _smoke() once the end-to-end serverless harness exists; see
-    # bench/README.md.
     return [
         ("fleet, loopback", lambda: fleet.main(["--json", str(out / "fleet.json")])),
         ("fleet, WAN", lambda: fleet.main(["--wan", "--json", str(out / "wan.json")])),
         ("per-server cost", lambda: costs.main([])),
         ("Lambda costs", lambda: lambda_costs.main(["--json", str(out / "lambda.json")])),
         ("planner and queue path", lambda: scale.main(["--json", str(out / "scale.json")])),
+        ("alert to fix", lambda: alert_to_fix.main(["--repeat", "7"])),
     ]
 
 
