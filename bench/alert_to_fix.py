@@ -33,6 +33,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from relayguard import bootstrap
+
 from lab import Host, HostSpec, Lab
 from lab.fleet import reserve_net
 from tests.support.aws import MotoServer, Stack, aws_environment, deploy, sqs_event
@@ -98,11 +100,15 @@ def main(argv: list[str] | None = None) -> int:
     reservation = reserve_net(start=100 + os.getpid() % 150)
     lab = Lab(workdir / "lab", net=reservation.net)
     moto = MotoServer()
+    # moto's backends are per process: another step of `python -m bench` may have left resources behind.
+    moto.reset()
     runs: list[dict[str, float]] = []
     handler_log = io.StringIO()
     try:
         (host,) = lab.up({"a2f": HostSpec(profile="modern")})
         with aws_environment(moto):
+            # Clients cached by an earlier step of `python -m bench` point at that step's moto server.
+            bootstrap.reset_caches()
             stack = deploy(moto.endpoint)
             stack.put_inventory({"servers": [entry(host, aliases=(PUBLIC_IP,))]})
             stack.put_ssh_key(lab.client_key.read_text())
