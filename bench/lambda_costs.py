@@ -58,11 +58,14 @@ RESOLVE = {
     "StateTable": "state", "LocksTable": "locks", "IdempotencyTable": "idempotency",
     "ResultsTopic": "arn:aws:sns:eu-west-1:123456789012:results",
 }
-#: What each handler's first invocation loads or builds once (bootstrap.client, Powertools' own clients).
+#: What each handler's first invocation builds once and then caches: the handler's own calls into the
+#: composition root (so the clients, Powertools' included, are made exactly as in Lambda), and for the
+#: worker paramiko, which it loads on its first job. Nothing here makes a network call.
 FIRST_USE = {
-    "PlannerFunction": ("s3", "dynamodb", "sqs", "sns"),
-    "WorkerFunction": ("dynamodb", "sns", "sqs", "secretsmanager", "relayguard.adapters.ssh"),
-    "AlertIntakeFunction": ("s3", "dynamodb", "sqs"),
+    "PlannerFunction": "c = settings(); bootstrap.inventory_store(c); bootstrap.run_store(c); "
+                       "bootstrap.job_queue(); bootstrap.publisher(c)",
+    "WorkerFunction": "c = settings(); bootstrap.worker(c); import relayguard.adapters.ssh",
+    "AlertIntakeFunction": "c = settings(); bootstrap.alert_intake(c); bootstrap.enqueue_once(c)",
 }
 PROBE = """
 import importlib, importlib.util, json, os, resource, sys, time
@@ -71,9 +74,9 @@ sys.path[:0] = {paths!r}
 import app
 app.lambda_handler
 t1 = time.perf_counter()
-import boto3
-for name in {first_use!r}:
-    importlib.import_module(name) if "." in name else boto3.client(name)
+from relayguard import bootstrap
+from relayguard.entrypoints import settings
+{first_use}
 t2 = time.perf_counter()
 use = resource.getrusage(resource.RUSAGE_SELF)
 layers = {layers!r}

@@ -64,6 +64,8 @@ def client(service: str) -> Any:
     import boto3  # noqa: PLC0415 - deferred, see the module docstring
 
     # boto3 resolves region, credentials and AWS_ENDPOINT_URL (moto in tests) from the environment.
+    # Powertools' Parameters and Idempotency get these clients too: left alone, each opens its own boto3
+    # Session, whose fresh loader re-reads botocore's endpoint and model data, ~50 ms of a cold start.
     return boto3.client(service)  # type: ignore[call-overload]
 
 
@@ -103,11 +105,14 @@ def _engine_for_key(key_text: str, sudo: bool, timeout: float) -> Engine:
 @functools.lru_cache(maxsize=4)
 def worker(settings: Settings) -> Worker:
     """One per warm environment: its key store keeps the Parameters cache (a new provider would not)."""
+    from aws_lambda_powertools.utilities import parameters  # noqa: PLC0415 - deferred
+
     from relayguard.adapters.dynamo import DynamoLockStore, DynamoStateStore  # noqa: PLC0415 - deferred
     from relayguard.adapters.secrets import SecretsManagerKeyStore  # noqa: PLC0415
     from relayguard.services import Worker  # noqa: PLC0415
 
-    keys = SecretsManagerKeyStore(settings.ssh_key_secret)
+    keys = SecretsManagerKeyStore(settings.ssh_key_secret, parameters.SecretsProvider(
+        boto3_client=client("secretsmanager")))
 
     def engine() -> Engine:
         # The key is re-read through the Parameters cache, so a rotated secret takes effect within its max age.
@@ -135,7 +140,7 @@ def enqueue_once(settings: Settings) -> tuple[Callable[..., dict[str, Any]], Ide
     from relayguard.events import SpamAlert  # noqa: PLC0415
     from relayguard.inventory import Server  # noqa: PLC0415
 
-    persistence = DynamoDBPersistenceLayer(table_name=settings.idempotency_table)
+    persistence = DynamoDBPersistenceLayer(table_name=settings.idempotency_table, boto3_client=client("dynamodb"))
     config = IdempotencyConfig(expires_after_seconds=settings.dedup_window_seconds)
     intake = alert_intake(settings)
 
