@@ -50,6 +50,11 @@ def test_bench_smoke_runs_every_benchmark_and_cleans_up() -> None:
     assert "INCOMPLETE" not in out
     assert "- a scan is one exec round trip: meets" in out
     assert "- exactly one digest: yes" in out
+    if (REPO / ".aws-sam" / "build" / "DepsLayer" / "python").is_dir():
+        # Each handler measured, with its stack-alone anchor beside it.
+        assert "### Cold start per handler" in out
+        assert all(f"| {h} | " in out for h in ("planner", "worker", "alert_intake"))
+        assert "stack alone: the same process without RelayGuard's code" in out
     # Nothing left behind: no listener in the smoke's address block, no extra network namespace.
     assert not [addr for addr, _ in listeners() if addr.startswith(SMOKE_NET)]
     assert _netns() <= namespaces
