@@ -17,6 +17,8 @@ from lab import Host, HostSpec, Lab, Login
 from lab.remote import ssh
 from lab.smtp import authenticated_attempt, relay_attempt
 
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+
 pytestmark = pytest.mark.integration
 
 RELAYGUARD = str(Path(sys.executable).with_name("relayguard"))
@@ -101,6 +103,8 @@ def test_disable_tracker_policy_also_turns_the_tracker_off(lab, make_host):
     # Only the admin's alwaysrelay entry may stay listed; the seeded logins and their users are gone.
     assert set(host.read("/etc/recent_authed_mail_ips").split()) <= {"192.0.2.77"}
     assert host.read("/etc/recent_authed_mail_ips_users").split() == []
+    # Captured before the lists were cleared: the lists no longer hold them.
+    assert res["affected_mailboxes"] == sorted(f"{u}@{host.domain}" for u in ("alice", "bob", "carol", "dave"))
     assert host.path("/etc/relayhosts").is_symlink()
     assert host.path("/etc/relayhostsusers").is_symlink()
     assert relay_attempt(host.address, lab.client_source()).code == 550
@@ -125,6 +129,8 @@ def test_fix_closes_a_legacy_server_disable_then_truncate_then_restart(lab, lega
     assert disable["end"] - 0.01 <= truncated <= restart["start"] + 0.01
     assert legacy.read("/etc/relayhosts") == ""
     assert legacy.read("/etc/relayhostsusers") == ""
+    # Captured before the truncation emptied the only place they were recorded.
+    assert res["affected_mailboxes"] == sorted(f"{u}@{legacy.domain}" for u in ("alice", "bob", "carol", "dave"))
 
 
 def test_fix_keeps_authenticated_submission_and_admin_exceptions(lab, make_host):
@@ -217,12 +223,18 @@ def test_documented_manual_revert_reopens_relaying(lab, make_host, profile, tmp_
     assert res["revert"]
     record = tmp_path / "web1.json"
     record.write_text(json.dumps(res))
-    # docs/operations.md "Manual revert", word for word but for the paths: the record's commands
-    # piped to `sh -ex` on the server through a plain OpenSSH client with the pinned key.
+    # The command of docs/operations.md "Manual revert", read from the doc (so the doc cannot drift),
+    # with the lab's interpreter, record path and an OpenSSH client pinned to the lab's host key.
+    block = DOCS.joinpath("operations.md").read_text().split("## Manual revert", 1)[1]
+    documented = block.split("```sh\n", 1)[1].split("```", 1)[0].replace("\\\n", " ")
     ssh_cmd = (f"ssh -i {lab.client_key} -o UserKnownHostsFile={lab.known_hosts} -o StrictHostKeyChecking=yes "
-               f"-o BatchMode=yes root@{host.address} sh -ex")
-    pipeline = (f"{sys.executable} -c 'import json, sys; print(\"\\n\".join(json.load(sys.stdin)[\"revert\"]))' "
-                f"< {record} | {ssh_cmd}")
+               f"-o BatchMode=yes root@{host.address}")
+    pipeline = documented
+    for doc_text, here in ((".venv/bin/python", sys.executable), ("web1.json", str(record)),
+                           ("ssh root@web1.example.com", ssh_cmd)):
+        assert doc_text in pipeline, f"docs/operations.md's revert command no longer has {doc_text!r}"
+        pipeline = pipeline.replace(doc_text, here)
+    assert pipeline.rstrip().endswith("sh -ex"), documented
     proc = subprocess.run(["bash", "-o", "pipefail", "-c", pipeline], capture_output=True, text=True, timeout=120,
                           check=False)
     assert proc.returncode == 0, proc.stderr

@@ -114,6 +114,12 @@ def test_restartsrv_exim_status_stop_and_restart(make_host, profile):
     up = ssh(host, f"{RESTART_EXIM} --status")
     assert up.rc == 0
     pid = int(re.search(r"with PID (\d+)", up.out).group(1))
+    # A restart of a running Exim replaces the daemon.
+    assert ssh(host, RESTART_EXIM).rc == 0
+    restarted = ssh(host, f"{RESTART_EXIM} --status")
+    assert restarted.rc == 0
+    assert int(re.search(r"with PID (\d+)", restarted.out).group(1)) != pid
+    pid = int(re.search(r"with PID (\d+)", restarted.out).group(1))
     assert ssh(host, f"{RESTART_EXIM} --stop").rc == 0
     down = ssh(host, f"{RESTART_EXIM} --status")
     assert down.rc == 1
@@ -160,7 +166,10 @@ def test_modern_relay_verdicts_follow_the_tweak_setting(lab, modern):
 def test_legacy_driver_disable_alone_leaves_stale_entries_relaying(lab, legacy):
     source = lab.client_source()
     assert relay_attempt(legacy.address, source).code == 250
-    ssh(legacy, f"{LEGACY_TW} --disable={ANTIRELAYD}")
+    assert ssh(legacy, f"{LEGACY_TW} --disable={ANTIRELAYD}").rc == 0
+    # The disable took effect: the relay still works only because /etc/relayhosts is stale.
+    assert drivers(ssh(legacy, f"{LEGACY_TW} --status").out)[ANTIRELAYD] == 0
+    assert source in legacy.read("/etc/relayhosts").split()
     assert relay_attempt(legacy.address, source).code == 250
 
 
