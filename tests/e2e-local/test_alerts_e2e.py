@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from lab.smtp import relay_attempt
-from tests.support.aws import Poller
+from tests.support.aws import Poller, drain_messages
 from tests.support.e2e import Tarpit, alert_detail, entry, notifications, scheduled_event, spam_alert_event
 
 pytestmark = pytest.mark.integration
@@ -74,6 +75,59 @@ def test_twenty_identical_alerts_and_a_sweep_job_cost_one_ssh_fix_and_one_messag
     per_server = [n for n in notifications(stack, subscriber) if n["doc"]["event"] == "server-result"]
     assert len(per_server) == 1, per_server
     assert per_server[0]["doc"]["outcome"] == "remediated"
+
+
+def test_alerts_are_one_incident_per_server_and_kind_until_the_window_expires(stack, make_host):
+    host = make_host(profile="modern", exposed=False)
+    stack.put_inventory({"servers": [entry(host)]})
+    window = int(stack.environment_of("AlertIntakeFunction")["RG_DEDUP_WINDOW_SECONDS"])
+
+    def alert(alert_id: str, kind: str = "relay_tracking", count: int = 250) -> str:
+        detail = {**alert_detail(alert_id, hostname=host.domain), "kind": kind, "metrics": {"count": count}}
+        return stack.invoke("AlertIntakeFunction", spam_alert_event(detail))["alerts"][0]["status"]
+
+    assert alert("csf-1") == "enqueued"
+    # Another alert id with other evidence, same server and kind: the same incident.
+    assert alert("csf-2", count=900) == "duplicate"
+    # Another kind for the same server is another incident.
+    assert alert("icontact-1", kind="spammers_detected") == "enqueued"
+    assert stack.queue_depth("UrgentQueue") == 2
+
+    # The window is the idempotency record's expiry, DedupWindowSeconds after the first alert ...
+    records = stack.table_items("IdempotencyTable")
+    assert len(records) == 2
+    now = time.time()
+    assert all(now + window - 120 <= int(r["expiration"]["N"]) <= now + window + 1 for r in records), records
+    # ... and once it has passed, the same alert starts a job again (Powertools compares the expiry
+    # itself; DynamoDB's TTL sweep may take days to delete the record).
+    ddb = stack.client("dynamodb")
+    for r in records:
+        ddb.update_item(TableName=stack.resolve["IdempotencyTable"], Key={"id": r["id"]},
+                        UpdateExpression="SET expiration = :past",
+                        ExpressionAttributeValues={":past": {"N": str(int(now) - 1)}})
+    assert alert("csf-3") == "enqueued"
+    assert stack.queue_depth("UrgentQueue") == 3
+    assert host.accepted_logins() == 0  # intake never connects; only the worker does
+
+
+def test_the_deployed_modes_apply_when_an_event_names_none(stack, make_host):
+    """The real schedule sends an empty detail (template.yaml sets no Input), and an alert carries no
+    mode: the SweepMode and AlertMode parameters decide, through the environment the template sets."""
+    host = make_host(profile="modern", exposed=False)
+    stack.put_inventory({"servers": [entry(host)]})
+    sqs = stack.client("sqs")
+
+    def queued_mode(queue: str) -> str:
+        (message,) = drain_messages(sqs, stack.queue_url(queue))
+        return str(json.loads(message["Body"])["mode"])
+
+    for sweep_mode, alert_mode, kind in (("fix", "audit", "relay_tracking"), ("audit", "fix", "hourly_limit")):
+        stack.parameters.update(SweepMode=sweep_mode, AlertMode=alert_mode)
+        assert stack.invoke("PlannerFunction", scheduled_event())["mode"] == sweep_mode
+        assert queued_mode("WorkQueue") == sweep_mode
+        detail = {**alert_detail(f"alert-{kind}", hostname=host.domain), "kind": kind}
+        assert stack.invoke("AlertIntakeFunction", spam_alert_event(detail))["alerts"][0]["status"] == "enqueued"
+        assert queued_mode("UrgentQueue") == alert_mode
 
 
 def test_alert_for_a_running_server_outside_the_inventory_opens_no_connection(stack, lab, make_host, capsys, caplog):

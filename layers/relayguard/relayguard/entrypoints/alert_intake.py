@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from typing import Any
 
@@ -62,8 +61,10 @@ def alert_intake_handler(event: dict[str, Any], context: LambdaContext) -> dict[
             metrics.add_metric(name="UnknownServers", unit=MetricUnit.Count, value=1)
             answers.append({"status": "unknown-server", "alert_id": alert.alert_id})
             continue
-        window = int(time.time()) // cfg.dedup_window_seconds
-        key = {"server": server.name, "kind": alert.kind, "window": window}
+        # The window is the idempotency record's expiry (expires_after_seconds), checked by Powertools
+        # itself on every put: the first alert opens it. A time bucket in the key would split a burst
+        # that straddles a bucket boundary into two jobs.
+        key = {"server": server.name, "kind": alert.kind}
         request = uuid.uuid4().hex
         try:
             answer = enqueue_once(key=key, request=request, server=server, alert=alert)
