@@ -119,6 +119,16 @@ class FakeRunStore:
         self.digests.append(run_id)
         return True
 
+    def open_runs(self) -> list[RunProgress]:
+        return [self.progress(r) for r in self.runs if r not in self.digests]
+
+    def close(self, progress: RunProgress, lost: int) -> RunProgress | None:
+        if progress.run_id in self.digests or self.progress(progress.run_id).completed != progress.completed:
+            return None
+        counts = self.runs[progress.run_id]["counts"]
+        counts["failed"] = counts.get("failed", 0) + lost
+        return self.progress(progress.run_id)
+
 
 class FakeStateStore:
     def __init__(self) -> None:

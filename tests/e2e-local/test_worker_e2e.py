@@ -107,3 +107,38 @@ def test_servers_that_end_in_the_dlq_are_counted_failed_in_the_one_digest(stack,
     assert digests[0]["counts"] == {"failed": 2}
     assert digests[0]["outcome"] == "failed"
     assert all(h.accepted_logins() == 0 for h in hosts)
+
+
+def test_a_run_whose_worker_died_on_a_last_delivery_gets_its_digest_from_a_later_sweep(stack, lab, make_host):
+    """A worker killed by its timeout or memory limit counts nothing before SQS dead-letters the job;
+    the next sweep after RUN_DEADLINE closes that run with the server counted failed."""
+    hosts = [make_host(profile="modern", exposed=False), make_host(profile="not-cpanel")]
+    stack.put_inventory({"servers": [entry(h) for h in hosts]})
+    subscriber = stack.subscribe_queue()
+    first = stack.invoke("PlannerFunction", scheduled_event({"mode": "audit"}))
+    sqs, work = stack.client("sqs"), stack.queue_url("WorkQueue")
+    # One job is worked; the other one's deliveries all die with their invocation (the message is
+    # taken off the queue as if SQS had moved it to the DLQ, and nothing counts it).
+    bodies = [m["Body"] for m in drain_messages(sqs, work)]
+    (lost,) = [b for b in bodies if json.loads(b)["server"]["name"] == hosts[1].name]
+    stack.send_jobs("WorkQueue", [b for b in bodies if b != lost])
+    Poller(stack, "WorkerFunction", "WorkQueue").drain()
+    assert [n["doc"]["event"] for n in notifications(stack, subscriber)] == []  # no digest: one server missing
+
+    # A sweep before the deadline leaves the run open ...
+    second = stack.invoke("PlannerFunction", scheduled_event({"mode": "audit"}))
+    assert second["closed_overdue"] == []
+    drain_messages(sqs, work)
+    # ... one after it closes it (the run's start moved back instead of waiting 24 hours).
+    stack.client("dynamodb").update_item(
+        TableName=stack.resolve["RunsTable"], Key={"run_id": {"S": first["run_id"]}},
+        UpdateExpression="SET started_at = :then",
+        ExpressionAttributeValues={":then": {"S": "2026-01-01T00:00:00+00:00"}})
+    third = stack.invoke("PlannerFunction", scheduled_event({"mode": "audit"}))
+    assert [(c["run_id"], c["lost"]) for c in third["closed_overdue"]] == [(first["run_id"], 1)]
+    digests = [n["doc"] for n in notifications(stack, subscriber) if n["doc"]["event"] == "run-digest"]
+    assert [(d["run_id"], d["counts"]) for d in digests] == [(first["run_id"], {"compliant": 1, "failed": 1})]
+    # Closed for good: the next sweep does not publish it again.
+    assert stack.invoke("PlannerFunction", scheduled_event({"mode": "audit"}))["closed_overdue"] == []
+    assert [n for n in notifications(stack, subscriber) if n["doc"]["run_id"] == first["run_id"]] == []
+    assert json.loads(lost)["run_id"] == first["run_id"]

@@ -18,11 +18,13 @@ from relayguard.inventory import parse_inventory
 from relayguard.ports import ServerState
 from relayguard.services import (
     FINISH_RESERVE_MS,
+    RUN_DEADLINE,
     AlertIntake,
     Deferred,
     LockBusy,
     Publisher,
     Worker,
+    close_overdue_runs,
     job_for,
     plan_sweep,
 )
@@ -123,6 +125,50 @@ def test_an_empty_inventory_still_gets_its_digest():
     (digest,) = notifier.published
     assert digest.document["total"] == 0
     jsonschema.validate(digest.document, SCHEMA)
+
+
+def test_a_run_past_its_deadline_gets_its_digest_with_the_uncounted_servers_failed():
+    publisher, notifier, runs, _ = make_publisher()
+    started = datetime(2026, 12, 1, 6, 0, tzinfo=UTC)
+    runs.create("sweep-old", "fix", "sweep", 3, started.isoformat())
+    publisher.count("sweep-old", "web1", "remediated")
+    # web2 and web3 never come back (their worker was killed on their last delivery).
+    assert close_overdue_runs(runs, publisher, started + RUN_DEADLINE - timedelta(seconds=1)) == []
+    assert notifier.published == []
+    closed = close_overdue_runs(runs, publisher, started + RUN_DEADLINE)
+    assert closed == [{"run_id": "sweep-old", "lost": 2, "started_at": started.isoformat()}]
+    (digest,) = notifier.published
+    assert digest.document["run_id"] == "sweep-old"
+    assert digest.document["counts"] == {"failed": 2, "remediated": 1}
+    assert digest.document["failed"] == 2
+    jsonschema.validate(digest.document, SCHEMA)
+    # Closed once: a later sweep, or a lost job that turns up after all, sends no second digest.
+    assert close_overdue_runs(runs, publisher, started + 2 * RUN_DEADLINE) == []
+    publisher.count("sweep-old", "web2", "compliant")
+    assert len(notifier.published) == 1
+
+
+def test_a_complete_run_whose_digest_never_went_out_gets_it_at_the_next_sweep():
+    publisher, notifier, runs, _ = make_publisher()
+    runs.create("sweep-crashed", "audit", "sweep", 1, datetime.now(UTC).isoformat())
+    runs.record("sweep-crashed", "web1", "compliant")  # counted; the worker died before publishing
+    assert notifier.published == []
+    plan_sweep(SETTINGS, FakeInventoryStore(INVENTORY), runs, FakeJobQueue(), publisher)
+    (digest,) = notifier.published
+    assert (digest.document["run_id"], digest.document["counts"]) == ("sweep-crashed", {"compliant": 1})
+
+
+def test_a_run_a_worker_counts_into_while_it_is_being_closed_is_left_for_the_next_sweep():
+    publisher, notifier, runs, _ = make_publisher()
+    started = datetime(2026, 12, 1, 6, 0, tzinfo=UTC)
+    runs.create("sweep-race", "fix", "sweep", 2, started.isoformat())
+    (seen,) = runs.open_runs()
+    publisher.count("sweep-race", "web1", "remediated")  # lands between the read and the close
+    assert runs.close(seen, 2) is None
+    assert notifier.published == []
+    assert [c["lost"] for c in close_overdue_runs(runs, publisher, started + RUN_DEADLINE)] == [1]
+    (digest,) = notifier.published
+    assert digest.document["counts"] == {"failed": 1, "remediated": 1}
 
 
 # -- worker ------------------------------------------------------------------------------------

@@ -75,6 +75,15 @@ class RunStore(Protocol):
         """True exactly once per run, for the caller that must publish the digest."""
         ...
 
+    def open_runs(self) -> list[RunProgress]:
+        """Runs whose digest has not been claimed yet (runs whose record has expired are dropped)."""
+        ...
+
+    def close(self, progress: RunProgress, lost: int) -> RunProgress | None:
+        """Count ``lost`` servers of the run failed at once, completing it, unless it has moved on since
+        ``progress`` was read or its digest is claimed (then None)."""
+        ...
+
 
 @dataclass(frozen=True)
 class RunProgress:

@@ -6,7 +6,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from relayguard.config import Settings
@@ -40,6 +40,10 @@ from relayguard.ports import (
 _RANK = {Mode.AUDIT: 0, Mode.FIX: 1}
 #: Lambda time kept back after a server's SSH job for recording, notifying and releasing the lock.
 FINISH_RESERVE_MS = 15_000
+#: A run whose digest is not out this long after it started has lost jobs: a worker killed by its
+#: timeout or memory limit on a job's last delivery counts nothing before SQS dead-letters the job.
+#: Far beyond any job's legitimate life (maxReceiveCount x the visibility timeout: 7.5 h at most).
+RUN_DEADLINE = timedelta(hours=24)
 
 
 def now_iso() -> str:
@@ -109,9 +113,29 @@ class Publisher:
                 attributes=attributes(doc)))
 
 
+def close_overdue_runs(runs: RunStore, publisher: Publisher, now: datetime) -> list[dict[str, Any]]:
+    """Give every run its digest: one complete but unpublished (a worker died between counting and
+    publishing) gets it now; one past :data:`RUN_DEADLINE` counts its missing servers failed first."""
+    closed = []
+    for progress in runs.open_runs():
+        if progress.done:
+            publisher.digest_if_done(progress)
+            continue
+        if now - datetime.fromisoformat(progress.started_at) < RUN_DEADLINE:
+            continue
+        lost = progress.total - progress.completed
+        after = runs.close(progress, lost)
+        if after is not None:  # else a worker counted meanwhile; the next sweep looks again
+            publisher.digest_if_done(after)
+            closed.append({"run_id": progress.run_id, "lost": lost, "started_at": progress.started_at})
+    return closed
+
+
 def plan_sweep(settings: Settings, inventory: InventoryStore, runs: RunStore, queue: JobQueue,
                publisher: Publisher, *, mode: Mode | None = None) -> dict[str, Any]:
-    """Read the inventory, open a run record, fan one job per server out to the work queue."""
+    """Read the inventory, open a run record, fan one job per server out to the work queue; first,
+    close the runs that will never complete by themselves."""
+    overdue = close_overdue_runs(runs, publisher, datetime.now(UTC))
     inv = inventory.load()
     run_id = f"sweep-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}-{uuid.uuid4().hex[:8]}"
     mode = mode or settings.sweep_mode
@@ -123,7 +147,8 @@ def plan_sweep(settings: Settings, inventory: InventoryStore, runs: RunStore, qu
         publisher.count(run_id, Job.model_validate_json(body).server.name, str(Outcome.FAILED))
     if not jobs:
         publisher.digest_if_done(runs.progress(run_id))
-    return {"run_id": run_id, "mode": str(mode), "servers": len(jobs), "unsent": len(unsent)}
+    return {"run_id": run_id, "mode": str(mode), "servers": len(jobs), "unsent": len(unsent),
+            "closed_overdue": overdue}
 
 
 @dataclass(frozen=True)

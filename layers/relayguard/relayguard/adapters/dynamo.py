@@ -23,9 +23,15 @@ def _conditional_failed(exc: ClientError) -> bool:
     return exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
 
 
+#: The item listing the runs whose digest is not out yet (a string set), so the planner finds them
+#: without scanning a table of per-server markers. Run ids never take this form.
+OPEN_RUNS = "open-runs"
+
+
 class DynamoRunStore:
     """One item per run (``run_id``) with counters ``n_<outcome>``, plus one marker item per
-    finished server (``run_id#server``) so a redelivered job is counted once."""
+    finished server (``run_id#server``) so a redelivered job is counted once, and the
+    :data:`OPEN_RUNS` item."""
 
     def __init__(self, client: DynamoDBClient, table: str) -> None:
         self.client = client
@@ -41,6 +47,12 @@ class DynamoRunStore:
             },
             ConditionExpression="attribute_not_exists(run_id)",
         )
+        self._open_set("ADD", run_id)
+
+    def _open_set(self, action: str, run_id: str) -> None:
+        self.client.update_item(TableName=self.table, Key={"run_id": {"S": OPEN_RUNS}},
+                                UpdateExpression=f"{action} #runs :id", ExpressionAttributeNames={"#runs": "runs"},
+                                ExpressionAttributeValues={":id": {"SS": [run_id]}})
 
     def record(self, run_id: str, server: str, outcome: str) -> RunProgress | None:
         try:
@@ -91,7 +103,38 @@ class DynamoRunStore:
             if _conditional_failed(exc):
                 return False
             raise
+        self._open_set("DELETE", run_id)
         return True
+
+    def open_runs(self) -> list[RunProgress]:
+        item = self.client.get_item(TableName=self.table, Key={"run_id": {"S": OPEN_RUNS}},
+                                    ConsistentRead=True).get("Item", {})
+        runs = []
+        for run_id in sorted(item.get("runs", {}).get("SS", [])):
+            run = self.client.get_item(TableName=self.table, Key={"run_id": {"S": run_id}},
+                                       ConsistentRead=True).get("Item")
+            if run is None or "digest_sent" in run:  # expired after RUN_TTL, or claimed meanwhile
+                self._open_set("DELETE", run_id)
+            else:
+                runs.append(_progress(run))
+        return runs
+
+    def close(self, progress: RunProgress, lost: int) -> RunProgress | None:
+        try:
+            item = self.client.update_item(
+                TableName=self.table,
+                Key={"run_id": {"S": progress.run_id}},
+                UpdateExpression="SET completed = :all ADD n_failed :lost",
+                ConditionExpression="completed = :seen AND attribute_not_exists(digest_sent)",
+                ExpressionAttributeValues={":all": {"N": str(progress.completed + lost)},
+                                           ":lost": {"N": str(lost)}, ":seen": {"N": str(progress.completed)}},
+                ReturnValues="ALL_NEW",
+            )["Attributes"]
+        except ClientError as exc:
+            if _conditional_failed(exc):
+                return None
+            raise
+        return _progress(item)
 
 
 def _progress(item: dict[str, Any]) -> RunProgress:

@@ -24,6 +24,10 @@ def planner_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, 
     cfg = settings()
     result = plan_sweep(cfg, bootstrap.inventory_store(cfg), bootstrap.run_store(cfg), bootstrap.job_queue(),
                         bootstrap.publisher(cfg), mode=detail.mode)
+    for closed in result["closed_overdue"]:
+        # Its digest went out with these servers counted failed: their jobs are in a DLQ, or lost.
+        logger.warning("run closed past its deadline; servers never counted are counted failed", **closed)
+    metrics.add_metric(name="RunsClosedOverdue", unit=MetricUnit.Count, value=len(result["closed_overdue"]))
     logger.append_keys(run_id=result["run_id"])
     logger.info("sweep planned", servers=result["servers"], mode=result["mode"], unsent=result["unsent"])
     metrics.add_metric(name="ServersPlanned", unit=MetricUnit.Count, value=result["servers"])
