@@ -35,6 +35,8 @@ FLEET = {
     "web3": HostSpec(profile="modern", exposed=False),
     "web4": HostSpec(profile="not-cpanel"),
 }
+#: What the sweep's digest must count: the fleet above plus web5, where nothing listens.
+EXPECTED_COUNTS = {"remediated": 2, "compliant": 1, "not-cpanel": 1, "unreachable": 1}
 WIDTH = 100
 
 
@@ -160,10 +162,11 @@ def run(workdir: Path, log: TextIO) -> int:  # noqa: PLR0915 - a script, read to
         say(f"  lab hosts and moto stopped; work directory {workdir} removed")
 
     ok = (before["web1"] == 250 and before["web2"] == 250 and after["web1"] >= 500 and after["web2"] >= 500
-          and reopened == 250 and refixed >= 500 and len(digests) == 1)
+          and reopened == 250 and refixed >= 500 and len(digests) == 1 and digests[0]["counts"] == EXPECTED_COUNTS)
     heading("Result")
     say(f"  {'PASS' if ok else 'FAIL'}: relaying without AUTH was accepted (250) before and refused (5xx) after, "
-        f"on both generations and again after the alert. {time.monotonic() - started:.0f} s in all.")
+        f"on both generations and again after the alert; the digest counted every server "
+        f"({', '.join(f'{k} {v}' for k, v in EXPECTED_COUNTS.items())}). {time.monotonic() - started:.0f} s in all.")
     return 0 if ok else 1
 
 
