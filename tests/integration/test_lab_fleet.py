@@ -186,8 +186,12 @@ def test_fifty_hosts_listen_on_loopback_only_and_leave_nothing(own_lab: Lab):
 
     # Namespace inodes are reused by the next namespace anyone makes, so after `down` the hosts'
     # processes are looked for by PID and start time, not by namespace.
+    # A daemon started over SSH and detached from its session belongs to its host all the same.
+    assert ssh(hosts[3], "setsid sleep 3601 </dev/null >/dev/null 2>&1 &").rc == 0
     members = {(pid, started(pid)) for pid in processes_in(namespaces)}
     assert len(members) >= 3 * 50  # at least nsinit, sshd and Exim per host (and tailwatchd on cPanel ones)
+    detached = [pid for pid, _ in members if Path(f"/proc/{pid}/cmdline").read_bytes() == b"sleep\x003601\x00"]
+    assert len(detached) == 1
     own_lab.down()
     assert [pid for pid, start in members if started(pid) == start] == []
     assert lab_processes(own_lab.workdir) == []

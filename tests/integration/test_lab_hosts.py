@@ -191,6 +191,93 @@ def test_legacy_truncate_alone_is_undone_by_the_running_tracker(lab, legacy):
     assert relay_attempt(legacy.address, source).code == 250
 
 
+def test_modern_tracker_keeps_re_adding_until_it_is_disabled_with_a_restart(lab, modern):
+    source = lab.client_source()
+    listed = "/etc/recent_authed_mail_ips"
+    ssh(modern, f": > {listed}")
+    ssh(modern, f"{MODERN_TW} --status")  # the next tracker pass re-adds the logins
+    assert source in modern.read(listed).split()
+    # The skip key set by hand changes nothing: the running daemon read its drivers when it started.
+    sed = "s/^skiprecentauthedmailiptracker=0$/skiprecentauthedmailiptracker=1/"
+    assert ssh(modern, f"sed -i '{sed}' /var/cpanel/cpanel.config").rc == 0
+    ssh(modern, f": > {listed}")
+    ssh(modern, f"{MODERN_TW} --status")
+    assert source in modern.read(listed).split()
+    # The documented disable restarts tailwatchd; after it the list stays empty.
+    assert ssh(modern, f"{MODERN_TW} --disable={TRACKER}").rc == 0
+    ssh(modern, f": > {listed}")
+    ssh(modern, f"{MODERN_TW} --status")
+    assert modern.read(listed).split() == []
+
+
+def tailwatchd_pid(host: Host, path: str = MODERN_TW) -> int:
+    return int(ssh(host, f"{path} --status").out.splitlines()[1].removeprefix("Running, PID "))
+
+
+def test_tailwatchd_disable_with_restart_0_leaves_the_running_tracker_re_adding(lab, modern):
+    source = lab.client_source()
+    pid = tailwatchd_pid(modern)
+    assert ssh(modern, f"{MODERN_TW} --disable={TRACKER} --restart=0").rc == 0
+    assert "skiprecentauthedmailiptracker=1" in modern.read("/var/cpanel/cpanel.config").splitlines()
+    assert tailwatchd_pid(modern) == pid  # not restarted ...
+    assert source in modern.read("/etc/recent_authed_mail_ips").split()  # ... so its next pass re-added them
+    # --enable undoes the disable and restarts the daemon, whose snapshot has the driver active again.
+    assert ssh(modern, f"{MODERN_TW} --enable={TRACKER}").rc == 0
+    assert "skiprecentauthedmailiptracker=0" in modern.read("/var/cpanel/cpanel.config").splitlines()
+    assert tailwatchd_pid(modern) != pid
+    assert drivers(ssh(modern, f"{MODERN_TW} --status").out)[TRACKER] == 1
+
+
+@pytest.mark.parametrize(("profile", "path"), [("modern", MODERN_TW), ("legacy", LEGACY_TW)])
+def test_tailwatchd_help_and_restartsrv_tailwatchd(make_host, profile, path):
+    host = make_host(profile=profile)
+    usage = ssh(host, f"{path} --help")
+    assert usage.rc == 0
+    assert "--disable" in usage.out
+    for other in ("", "--no-such-flag"):  # no argument, or an unknown flag: the help text, exit 0
+        res = ssh(host, f"{path} {other}")
+        assert (res.rc, res.out) == (0, usage.out)
+    pid = tailwatchd_pid(host, path)
+    assert ssh(host, "/usr/local/cpanel/scripts/restartsrv_tailwatchd").rc == 0
+    assert tailwatchd_pid(host, path) != pid
+
+
+def test_restartsrv_exim_check_and_help(modern):
+    check = ssh(modern, f"{RESTART_EXIM} --check")
+    assert check.rc == 0
+    assert check.out.startswith("The 'exim' service passed the check: ")
+    assert ssh(modern, f"{RESTART_EXIM} --help").rc == 0
+    assert ssh(modern, f"{RESTART_EXIM} --stop").rc == 0
+    assert ssh(modern, f"{RESTART_EXIM} --check").rc == 1
+
+
+def test_whmapi1_servicestatus_and_the_configureservice_pitfall(modern):
+    status = json.loads(ssh(modern, f"{WHMAPI} servicestatus service=exim").out)
+    assert status["metadata"]["result"] == 1
+    (exim,) = status["data"]["service"]
+    assert exim["name"] == "exim"
+    assert {"name", "display_name", "enabled", "installed", "monitored", "running"} <= set(exim)
+    assert exim["running"] == 1
+    assert ssh(modern, f"{RESTART_EXIM} --stop").rc == 0
+    (down,) = json.loads(ssh(modern, f"{WHMAPI} servicestatus service=exim").out)["data"]["service"]
+    assert down["running"] == 0
+    # Drivers are not services: the copied 'configureservice service=antirelayd' changes nothing.
+    before = modern.read("/var/cpanel/cpanel.config")
+    res = json.loads(ssh(modern, f"{WHMAPI} configureservice service=antirelayd enabled=0 monitored=0").out)
+    assert res["metadata"]["result"] == 0
+    assert res["metadata"]["reason"] == "Specified service does not exist or was not specified."
+    assert modern.read("/var/cpanel/cpanel.config") == before
+
+
+def test_smtpmailgidonly_status_and_usage(modern):
+    res = ssh(modern, "/usr/local/cpanel/scripts/smtpmailgidonly status")
+    assert (res.rc, res.out.strip()) == (0, "Protection is: on")
+    bare = ssh(modern, "/usr/local/cpanel/scripts/smtpmailgidonly")
+    assert bare.rc == 1
+    assert bare.out == ""
+    assert bare.err.strip()
+
+
 def test_two_hosts_keep_their_own_files_and_journals(make_host):
     a = make_host(profile="modern")
     b = make_host(profile="modern", exposed=False)

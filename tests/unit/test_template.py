@@ -8,12 +8,15 @@ batch and retry behaviour, timings, encryption, VPC placement and least-privileg
 from __future__ import annotations
 
 import copy
+import inspect
 import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
+from relayguard.adapters.dynamo import DynamoLockStore, DynamoRunStore
 from relayguard.config import ALL_VARIABLES
 from samtranslator.translator.transform import transform
 
@@ -212,6 +215,39 @@ def test_template_sets_exactly_the_variables_the_settings_read(cfn: dict[str, An
     for name, fn in _of_type(cfn, "AWS::Lambda::Function").items():
         variables = fn["Properties"]["Environment"]["Variables"]
         assert sorted(v for v in variables if v.startswith("RG_")) == sorted(ALL_VARIABLES), name
+
+
+class _RecordingDynamoDB:
+    """Stands in for boto3's DynamoDB client: keeps the items written."""
+
+    def __init__(self) -> None:
+        self.items: list[dict[str, Any]] = []
+
+    def put_item(self, **kwargs: Any) -> dict[str, Any]:
+        self.items.append(kwargs["Item"])
+        return {}
+
+    def update_item(self, **kwargs: Any) -> dict[str, Any]:
+        return {"Attributes": {}}
+
+
+def test_tables_expire_items_by_the_attribute_the_code_writes(cfn: dict[str, Any]) -> None:
+    ttl = {lid: props["TimeToLiveSpecification"] for lid, res in _of_type(cfn, "AWS::DynamoDB::Table").items()
+           if "TimeToLiveSpecification" in (props := res["Properties"])}
+    assert all(spec["Enabled"] for spec in ttl.values())
+    runs, locks = _RecordingDynamoDB(), _RecordingDynamoDB()
+    DynamoRunStore(runs, "runs").create("sweep-1", "audit", "sweep", 1, "2026-12-01T06:00:00+00:00")  # type: ignore[arg-type]
+    DynamoLockStore(locks, "locks").acquire("web1", "job-1", 900)  # type: ignore[arg-type]
+    (run_item,), (lock_item,) = runs.items, locks.items
+    # Powertools' idempotency records, as bootstrap makes the persistence layer (its default name).
+    idempotency = inspect.signature(DynamoDBPersistenceLayer).parameters["expiry_attr"].default
+    assert set(ttl) == {"RunsTable", "LocksTable", "IdempotencyTable"}
+    # Each item the code writes carries the table's TTL attribute as an epoch number, or it never expires.
+    for item, table in ((run_item, "RunsTable"), (lock_item, "LocksTable")):
+        assert set(item[ttl[table]["AttributeName"]]) == {"N"}, table
+    assert ttl["IdempotencyTable"]["AttributeName"] == idempotency
+    # The state table keeps each server's last state for as long as the server is in the inventory.
+    assert "TimeToLiveSpecification" not in _props(cfn, "StateTable")
 
 
 def test_results_topic_is_kms_encrypted(cfn: dict[str, Any]) -> None:
