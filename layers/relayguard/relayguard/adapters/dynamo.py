@@ -68,17 +68,20 @@ class DynamoRunStore:
             item = self.client.get_item(TableName=self.table, Key={"run_id": {"S": run_id}},
                                         ConsistentRead=True).get("Item")
             return _progress(item) if item else None
+        return self._update_run(
+            run_id,
+            UpdateExpression="ADD completed :one, #c :one",
+            # Without the run's own item, ADD would create a headless one.
+            ConditionExpression="attribute_exists(run_id)",
+            ExpressionAttributeNames={"#c": f"n_{outcome}"},
+            ExpressionAttributeValues={":one": {"N": "1"}},
+        )
+
+    def _update_run(self, run_id: str, **update: Any) -> RunProgress | None:
+        """A conditional update of the run's item: its progress after, or None if the condition failed."""
         try:
-            item = self.client.update_item(
-                TableName=self.table,
-                Key={"run_id": {"S": run_id}},
-                UpdateExpression="ADD completed :one, #c :one",
-                # Without the run's own item, ADD would create a headless one.
-                ConditionExpression="attribute_exists(run_id)",
-                ExpressionAttributeNames={"#c": f"n_{outcome}"},
-                ExpressionAttributeValues={":one": {"N": "1"}},
-                ReturnValues="ALL_NEW",
-            )["Attributes"]
+            item = self.client.update_item(TableName=self.table, Key={"run_id": {"S": run_id}},
+                                           ReturnValues="ALL_NEW", **update)["Attributes"]
         except ClientError as exc:
             if _conditional_failed(exc):
                 return None
@@ -120,21 +123,13 @@ class DynamoRunStore:
         return runs
 
     def close(self, progress: RunProgress, lost: int) -> RunProgress | None:
-        try:
-            item = self.client.update_item(
-                TableName=self.table,
-                Key={"run_id": {"S": progress.run_id}},
-                UpdateExpression="SET completed = :all ADD n_failed :lost",
-                ConditionExpression="completed = :seen AND attribute_not_exists(digest_sent)",
-                ExpressionAttributeValues={":all": {"N": str(progress.completed + lost)},
-                                           ":lost": {"N": str(lost)}, ":seen": {"N": str(progress.completed)}},
-                ReturnValues="ALL_NEW",
-            )["Attributes"]
-        except ClientError as exc:
-            if _conditional_failed(exc):
-                return None
-            raise
-        return _progress(item)
+        return self._update_run(
+            progress.run_id,
+            UpdateExpression="SET completed = :all ADD n_failed :lost",
+            ConditionExpression="completed = :seen AND attribute_not_exists(digest_sent)",
+            ExpressionAttributeValues={":all": {"N": str(progress.completed + lost)},
+                                       ":lost": {"N": str(lost)}, ":seen": {"N": str(progress.completed)}},
+        )
 
 
 def _progress(item: dict[str, Any]) -> RunProgress:
