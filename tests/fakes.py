@@ -81,12 +81,17 @@ class FakeJobQueue:
         self.sent: dict[str, list[str]] = {}
         self.delays: list[int] = []
         self.refuse = refuse
+        self.returned: list[tuple[str, str]] = []
 
     def send(self, queue_url: str, bodies: list[str], delay_seconds: int = 0) -> list[str]:
         accepted, refused = bodies[self.refuse :], bodies[: self.refuse]
         self.sent.setdefault(queue_url, []).extend(accepted)
         self.delays += [delay_seconds] * len(accepted)
         return refused
+
+    def return_now(self, queue_url: str, receipt_handle: str) -> bool:
+        self.returned.append((queue_url, receipt_handle))
+        return True
 
 
 class FakeRunStore:

@@ -79,8 +79,10 @@ def test_a_batch_that_runs_out_of_time_fixes_what_it_can_and_redelivery_finishes
     by_name = {h.name: h for h in hosts}
     for name in failed:
         assert by_name[name].accepted_logins() == 0, f"{name} was started although reported as not done"
-    # AND redelivery finishes them, each server fixed exactly once
-    worker.drain()
+    # AND they are back on the queue at once, not after the visibility timeout (30 min by default) ...
+    assert worker.waiting() == len(failed)
+    # ... so the next invocations finish them (no simulated redelivery), each server fixed exactly once
+    worker.drain(redeliver=False)
     for host in hosts:
         assert relay_attempt(host.address, lab.client_source()).code == 550, host.name
         assert host.accepted_logins() == 1, host.name

@@ -58,6 +58,10 @@ class JobQueue(Protocol):
         """Send message bodies in batches; returns the bodies that could not be sent."""
         ...
 
+    def return_now(self, queue_url: str, receipt_handle: str) -> bool:
+        """Make a received message visible again at once, for the next poll; False if the queue refused."""
+        ...
+
 
 class RunStore(Protocol):
     def create(self, run_id: str, mode: str, trigger: str, total: int, started_at: str) -> None: ...

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from botocore.exceptions import ClientError
+
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
 else:
@@ -25,3 +27,11 @@ class SqsJobQueue:
             response = self.client.send_message_batch(QueueUrl=queue_url, Entries=entries)  # type: ignore[arg-type]
             failed += [chunk[int(f["Id"])] for f in response.get("Failed", [])]
         return failed
+
+    def return_now(self, queue_url: str, receipt_handle: str) -> bool:
+        try:
+            self.client.change_message_visibility(QueueUrl=queue_url, ReceiptHandle=receipt_handle,
+                                                  VisibilityTimeout=0)
+        except ClientError:
+            return False  # the delivery still fails: SQS redelivers after the visibility timeout
+        return True

@@ -42,11 +42,14 @@ def _work_record(record: SQSRecord, context: LambdaContext) -> None:
         raise
     logger.append_keys(run_id=job.run_id, server=job.server.name, alert_id=job.alert_id)
     worker = bootstrap.worker(cfg)
+    queue_url = _queue_url_of(cfg, record.event_source_arn)
     try:
-        handled = worker.handle(job, receive_count, context.get_remaining_time_in_millis(),
-                                _queue_url_of(cfg, record.event_source_arn))
+        handled = worker.handle(job, receive_count, context.get_remaining_time_in_millis(), queue_url)
     except Deferred as exc:
-        logger.info("job deferred", reason=str(exc))
+        # Visible again at once for the next invocation, which has its full time; left alone, a failed
+        # item waits out the visibility timeout (6 x the worker timeout: 30 min at 300 s).
+        returned = bootstrap.job_queue().return_now(queue_url, record.receipt_handle)
+        logger.info("job deferred", reason=str(exc), returned_to_queue=returned)
         raise
     except Exception as exc:
         if receive_count >= cfg.max_receive_count:
