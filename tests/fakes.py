@@ -81,7 +81,6 @@ class FakeJobQueue:
         self.sent: dict[str, list[str]] = {}
         self.delays: list[int] = []
         self.refuse = refuse
-        self.returned: list[tuple[str, str]] = []
 
     def send(self, queue_url: str, bodies: list[str], delay_seconds: int = 0) -> list[str]:
         accepted, refused = bodies[self.refuse :], bodies[: self.refuse]
@@ -90,7 +89,6 @@ class FakeJobQueue:
         return refused
 
     def return_now(self, queue_url: str, receipt_handle: str) -> bool:
-        self.returned.append((queue_url, receipt_handle))
         return True
 
 

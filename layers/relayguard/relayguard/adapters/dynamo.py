@@ -65,8 +65,7 @@ class DynamoRunStore:
         except ClientError as exc:
             if not _conditional_failed(exc):
                 raise
-            item = self.client.get_item(TableName=self.table, Key={"run_id": {"S": run_id}},
-                                        ConsistentRead=True).get("Item")
+            item = self._item(run_id)
             return _progress(item) if item else None
         return self._update_run(
             run_id,
@@ -88,9 +87,16 @@ class DynamoRunStore:
             raise
         return _progress(item)
 
+    def _item(self, run_id: str) -> dict[str, Any] | None:
+        """The item under ``run_id`` (a run, or :data:`OPEN_RUNS`), read consistently."""
+        got = self.client.get_item(TableName=self.table, Key={"run_id": {"S": run_id}}, ConsistentRead=True)
+        return got.get("Item")
+
     def progress(self, run_id: str) -> RunProgress:
-        item = self.client.get_item(TableName=self.table, Key={"run_id": {"S": run_id}}, ConsistentRead=True)
-        return _progress(item["Item"])
+        item = self._item(run_id)
+        if item is None:
+            raise KeyError(run_id)
+        return _progress(item)
 
     def claim_digest(self, run_id: str) -> bool:
         try:
@@ -110,12 +116,10 @@ class DynamoRunStore:
         return True
 
     def open_runs(self) -> list[RunProgress]:
-        item = self.client.get_item(TableName=self.table, Key={"run_id": {"S": OPEN_RUNS}},
-                                    ConsistentRead=True).get("Item", {})
+        item = self._item(OPEN_RUNS) or {}
         runs = []
         for run_id in sorted(item.get("runs", {}).get("SS", [])):
-            run = self.client.get_item(TableName=self.table, Key={"run_id": {"S": run_id}},
-                                       ConsistentRead=True).get("Item")
+            run = self._item(run_id)
             if run is None or "digest_sent" in run:  # expired after RUN_TTL, or claimed meanwhile
                 self._open_set("DELETE", run_id)
             else:

@@ -42,8 +42,9 @@ def _work_record(record: SQSRecord, context: LambdaContext) -> None:
         raise
     logger.append_keys(run_id=job.run_id, server=job.server.name, alert_id=job.alert_id)
     worker = bootstrap.worker(cfg)
-    queue_url = _queue_url_of(cfg, record.event_source_arn)
     try:
+        # Inside the try: a record from an unexpected queue fails like any other job failure.
+        queue_url = _queue_url_of(cfg, record.event_source_arn)
         handled = worker.handle(job, receive_count, context.get_remaining_time_in_millis(), queue_url)
     except Deferred as exc:
         # Visible again at once for the next invocation, which has its full time; left alone, a failed
