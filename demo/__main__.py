@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.parse_args(argv)
     if os.geteuid() != 0:
         print("the demo needs root: each simulated server runs in its own mount and PID namespace.\n"
-              "run: sudo ./scripts/demo", file=sys.stderr)
+              "run: ./scripts/demo (it re-runs itself through sudo)", file=sys.stderr)
         return 1
     workdir = Path(tempfile.mkdtemp(prefix="relayguard-demo-"))
     log_path = Path(tempfile.gettempdir()) / "relayguard-demo-handlers.log"
