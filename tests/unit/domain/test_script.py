@@ -15,7 +15,7 @@ from relayguard.domain.script import (
     render_finish,
     revert_commands,
 )
-from relayguard.errors import ValidationError
+from relayguard.errors import InvalidInput
 
 from tests.unit.samples import LEGACY_EXPOSED, MODERN_EXPOSED, RELAY_REFUSED, hx, probe_text, step_text
 
@@ -103,27 +103,27 @@ def test_rendering_is_pure() -> None:
 @pytest.mark.parametrize("ip", ["1.2.3.4;touch /tmp/x", "$(reboot)", ""])
 def test_finish_refuses_a_probe_address_that_is_not_an_ip(ip: str) -> None:
     plan = replace(plan_for(MODERN_EXPOSED), verify_ip=ip)
-    with pytest.raises(ValidationError, match="not an IP address"):
+    with pytest.raises(InvalidInput, match="not an IP address"):
         render_finish(plan)
 
 
 @pytest.mark.parametrize("sender", ["a@example.com;reboot", "$(id)@example.com", "a b@example.com", "a@b'c.com", ""])
 def test_finish_refuses_a_sender_with_shell_metacharacters(sender: str) -> None:
     plan = replace(plan_for(MODERN_EXPOSED), verify_sender=sender)
-    with pytest.raises(ValidationError, match="not a plain address"):
+    with pytest.raises(InvalidInput, match="not a plain address"):
         render_finish(plan)
 
 
 def test_finish_refuses_a_sender_with_a_trailing_newline() -> None:
     plan = replace(plan_for(MODERN_EXPOSED), verify_sender="relayguard-probe@example.com\n")
-    with pytest.raises(ValidationError):
+    with pytest.raises(InvalidInput):
         render_finish(plan)
 
 
 @pytest.mark.parametrize("path", ["/etc/passwd", "/etc/relayhosts;reboot", "/etc/recent_authed_mail_ips"])
 def test_finish_refuses_to_truncate_anything_but_the_relayhosts_files(path: str) -> None:
     plan = replace(plan_for(LEGACY_EXPOSED), truncate=(path,))
-    with pytest.raises(ValidationError, match="refusing to truncate"):
+    with pytest.raises(InvalidInput, match="refusing to truncate"):
         render_finish(plan)
 
 

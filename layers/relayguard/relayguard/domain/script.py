@@ -20,7 +20,7 @@ from relayguard.domain.decide import (
 )
 from relayguard.domain.models import Generation, Plan, StepResult
 from relayguard.domain.probe import PRELUDE, _probe_body, _unhex, parse_kv
-from relayguard.errors import ValidationError
+from relayguard.errors import InvalidInput
 
 #: Files the fix may truncate: fixed names, never taken from the server.
 TRUNCATABLE = frozenset({"/etc/relayhosts", "/etc/relayhostsusers"})
@@ -79,9 +79,9 @@ def validate_probe_values(ip: str, sender: str) -> tuple[str, str]:
     try:
         ip = str(ipaddress.ip_address(ip))
     except ValueError as exc:
-        raise ValidationError(f"relay-probe address {ip!r} is not an IP address") from exc
+        raise InvalidInput(f"relay-probe address {ip!r} is not an IP address") from exc
     if not _SENDER.fullmatch(sender):
-        raise ValidationError(f"relay-probe sender {sender!r} is not a plain address")
+        raise InvalidInput(f"relay-probe sender {sender!r} is not a plain address")
     return ip, sender
 
 
@@ -94,7 +94,7 @@ def render_finish(plan: Plan) -> str:
             lines.append(f"run {step.name} {_q(step.argv)}")
     for path in plan.truncate:
         if path not in TRUNCATABLE:
-            raise ValidationError(f"refusing to truncate {path!r}")
+            raise InvalidInput(f"refusing to truncate {path!r}")
         # Truncation follows the modern symlinks: never rm or replace them.
         lines.append(f"if [ -s {path} ]; then run truncate-{path.rsplit('/', 1)[1]} truncate_file {path}; fi")
     for step in plan.steps:
