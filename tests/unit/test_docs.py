@@ -233,7 +233,7 @@ def attribute_vocabulary() -> dict[str, set[str]]:
 def test_the_documented_message_attributes_are_the_ones_published() -> None:
     (rows,) = tables(section(DEPLOY, "## Subscribing to notifications"))
     documented = {codes(row[0])[0] for row in rows}
-    doc = notify.server_message(ServerResult(host="web1", address="192.0.2.1", mode="audit",
+    doc = notify.server_message(ServerResult(name="web1", address="192.0.2.1", mode="audit",
                                              outcome=Outcome.NONCOMPLIANT).to_json(),
                                 "noncompliant", "sweep-1", "sweep", "2026-11-25T13:23:10+00:00")
     assert documented == set(notify.attributes(doc))

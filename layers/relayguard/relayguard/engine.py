@@ -28,9 +28,12 @@ class BannerCheck(Protocol):
 
 @dataclass
 class ServerResult:
-    """Everything one job learned and did on one server: enough to audit and to revert by hand."""
+    """Everything one job learned and did on one server: enough to audit and to revert by hand.
 
-    host: str
+    ``name`` is the server's inventory name; ``to_json`` keeps it under the documented key ``host``.
+    """
+
+    name: str
     address: str
     mode: str
     outcome: Outcome
@@ -52,7 +55,7 @@ class ServerResult:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "host": self.host,
+            "host": self.name,
             "address": self.address,
             "mode": self.mode,
             "outcome": str(self.outcome),
@@ -135,7 +138,7 @@ class Engine:
         Lambda worker ends a hanging job with a ``timeout`` result instead of being killed in the middle."""
         started = time.monotonic()
         result = ServerResult(
-            host=target.name, address=target.host, mode=str(policy.mode), outcome=Outcome.FAILED,
+            name=target.name, address=target.host, mode=str(policy.mode), outcome=Outcome.FAILED,
             started_at=datetime.now(UTC).isoformat(timespec="seconds"),
         )
         try:
