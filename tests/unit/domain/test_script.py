@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 from relayguard.domain.decide import decide
-from relayguard.domain.models import Generation, Mode, Plan, Policy, Step, StepResult
+from relayguard.domain.models import Generation, Mode, Plan, Policy, Step, StepName, StepResult
 from relayguard.domain.probe import parse_probe
 from relayguard.domain.script import (
     parse_steps,
@@ -54,7 +54,7 @@ def test_an_empty_plan_renders_no_disable_script() -> None:
 
 
 def test_a_plan_without_a_disable_step_renders_no_disable_script() -> None:
-    plan = Plan(Generation.LEGACY, True, steps=(Step("restart-exim", (EXIM,)),), verify_ip="192.0.2.1",
+    plan = Plan(Generation.LEGACY, True, steps=(Step(StepName.RESTART_EXIM, (EXIM,)),), verify_ip="192.0.2.1",
                 verify_sender="relayguard-probe@example.org")
     assert render_disable(plan) == ""
 

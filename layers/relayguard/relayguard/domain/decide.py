@@ -10,17 +10,20 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
-from relayguard.domain.models import Finding, Generation, ListFile, Mode, Plan, Policy, Step
-from relayguard.domain.probe import CPANEL, parse_tailwatchd_status
+from relayguard.domain.cpanel_paths import (
+    LEGACY_TAILWATCHD,
+    MODERN_TAILWATCHD,
+    RELAYHOSTS,
+    RELAYHOSTSUSERS,
+    RESTARTSRV_EXIM,
+    UPDATE_EXIM_REJECTS,
+    WHMAPI1,
+)
+from relayguard.domain.models import Finding, Generation, ListFile, Mode, Plan, Policy, Step, StepName
+from relayguard.domain.probe import parse_tailwatchd_status
 
 TRACKER = "RecentAuthedMailIpTracker"
 ANTIRELAYD = "Antirelayd"
-WHMAPI1 = f"{CPANEL}/bin/whmapi1"
-MODERN_TAILWATCHD = f"{CPANEL}/libexec/tailwatchd"
-LEGACY_TAILWATCHD = f"{CPANEL}/bin/tailwatchd"
-UPDATE_EXIM_REJECTS = f"{CPANEL}/scripts/update_exim_rejects"
-RESTARTSRV_EXIM = f"{CPANEL}/scripts/restartsrv_exim"
-RESTARTSRV_TAILWATCHD = f"{CPANEL}/scripts/restartsrv_tailwatchd"
 #: A documentation address (RFC 5737) used for the relay proof when the server listed nobody.
 FALLBACK_PROBE_IP = "192.0.2.1"
 _DOMAIN = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$")
@@ -207,19 +210,20 @@ def decide(f: Finding, policy: Policy) -> Plan:
     steps: list[Step] = []
     truncate: list[str] = []
     if a.generation == Generation.MODERN:
-        steps.append(Step("set-tweak-popbeforesmtp-0",
+        steps.append(Step(StepName.SET_TWEAK,
                           (WHMAPI1, "--output=json", "set_tweaksetting", "key=popbeforesmtp", "value=0")))
         if policy.disable_tracker and a.tracker_active:
-            steps.append(Step("disable-tracker", (MODERN_TAILWATCHD, f"--disable=Cpanel::TailWatch::{TRACKER}")))
-            truncate = [p for p in ("/etc/relayhosts", "/etc/relayhostsusers")
+            steps.append(Step(StepName.DISABLE_TRACKER, (MODERN_TAILWATCHD, f"--disable=Cpanel::TailWatch::{TRACKER}")))
+            truncate = [p for p in (RELAYHOSTS, RELAYHOSTSUSERS)
                         if f.lists.get(p.rsplit("/", 1)[1], ListFile(p, "missing")).entries]
     else:
         if a.antirelayd_active:
-            steps.append(Step("disable-antirelayd", (LEGACY_TAILWATCHD, f"--disable=Cpanel::TailWatch::{ANTIRELAYD}")))
-        truncate = [p for p in ("/etc/relayhosts", "/etc/relayhostsusers")
+            steps.append(Step(StepName.DISABLE_ANTIRELAYD,
+                              (LEGACY_TAILWATCHD, f"--disable=Cpanel::TailWatch::{ANTIRELAYD}")))
+        truncate = [p for p in (RELAYHOSTS, RELAYHOSTSUSERS)
                     if f.lists.get(p.rsplit("/", 1)[1], ListFile(p, "missing")).entries]
-    steps.append(Step("update-exim-rejects", (UPDATE_EXIM_REJECTS,)))
-    steps.append(Step("restart-exim", (RESTARTSRV_EXIM,)))
+    steps.append(Step(StepName.UPDATE_EXIM_REJECTS, (UPDATE_EXIM_REJECTS,)))
+    steps.append(Step(StepName.RESTART_EXIM, (RESTARTSRV_EXIM,)))
     return Plan(
         generation=a.generation,
         exposed=True,

@@ -101,11 +101,32 @@ class Finding:
         return self.exim_status_rc == 0
 
 
+class StepName(enum.StrEnum):
+    """The name of every step a job records: its round trips and the remote steps inside them."""
+
+    PROBE = "probe"
+    DISABLE = "disable"
+    FINISH = "finish"
+    SET_TWEAK = "set-tweak-popbeforesmtp-0"
+    DISABLE_TRACKER = "disable-tracker"
+    DISABLE_ANTIRELAYD = "disable-antirelayd"
+    SET_SKIPANTIRELAYD = "set-skipantirelayd"
+    RESTART_TAILWATCHD = "restart-tailwatchd"
+    TRUNCATE_RELAYHOSTS = "truncate-relayhosts"
+    TRUNCATE_RELAYHOSTSUSERS = "truncate-relayhostsusers"
+    UPDATE_EXIM_REJECTS = "update-exim-rejects"
+    RESTART_EXIM = "restart-exim"
+    RESTART_EXIM_HARD = "restart-exim-hard"
+    EXIM_STATUS = "exim-status"
+    EXIM_BV = "exim-bv"
+    RELAY_PROBE = "relay-probe"
+
+
 @dataclass(frozen=True)
 class Step:
     """One planned remote action, for the record and for rendering."""
 
-    name: str
+    name: StepName
     argv: tuple[str, ...]
 
 
