@@ -196,7 +196,7 @@ class Engine:
             result.outcome = Outcome.PERMISSION_DENIED
             result.reason = f"logged in as uid {finding.uid}; cPanel tools need root (use sudo)"
             return
-        plan = decide(finding, policy)
+        plan = decide(finding, before, policy)
         if not before.exposed:
             result.outcome, result.exposed_after = Outcome.COMPLIANT, False
             return

