@@ -154,5 +154,5 @@ class StepResult:
     stderr: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "rc": self.rc, "duration": round(self.duration, 3),
+        return {"name": str(self.name), "rc": self.rc, "duration": round(self.duration, 3),
                 "stdout": self.stdout, "stderr": self.stderr}

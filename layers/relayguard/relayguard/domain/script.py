@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import shlex
+from collections.abc import Sequence
 
 from relayguard.domain.cpanel_paths import (
     CPANEL_CONFIG,
@@ -160,6 +161,12 @@ def rcpt_reply(exim_bh_stdout: str) -> tuple[int | None, str]:
         return None, " | ".join(" ".join(r) for r in replies)
     code, text = replies[3]
     return int(code), f"{code} {text}"
+
+
+def relay_probe_reply(steps: Sequence[StepResult]) -> tuple[int | None, str]:
+    """The RCPT reply of the finish script's relay probe; ``(None, "")`` when the probe did not run."""
+    probe = {step.name: step for step in steps}.get(StepName.RELAY_PROBE)
+    return rcpt_reply(probe.stdout) if probe is not None else (None, "")
 
 
 def revert_commands(generation: Generation, disabled_tracker: bool, former_ips: tuple[str, ...],
