@@ -65,6 +65,7 @@ class ServerResult:
     duration: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
+        """The result record: the documented JSON the CLI prints and the worker stores and notifies from."""
         return {
             "host": self.name,
             "address": self.address,
@@ -88,6 +89,7 @@ class ServerResult:
         }
 
     def to_json_line(self) -> str:
+        """The record as one JSON line (``--json`` output)."""
         return json.dumps(self.to_json(), sort_keys=False)
 
 

@@ -85,6 +85,7 @@ def render_disable(plan: Plan) -> str:
 
 
 def validate_probe_values(ip: str, sender: str) -> tuple[str, str]:
+    """The relay-probe IP (normalised) and sender, or :class:`InvalidInput` before either reaches a script."""
     try:
         ip = str(ipaddress.ip_address(ip))
     except ValueError as exc:
