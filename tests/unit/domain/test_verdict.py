@@ -18,8 +18,6 @@ from relayguard.domain.verdict import (
     verdict_before_fix,
 )
 
-FIX = Policy(mode=Mode.FIX)
-AUDIT = Policy(mode=Mode.AUDIT)
 EXIM_UP = "exim (/usr/sbin/exim -bd -q1h) is running as mailnull with PID 812"
 CPANEL_REFUSAL = ("Please turn on SMTP Authentication in your mail client. [203.0.113.7] "
                   "is not permitted to relay through this server without authentication.")
@@ -31,6 +29,8 @@ LEGACY_OPEN = Finding(complete=True, uid=0, version_present=True, version="11.40
                       antirelayd_module=True, exim_status_rc=0)
 MODERN_PLAN = Plan(Generation.MODERN, True, verify_ip="203.0.113.7", verify_sender="relayguard-probe@example.com")
 LEGACY_PLAN = replace(MODERN_PLAN, generation=Generation.LEGACY)
+FIX = Policy(mode=Mode.FIX)
+AUDIT = Policy(mode=Mode.AUDIT)
 
 
 def step(name: str, rc: int | None = 0, stdout: str = "", stderr: str = "") -> StepResult:
