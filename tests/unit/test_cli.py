@@ -13,8 +13,8 @@ from relayguard.engine import ServerResult
 from relayguard.ports import Target
 
 
-def result(host: str, outcome: Outcome, **fields: object) -> ServerResult:
-    return ServerResult(host=host, address="203.0.113.10", mode="fix", outcome=outcome, **fields)  # type: ignore[arg-type]
+def result(name: str, outcome: Outcome, **fields: object) -> ServerResult:
+    return ServerResult(name=name, address="203.0.113.10", mode="fix", outcome=outcome, **fields)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(("spec", "expected"), [
@@ -129,7 +129,7 @@ def test_run_fleet_keeps_every_result_in_order_when_one_host_blows_up() -> None:
     # WHEN the fleet runs
     results = run_fleet(engine, targets, Policy(mode=Mode.AUDIT), concurrency=3, progress=progress)  # type: ignore[arg-type]
     # THEN every host has its result, in the given order, and the failure is only that host's
-    assert [(r.host, r.outcome) for r in results] == [("a", Outcome.COMPLIANT), ("b", Outcome.FAILED),
+    assert [(r.name, r.outcome) for r in results] == [("a", Outcome.COMPLIANT), ("b", Outcome.FAILED),
                                                       ("c", Outcome.NONCOMPLIANT)]
     assert results[1].reason == "internal error: RuntimeError"
     assert sorted(name for name, _ in engine.seen) == ["a", "b", "c"]

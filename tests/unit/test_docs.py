@@ -174,8 +174,9 @@ def test_the_troubleshooting_table_covers_every_outcome_once() -> None:
 
 
 def reason_codes_the_engine_sets() -> set[str]:
-    """String reasons assigned to ``result.reason`` or returned by ``_disable_refusal`` in engine.py."""
-    tree = ast.parse((REPO / "layers" / "relayguard" / "relayguard" / "engine.py").read_text())
+    """String reasons the engine can record: the reason of every ``Verdict(...)`` built in domain/verdict.py,
+    what ``disable_refusal`` returns there, and any constant assigned to ``result.reason`` in engine.py."""
+    package = REPO / "layers" / "relayguard" / "relayguard"
     found: set[str] = set()
 
     def strings(node: ast.AST) -> list[str]:
@@ -187,7 +188,16 @@ def reason_codes_the_engine_sets() -> set[str]:
             return [str(node.values[0].value).split(":")[0]]
         return []
 
-    for node in ast.walk(tree):
+    for node in ast.walk(ast.parse((package / "domain" / "verdict.py").read_text())):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "Verdict":
+            reasons = node.args[1:2] + [kw.value for kw in node.keywords if kw.arg == "reason"]
+            for reason in reasons:
+                found.update(strings(reason))
+        elif isinstance(node, ast.FunctionDef) and node.name == "disable_refusal":
+            for ret in ast.walk(node):
+                if isinstance(ret, ast.Return) and ret.value is not None:
+                    found.update(strings(ret.value))
+    for node in ast.walk(ast.parse((package / "engine.py").read_text())):
         if isinstance(node, ast.Assign):
             for target in node.targets:
                 pairs = (zip(target.elts, node.value.elts, strict=True)
@@ -196,10 +206,6 @@ def reason_codes_the_engine_sets() -> set[str]:
                 for t, v in pairs:
                     if isinstance(t, ast.Attribute) and t.attr == "reason":
                         found.update(strings(v))
-        elif isinstance(node, ast.FunctionDef) and node.name == "_disable_refusal":
-            for ret in ast.walk(node):
-                if isinstance(ret, ast.Return) and ret.value is not None:
-                    found.update(strings(ret.value))
     return {code for code in found if re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)+", code)}
 
 
@@ -233,7 +239,7 @@ def attribute_vocabulary() -> dict[str, set[str]]:
 def test_the_documented_message_attributes_are_the_ones_published() -> None:
     (rows,) = tables(section(DEPLOY, "## Subscribing to notifications"))
     documented = {codes(row[0])[0] for row in rows}
-    doc = notify.server_message(ServerResult(host="web1", address="192.0.2.1", mode="audit",
+    doc = notify.server_message(ServerResult(name="web1", address="192.0.2.1", mode="audit",
                                              outcome=Outcome.NONCOMPLIANT).to_json(),
                                 "noncompliant", "sweep-1", "sweep", "2026-11-25T13:23:10+00:00")
     assert documented == set(notify.attributes(doc))

@@ -6,7 +6,7 @@ import json
 import time
 
 import pytest
-from relayguard.domain.decide import decide
+from relayguard.domain.decide import assess, decide
 from relayguard.domain.models import Mode, Outcome, Policy
 from relayguard.domain.probe import PROBE_SCRIPT, parse_probe
 from relayguard.domain.script import render_disable, render_finish
@@ -153,7 +153,7 @@ def test_the_gate_file_surviving_the_tweak_fails_the_job() -> None:
 def test_a_full_modern_fix_closes_the_gate_restarts_exim_once_and_proves_refusal() -> None:
     # GIVEN an exposed modern server whose tools all succeed
     finding = parse_probe(probe_text(MODERN_EXPOSED))
-    plan = decide(finding, FIX)
+    plan = decide(finding, assess(finding), FIX)
     session = FakeSession([ok(probe_text(MODERN_EXPOSED)), ok(disable_output()), ok(finish_output())])
     banner = FakeBannerCheck(220)
     # WHEN fixing

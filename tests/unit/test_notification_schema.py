@@ -28,7 +28,7 @@ OURS = Validator(notify.NOTIFICATION_SCHEMA)
 
 
 def result(outcome: Outcome, **fields: Any) -> dict[str, Any]:
-    return ServerResult(host="web1", address="203.0.113.10", mode="fix", outcome=outcome, **fields).to_json()
+    return ServerResult(name="web1", address="203.0.113.10", mode="fix", outcome=outcome, **fields).to_json()
 
 
 def server_doc(outcome: Outcome = Outcome.REMEDIATED, change: str = "remediated") -> dict[str, Any]:

@@ -16,7 +16,7 @@ AT = "2026-11-25T13:23:10.000000+00:00"
 
 
 def remediated() -> dict[str, Any]:
-    result = ServerResult(host="web1", address="203.0.113.10", mode="fix", outcome=Outcome.REMEDIATED,
+    result = ServerResult(name="web1", address="203.0.113.10", mode="fix", outcome=Outcome.REMEDIATED,
                           generation="modern", exposed_before=True, exposed_after=False, restarted=True,
                           warnings=["admin-exception:alwaysrelay"],
                           affected_mailboxes=["alice@example.com", "bob@example.com"],
@@ -50,7 +50,7 @@ def test_the_server_email_says_what_changed_and_whom_to_tell():
 
 
 def test_a_failure_email_names_its_reason_and_leaves_out_what_did_not_happen():
-    result = ServerResult(host="web9", address="203.0.113.19", mode="fix", outcome=Outcome.FAILED,
+    result = ServerResult(name="web9", address="203.0.113.19", mode="fix", outcome=Outcome.FAILED,
                           reason="exim-restart-failed", generation="legacy", exposed_before=True)
     text = server_text(server_message(result.to_json(), "failed", "alert-7", "alert", AT))
     assert text.splitlines()[0] == "RelayGuard: web9 failed (failed, exim-restart-failed)"

@@ -159,13 +159,13 @@ def run_fleet(engine: Engine, targets: Iterable[Target], policy: Policy, concurr
             try:
                 res = fut.result()
             except Exception as exc:
-                res = ServerResult(host=target.name, address=target.host, mode=str(policy.mode),
+                res = ServerResult(name=target.name, address=target.host, mode=str(policy.mode),
                                    outcome=Outcome.FAILED, reason=f"internal error: {exc.__class__.__name__}")
             results.append(res)
             if progress is not None and len(targets) > 1:
-                print(f"[{done}/{len(targets)}] {res.host}: {res.outcome}", file=progress, flush=True)
+                print(f"[{done}/{len(targets)}] {res.name}: {res.outcome}", file=progress, flush=True)
     order = {t.name: i for i, t in enumerate(targets)}
-    return sorted(results, key=lambda r: order.get(r.host, 0))
+    return sorted(results, key=lambda r: order.get(r.name, 0))
 
 
 def exit_code(results: Iterable[ServerResult]) -> int:
@@ -187,7 +187,7 @@ def render_table(results: list[ServerResult]) -> str:
         detail = r.reason or ", ".join(r.warnings)
         if r.affected_mailboxes:
             detail = (detail + "; " if detail else "") + f"mailboxes: {', '.join(r.affected_mailboxes)}"
-        rows.append((r.host, str(r.outcome), r.generation or "-", exposed,
+        rows.append((r.name, str(r.outcome), r.generation or "-", exposed,
                      "yes" if r.restarted else "no", detail))
     widths = [max(len(row[i]) for row in rows) for i in range(5)]
     return "\n".join(

@@ -48,6 +48,8 @@ class ConfigError(RelayGuardError):
 
 @dataclass(frozen=True)
 class Settings:
+    """The functions' configuration, read once from the environment by :func:`load_settings`."""
+
     inventory_bucket: str
     inventory_key: str
     work_queue_url: str
@@ -100,6 +102,8 @@ def _mode(name: str, value: str) -> Mode:
 
 
 def load_settings(environ: Mapping[str, str]) -> Settings:
+    """Validated settings from ``environ``; :class:`ConfigError` names the first missing or malformed variable."""
+
     def required(name: str) -> str:
         value = environ.get(name, "").strip()
         if not value:

@@ -47,5 +47,5 @@ class InventoryError(RelayGuardError):
     """The inventory file is malformed; the message names the entry and the field."""
 
 
-class ValidationError(RelayGuardError):
+class InvalidInput(RelayGuardError):
     """A value that would reach a remote command failed validation."""

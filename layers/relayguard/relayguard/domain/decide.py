@@ -1,7 +1,7 @@
 """Pure decisions: which generation a server is, whether it is exposed, and what to run.
 
 Nothing here performs I/O. ``assess`` turns a :class:`Finding` into judgements (cpanel.md §1, §2,
-§6 step 2); ``decide`` turns those and a :class:`Policy` into a :class:`Plan`.
+§6 step 2); ``decide`` turns the finding, its assessment and a :class:`Policy` into a :class:`Plan`.
 """
 
 from __future__ import annotations
@@ -10,17 +10,20 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
-from relayguard.domain.models import Finding, Generation, ListFile, Mode, Plan, Policy, Step
-from relayguard.domain.probe import CPANEL, parse_tailwatchd_status
+from relayguard.domain.cpanel_paths import (
+    LEGACY_TAILWATCHD,
+    MODERN_TAILWATCHD,
+    RELAYHOSTS,
+    RELAYHOSTSUSERS,
+    RESTARTSRV_EXIM,
+    UPDATE_EXIM_REJECTS,
+    WHMAPI1,
+)
+from relayguard.domain.models import Finding, Generation, ListFile, Mode, Plan, Policy, Step, StepName
+from relayguard.domain.probe import parse_tailwatchd_status
 
 TRACKER = "RecentAuthedMailIpTracker"
 ANTIRELAYD = "Antirelayd"
-WHMAPI1 = f"{CPANEL}/bin/whmapi1"
-MODERN_TAILWATCHD = f"{CPANEL}/libexec/tailwatchd"
-LEGACY_TAILWATCHD = f"{CPANEL}/bin/tailwatchd"
-UPDATE_EXIM_REJECTS = f"{CPANEL}/scripts/update_exim_rejects"
-RESTARTSRV_EXIM = f"{CPANEL}/scripts/restartsrv_exim"
-RESTARTSRV_TAILWATCHD = f"{CPANEL}/scripts/restartsrv_tailwatchd"
 #: A documentation address (RFC 5737) used for the relay proof when the server listed nobody.
 FALLBACK_PROBE_IP = "192.0.2.1"
 _DOMAIN = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$")
@@ -28,6 +31,8 @@ _DOMAIN = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])
 
 @dataclass(frozen=True)
 class Assessment:
+    """What a finding means: the generation, whether relaying is open, and what the fix must know."""
+
     generation: Generation
     exposed: bool
     tracker_active: bool
@@ -41,20 +46,22 @@ class Assessment:
 
 
 def parse_version(version: str) -> int | None:
+    """The minor number of an ``11.x`` cPanel version (``11.120.0.16`` gives 120), or None."""
     m = re.match(r"^11\.(\d+)(\.|$)", version)
     return int(m.group(1)) if m else None
 
 
-def detect_generation(f: Finding) -> Generation:
-    if not f.version_present:
+def detect_generation(finding: Finding) -> Generation:
+    """The generation by version (11.52+ is modern), UNKNOWN when the tailwatchd paths disagree."""
+    if not finding.version_present:
         return Generation.NONE
-    minor = parse_version(f.version)
+    minor = parse_version(finding.version)
     if minor is None:
         return Generation.UNKNOWN
     by_version = Generation.MODERN if minor >= 52 else Generation.LEGACY
-    if f.tracker_module or f.libexec_tailwatchd:
+    if finding.tracker_module or finding.libexec_tailwatchd:
         by_paths: Generation | None = Generation.MODERN
-    elif f.bin_tailwatchd or f.antirelayd_module:
+    elif finding.bin_tailwatchd or finding.antirelayd_module:
         by_paths = Generation.LEGACY
     else:
         by_paths = None
@@ -67,12 +74,12 @@ def _truthy(value: str | None) -> bool:
     return (value or "").strip() not in ("", "0")
 
 
-def driver_active(f: Finding, driver: str) -> bool:
+def driver_active(finding: Finding, driver: str) -> bool:
     """cpanel.md §2: inactive if ``/etc/Xdisable`` or ``/etc/Xisevil`` exists or ``skipX`` is truthy."""
     lc = driver.lower()
-    if f"/etc/{lc}disable" in f.markers or f"/etc/{lc}isevil" in f.markers:
+    if f"/etc/{lc}disable" in finding.markers or f"/etc/{lc}isevil" in finding.markers:
         return False
-    return not _truthy(f.config.get(f"skip{lc}"))
+    return not _truthy(finding.config.get(f"skip{lc}"))
 
 
 _IPV4_HEAD = re.compile(r"^(\d{1,3}(?:\.\d{1,3}){3})(?=$|[\s:=])")
@@ -107,10 +114,10 @@ def _users_part(line: str) -> str:
     return text.partition(":")[2]
 
 
-def _ips(lst: ListFile) -> tuple[list[str], list[str]]:
+def _ips(list_file: ListFile) -> tuple[list[str], list[str]]:
     good: list[str] = []
     bad: list[str] = []
-    for entry in lst.entries:
+    for entry in list_file.entries:
         ip = valid_ip(entry)
         if ip is None:
             bad.append(entry)
@@ -119,13 +126,13 @@ def _ips(lst: ListFile) -> tuple[list[str], list[str]]:
     return good, bad
 
 
-def _mailboxes(f: Finding, generation: Generation) -> tuple[str, ...]:
+def _mailboxes(finding: Finding, generation: Generation) -> tuple[str, ...]:
     users: set[str] = set()
-    modern = f.lists.get("recent_authed_mail_ips_users")
+    modern = finding.lists.get("recent_authed_mail_ips_users")
     if modern is not None and generation != Generation.LEGACY:
         for line in modern.entries:
             users.update(u.strip() for u in _users_part(line).split(",") if u.strip())
-    legacy = f.lists.get("relayhostsusers")
+    legacy = finding.lists.get("relayhostsusers")
     if legacy is not None and legacy.kind == "file":
         for line in legacy.entries:
             parts = line.split()
@@ -133,27 +140,28 @@ def _mailboxes(f: Finding, generation: Generation) -> tuple[str, ...]:
     return tuple(sorted(users))
 
 
-def assess(f: Finding) -> Assessment:
-    generation = detect_generation(f)
+def assess(finding: Finding) -> Assessment:
+    """Judge a finding: generation, exposure, active drivers, relay IPs and warnings (cpanel.md §6 step 2)."""
+    generation = detect_generation(finding)
     warnings: list[str] = []
     exception_ips: set[str] = set()
-    for name, lst in f.exceptions.items():
-        if lst.entries:
+    for name, list_file in finding.exceptions.items():
+        if list_file.entries:
             warnings.append(f"admin-exception:{name}")
-        exception_ips.update(_ips(lst)[0])
+        exception_ips.update(_ips(list_file)[0])
     list_name = "relayhosts" if generation == Generation.LEGACY else "recent_authed_mail_ips"
-    relay_ips, invalid = _ips(f.lists.get(list_name, ListFile(list_name, "missing")))
+    relay_ips, invalid = _ips(finding.lists.get(list_name, ListFile(list_name, "missing")))
     if invalid:
         warnings.append("invalid-relay-entry")
     # Each generation has only its own driver: report the other as inactive rather than guess.
-    tracker = generation == Generation.MODERN and driver_active(f, TRACKER)
-    antirelayd = generation == Generation.LEGACY and driver_active(f, ANTIRELAYD)
-    _enabled, _running, status_drivers = parse_tailwatchd_status(f.tailwatchd_status)
+    tracker = generation == Generation.MODERN and driver_active(finding, TRACKER)
+    antirelayd = generation == Generation.LEGACY and driver_active(finding, ANTIRELAYD)
+    _enabled, _running, status_drivers = parse_tailwatchd_status(finding.tailwatchd_status)
     drift = False
     if generation == Generation.MODERN:
-        popbeforesmtp_on = _truthy(f.config.get("popbeforesmtp"))
-        exposed = f.gate_file or popbeforesmtp_on
-        drift = popbeforesmtp_on and not f.gate_file
+        popbeforesmtp_on = _truthy(finding.config.get("popbeforesmtp"))
+        exposed = finding.gate_file or popbeforesmtp_on
+        drift = popbeforesmtp_on and not finding.gate_file
         if drift:
             warnings.append("drift:popbeforesmtp-setting-on-without-gate-file")
         if status_drivers.get(TRACKER, tracker) != tracker:
@@ -165,7 +173,7 @@ def assess(f: Finding) -> Assessment:
             warnings.append("drift:antirelayd-status-disagrees-with-config")
     else:
         exposed = False
-    if f.exim_status_rc not in (None, 0) and generation in (Generation.MODERN, Generation.LEGACY):
+    if finding.exim_status_rc not in (None, 0) and generation in (Generation.MODERN, Generation.LEGACY):
         warnings.append("exim-down-before-run")
     return Assessment(
         generation=generation,
@@ -177,55 +185,63 @@ def assess(f: Finding) -> Assessment:
         relay_ips=tuple(relay_ips),
         invalid_entries=tuple(invalid),
         exception_ips=frozenset(exception_ips),
-        affected_mailboxes=_mailboxes(f, generation),
+        affected_mailboxes=_mailboxes(finding, generation),
     )
 
 
-def _verify_ip(a: Assessment) -> str:
+def _verify_ip(assessment: Assessment) -> str:
     """A former relay IP to prove refusal with: not loopback, not on an admin exception list."""
-    for ip in a.relay_ips:
+    for ip in assessment.relay_ips:
         addr = ipaddress.ip_address(ip)
-        if not addr.is_loopback and ip not in a.exception_ips:
+        if not addr.is_loopback and ip not in assessment.exception_ips:
             return ip
     return FALLBACK_PROBE_IP
 
 
-def verify_sender(f: Finding) -> str:
+def verify_sender(finding: Finding) -> str:
     """A sender on the server's own domain, so the relay check answers rather than sender checks."""
-    for candidate in (f.local_domain, f.hostname):
+    for candidate in (finding.local_domain, finding.hostname):
         if candidate and _DOMAIN.match(candidate):
             return f"relayguard-probe@{candidate}"
     return "relayguard-probe@localhost.localdomain"
 
 
-def decide(f: Finding, policy: Policy) -> Plan:
-    """What to run on this server. An empty plan means: write nothing, restart nothing."""
-    a = assess(f)
-    base = Plan(generation=a.generation, exposed=a.exposed, warnings=a.warnings)
-    if policy.mode == Mode.AUDIT or not a.exposed or a.generation not in (Generation.MODERN, Generation.LEGACY):
+def _filled_legacy_lists(finding: Finding) -> list[str]:
+    """The legacy relay lists that still hold entries: the ones a fix truncates."""
+    return [path for path in (RELAYHOSTS, RELAYHOSTSUSERS)
+            if finding.lists.get(path.rsplit("/", 1)[1], ListFile(path, "missing")).entries]
+
+
+def decide(finding: Finding, assessment: Assessment, policy: Policy) -> Plan:
+    """What to run on this server, given ``assessment = assess(finding)``.
+
+    An empty plan means: write nothing, restart nothing.
+    """
+    base = Plan(generation=assessment.generation, exposed=assessment.exposed, warnings=assessment.warnings)
+    if (policy.mode == Mode.AUDIT or not assessment.exposed
+            or assessment.generation not in (Generation.MODERN, Generation.LEGACY)):
         return base
     steps: list[Step] = []
     truncate: list[str] = []
-    if a.generation == Generation.MODERN:
-        steps.append(Step("set-tweak-popbeforesmtp-0",
+    if assessment.generation == Generation.MODERN:
+        steps.append(Step(StepName.SET_TWEAK,
                           (WHMAPI1, "--output=json", "set_tweaksetting", "key=popbeforesmtp", "value=0")))
-        if policy.disable_tracker and a.tracker_active:
-            steps.append(Step("disable-tracker", (MODERN_TAILWATCHD, f"--disable=Cpanel::TailWatch::{TRACKER}")))
-            truncate = [p for p in ("/etc/relayhosts", "/etc/relayhostsusers")
-                        if f.lists.get(p.rsplit("/", 1)[1], ListFile(p, "missing")).entries]
+        if policy.disable_tracker and assessment.tracker_active:
+            steps.append(Step(StepName.DISABLE_TRACKER, (MODERN_TAILWATCHD, f"--disable=Cpanel::TailWatch::{TRACKER}")))
+            truncate = _filled_legacy_lists(finding)
     else:
-        if a.antirelayd_active:
-            steps.append(Step("disable-antirelayd", (LEGACY_TAILWATCHD, f"--disable=Cpanel::TailWatch::{ANTIRELAYD}")))
-        truncate = [p for p in ("/etc/relayhosts", "/etc/relayhostsusers")
-                    if f.lists.get(p.rsplit("/", 1)[1], ListFile(p, "missing")).entries]
-    steps.append(Step("update-exim-rejects", (UPDATE_EXIM_REJECTS,)))
-    steps.append(Step("restart-exim", (RESTARTSRV_EXIM,)))
+        if assessment.antirelayd_active:
+            steps.append(Step(StepName.DISABLE_ANTIRELAYD,
+                              (LEGACY_TAILWATCHD, f"--disable=Cpanel::TailWatch::{ANTIRELAYD}")))
+        truncate = _filled_legacy_lists(finding)
+    steps.append(Step(StepName.UPDATE_EXIM_REJECTS, (UPDATE_EXIM_REJECTS,)))
+    steps.append(Step(StepName.RESTART_EXIM, (RESTARTSRV_EXIM,)))
     return Plan(
-        generation=a.generation,
+        generation=assessment.generation,
         exposed=True,
         steps=tuple(steps),
         truncate=tuple(truncate),
-        warnings=a.warnings,
-        verify_ip=_verify_ip(a),
-        verify_sender=verify_sender(f),
+        warnings=assessment.warnings,
+        verify_ip=_verify_ip(assessment),
+        verify_sender=verify_sender(finding),
     )

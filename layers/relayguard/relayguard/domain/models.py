@@ -9,6 +9,8 @@ from typing import Any
 
 
 class Generation(enum.StrEnum):
+    """Which relay mechanism a cPanel server has, as :func:`relayguard.domain.decide.detect_generation` finds it."""
+
     MODERN = "modern"  # cPanel 11.52+: the popbeforesmtp Tweak Setting gates relaying
     LEGACY = "legacy"  # cPanel < 11.52: the Antirelayd driver's list opens relaying
     UNKNOWN = "unknown"  # version and paths disagree: report, change nothing
@@ -16,6 +18,8 @@ class Generation(enum.StrEnum):
 
 
 class Outcome(enum.StrEnum):
+    """How a job on one server ended (docs/operations.md, Troubleshooting, lists each)."""
+
     COMPLIANT = "compliant"
     REMEDIATED = "remediated"
     NONCOMPLIANT = "noncompliant"
@@ -34,6 +38,8 @@ OK_OUTCOMES = frozenset({Outcome.COMPLIANT, Outcome.REMEDIATED, Outcome.NOT_CPAN
 
 
 class Mode(enum.StrEnum):
+    """Audit reports what a fix would change; fix changes it."""
+
     AUDIT = "audit"
     FIX = "fix"
 
@@ -62,6 +68,7 @@ class ListFile:
 
     @property
     def entries(self) -> tuple[str, ...]:
+        """The list's lines without blanks and comments, stripped."""
         return tuple(line.strip() for line in self.lines if line.strip() and not line.lstrip().startswith("#"))
 
 
@@ -98,19 +105,43 @@ class Finding:
 
     @property
     def exim_running(self) -> bool:
+        """Whether ``restartsrv_exim --status`` reported Exim up during the probe."""
         return self.exim_status_rc == 0
+
+
+class StepName(enum.StrEnum):
+    """The name of every step a job records: its round trips and the remote steps inside them."""
+
+    PROBE = "probe"
+    DISABLE = "disable"
+    FINISH = "finish"
+    SET_TWEAK = "set-tweak-popbeforesmtp-0"
+    DISABLE_TRACKER = "disable-tracker"
+    DISABLE_ANTIRELAYD = "disable-antirelayd"
+    SET_SKIPANTIRELAYD = "set-skipantirelayd"
+    RESTART_TAILWATCHD = "restart-tailwatchd"
+    TRUNCATE_RELAYHOSTS = "truncate-relayhosts"
+    TRUNCATE_RELAYHOSTSUSERS = "truncate-relayhostsusers"
+    UPDATE_EXIM_REJECTS = "update-exim-rejects"
+    RESTART_EXIM = "restart-exim"
+    RESTART_EXIM_HARD = "restart-exim-hard"
+    EXIM_STATUS = "exim-status"
+    EXIM_BV = "exim-bv"
+    RELAY_PROBE = "relay-probe"
 
 
 @dataclass(frozen=True)
 class Step:
     """One planned remote action, for the record and for rendering."""
 
-    name: str
+    name: StepName
     argv: tuple[str, ...]
 
 
 @dataclass(frozen=True)
 class Plan:
+    """What a fix runs on one server: the steps, the lists to truncate and the relay-probe values to verify with."""
+
     generation: Generation
     exposed: bool
     steps: tuple[Step, ...] = ()
@@ -121,11 +152,14 @@ class Plan:
 
     @property
     def empty(self) -> bool:
+        """True when the plan writes nothing and restarts nothing."""
         return not self.steps and not self.truncate
 
 
 @dataclass(frozen=True)
 class StepResult:
+    """One step as it ran: a round trip or a step inside a script, with its exit status and output."""
+
     name: str
     rc: int | None
     duration: float
@@ -133,5 +167,6 @@ class StepResult:
     stderr: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "rc": self.rc, "duration": round(self.duration, 3),
+        """The step as it appears in a result record."""
+        return {"name": str(self.name), "rc": self.rc, "duration": round(self.duration, 3),
                 "stdout": self.stdout, "stderr": self.stderr}

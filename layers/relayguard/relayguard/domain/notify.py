@@ -84,6 +84,7 @@ def change_of(previous_announced: str | None, outcome: str, reason: str) -> str 
 
 
 def severity_of(outcome: str) -> str:
+    """The notification severity of an outcome; an unknown outcome is critical."""
     return SEVERITY.get(outcome, "critical")
 
 
@@ -113,6 +114,7 @@ def server_message(result: dict[str, Any], change: str, run_id: str, trigger: st
 
 def digest_message(run_id: str, *, mode: str, trigger: str, total: int, counts: dict[str, int],
                    started_at: str, at: str) -> dict[str, Any]:
+    """The run-digest notification document: counts per outcome, the worst severity, and an overall outcome."""
     failed = sum(n for outcome, n in counts.items() if outcome in BAD and outcome != Outcome.NONCOMPLIANT)
     worst = max((severity_of(o) for o, n in counts.items() if n), key=_RANK.__getitem__, default="info")
     return check_notification({
@@ -132,6 +134,7 @@ def digest_message(run_id: str, *, mode: str, trigger: str, total: int, counts: 
 
 
 def server_text(doc: dict[str, Any]) -> str:
+    """The plain-text body of a server-result notification (e-mail subscribers read this)."""
     reason = f", {doc['reason']}" if doc["reason"] else ""
     lines = [
         f"RelayGuard: {doc['server']} {doc['change']} ({doc['outcome']}{reason})",
@@ -153,12 +156,14 @@ def server_text(doc: dict[str, Any]) -> str:
 
 
 def digest_text(doc: dict[str, Any]) -> str:
+    """The one-line plain-text body of a run-digest notification."""
     counts = ", ".join(f"{k}: {v}" for k, v in doc["counts"].items()) or "no servers"
     return (f"RelayGuard run {doc['run_id']} ({doc['trigger']}, {doc['mode']}): {doc['total']} servers; {counts}; "
             f"failed: {doc['failed']}\n")
 
 
 def attributes(doc: dict[str, Any]) -> dict[str, str]:
+    """The SNS message attributes subscribers filter on (docs/deploy.md, Subscribing to notifications)."""
     return {
         "event": doc["event"],
         "outcome": str(doc["outcome"]),

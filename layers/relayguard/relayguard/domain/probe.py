@@ -9,10 +9,28 @@ from __future__ import annotations
 
 import re
 
+from relayguard.domain.cpanel_paths import (
+    ANTIRELAYD_MODULE,
+    CPANEL_CONFIG,
+    EXCEPTIONS,
+    EXIM,
+    EXIM_MAINLOG,
+    EXIMREJECTS,
+    GATE_FILE,
+    LEGACY_TAILWATCHD,
+    LISTS,
+    LOCALDOMAINS,
+    MARKERS,
+    MODERN_TAILWATCHD,
+    RESTARTSRV_EXIM,
+    SENDERS_WARNING_FILE,
+    SMTPMAILGIDONLY,
+    TRACKER_MODULE,
+    VERSION,
+)
 from relayguard.domain.models import Finding, ListFile
 
 SCHEMA = "1"
-CPANEL = "/usr/local/cpanel"
 CONFIG_KEYS = (
     "popbeforesmtp",
     "popbeforesmtpsenders",
@@ -26,19 +44,6 @@ CONFIG_KEYS = (
     "email_outbound_spam_detect_action",
     "email_outbound_spam_detect_threshold",
 )
-LISTS = {
-    "recent_authed_mail_ips": "/etc/recent_authed_mail_ips",
-    "recent_authed_mail_ips_users": "/etc/recent_authed_mail_ips_users",
-    "relayhosts": "/etc/relayhosts",
-    "relayhostsusers": "/etc/relayhostsusers",
-}
-EXCEPTIONS = {
-    "alwaysrelay": "/etc/alwaysrelay",
-    "trustedmailhosts": "/etc/trustedmailhosts",
-    "skipsmtpcheckhosts": "/etc/skipsmtpcheckhosts",
-}
-MARKERS = tuple(f"/etc/{d}{m}" for d in ("recentauthedmailiptracker", "antirelayd", "tailwatchd")
-                for m in ("disable", "isevil"))
 INDICATORS = {
     "rejected_relay": "Rejected relay attempt:",
     "max_per_hour": "has exceeded the max emails per hour",
@@ -84,35 +89,35 @@ def _probe_body() -> str:
         'kv id.uid "$(id -u)"',
         'kv id.hostname "$(hostname -f 2>/dev/null || hostname)"',
         'kv has_timeout "$RG_T"',
-        f"flag version.present {CPANEL}/version",
-        f"printf 'version='; head -n 1 {CPANEL}/version 2>/dev/null | tr -cd '0-9.'; echo",
-        f"flag path.libexec_tailwatchd {CPANEL}/libexec/tailwatchd",
-        f"flag path.bin_tailwatchd {CPANEL}/bin/tailwatchd",
-        f"flag module.tracker {CPANEL}/Cpanel/TailWatch/RecentAuthedMailIpTracker.pm",
-        f"flag module.antirelayd {CPANEL}/Cpanel/TailWatch/Antirelayd.pm",
-        f"grep -E '^({cfg_re})=' /var/cpanel/cpanel.config 2>/dev/null | sed 's/^/cfg./'",
-        "flag file.popbeforesmtp /etc/popbeforesmtp",
-        "flag file.eximpopbeforesmtpwarning /etc/eximpopbeforesmtpwarning",
+        f"flag version.present {VERSION}",
+        f"printf 'version='; head -n 1 {VERSION} 2>/dev/null | tr -cd '0-9.'; echo",
+        f"flag path.libexec_tailwatchd {MODERN_TAILWATCHD}",
+        f"flag path.bin_tailwatchd {LEGACY_TAILWATCHD}",
+        f"flag module.tracker {TRACKER_MODULE}",
+        f"flag module.antirelayd {ANTIRELAYD_MODULE}",
+        f"grep -E '^({cfg_re})=' {CPANEL_CONFIG} 2>/dev/null | sed 's/^/cfg./'",
+        f"flag file.popbeforesmtp {GATE_FILE}",
+        f"flag file.eximpopbeforesmtpwarning {SENDERS_WARNING_FILE}",
     ]
     lines += [f"flag marker.{m.rsplit('/', 1)[1]} {m}" for m in MARKERS]
     lines += [f"listfile list.{k} {p}" for k, p in LISTS.items()]
     lines += [f"listfile exc.{k} {p}" for k, p in EXCEPTIONS.items()]
     lines += [
-        f"if [ -x {CPANEL}/libexec/tailwatchd ]; then blob tailwatchd.status {CPANEL}/libexec/tailwatchd --status",
-        f"elif [ -x {CPANEL}/bin/tailwatchd ]; then blob tailwatchd.status {CPANEL}/bin/tailwatchd --status; fi",
-        f"if [ -e {CPANEL}/scripts/restartsrv_exim ]; then",
-        f"  blob exim.status {CPANEL}/scripts/restartsrv_exim --status",
+        f"if [ -x {MODERN_TAILWATCHD} ]; then blob tailwatchd.status {MODERN_TAILWATCHD} --status",
+        f"elif [ -x {LEGACY_TAILWATCHD} ]; then blob tailwatchd.status {LEGACY_TAILWATCHD} --status; fi",
+        f"if [ -e {RESTARTSRV_EXIM} ]; then",
+        f"  blob exim.status {RESTARTSRV_EXIM} --status",
         "else blob exim.status false; fi",
-        "blob exim.bv /usr/sbin/exim -bV",
-        "blob exim.queue /usr/sbin/exim -bpc",
-        "listfile eximrejects /etc/eximrejects",
-        "printf 'localdomain='; head -n 1 /etc/localdomains 2>/dev/null | tr -cd 'A-Za-z0-9.-'; echo",
-        f"if [ -e {CPANEL}/scripts/smtpmailgidonly ]; then",
-        f"  blob smtpmailgidonly {CPANEL}/scripts/smtpmailgidonly status; fi",
-        "if [ -r /var/log/exim_mainlog ]; then",
+        f"blob exim.bv {EXIM} -bV",
+        f"blob exim.queue {EXIM} -bpc",
+        f"listfile eximrejects {EXIMREJECTS}",
+        f"printf 'localdomain='; head -n 1 {LOCALDOMAINS} 2>/dev/null | tr -cd 'A-Za-z0-9.-'; echo",
+        f"if [ -e {SMTPMAILGIDONLY} ]; then",
+        f"  blob smtpmailgidonly {SMTPMAILGIDONLY} status; fi",
+        f"if [ -r {EXIM_MAINLOG} ]; then",
     ]
     # A bounded tail, read once per pattern: the probe writes nothing, not even a temp file.
-    lines += [f"  kv indicator.{k} \"$(tail -n 20000 /var/log/exim_mainlog | grep -c -F '{v}')\""
+    lines += [f"  kv indicator.{k} \"$(tail -n 20000 {EXIM_MAINLOG} | grep -c -F '{v}')\""
               for k, v in INDICATORS.items()]
     lines += ["fi", "kv scan.end 1"]
     return "\n".join(lines) + "\n"

@@ -85,6 +85,8 @@ def check_schema(schema: Any, where: str = "#") -> None:
 
 
 class Validator:
+    """Checks documents against one JSON Schema (the subset :func:`check_schema` accepts)."""
+
     def __init__(self, schema: Mapping[str, Any]) -> None:
         check_schema(schema)
         self.root = schema

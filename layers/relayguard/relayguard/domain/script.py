@@ -12,18 +12,27 @@ from __future__ import annotations
 import ipaddress
 import re
 import shlex
+from collections.abc import Sequence
 
-from relayguard.domain.decide import (
+from relayguard.domain.cpanel_paths import (
+    CPANEL_CONFIG,
+    EXIM,
+    GATE_FILE,
     LEGACY_TAILWATCHD,
+    MODERN_TAILWATCHD,
+    RELAYHOSTS,
+    RELAYHOSTSUSERS,
     RESTARTSRV_EXIM,
     RESTARTSRV_TAILWATCHD,
+    UPDATE_EXIM_REJECTS,
+    WHMAPI1,
 )
-from relayguard.domain.models import Generation, Plan, StepResult
+from relayguard.domain.models import Generation, Plan, StepName, StepResult
 from relayguard.domain.probe import PRELUDE, _probe_body, _unhex, parse_kv
-from relayguard.errors import ValidationError
+from relayguard.errors import InvalidInput
 
-#: Files the fix may truncate: fixed names, never taken from the server.
-TRUNCATABLE = frozenset({"/etc/relayhosts", "/etc/relayhostsusers"})
+#: Files the fix may truncate, with the step that does it: fixed names, never taken from the server.
+TRUNCATE_STEPS = {RELAYHOSTS: StepName.TRUNCATE_RELAYHOSTS, RELAYHOSTSUSERS: StepName.TRUNCATE_RELAYHOSTSUSERS}
 PROBE_RCPT = "relayguard-probe@example.net"
 _SENDER = re.compile(r"^[A-Za-z0-9._+-]{1,64}@[A-Za-z0-9.-]{1,253}$")
 
@@ -41,12 +50,12 @@ run() {
   return $r
 }
 truncate_file() { : > "$1"; }
-set_skipantirelayd() {
-  c=/var/cpanel/cpanel.config; n=/var/cpanel/cpanel.config.relayguard.tmp
+""" + f"""set_skipantirelayd() {{
+  c={CPANEL_CONFIG}; n={CPANEL_CONFIG}.relayguard.tmp
   cp -p "$c" "$n" || return 1
-  { grep -v '^skipantirelayd=' "$c"; echo 'skipantirelayd=1'; } > "$n" || { rm -f "$n"; return 1; }
+  {{ grep -v '^skipantirelayd=' "$c"; echo 'skipantirelayd=1'; }} > "$n" || {{ rm -f "$n"; return 1; }}
   mv -f "$n" "$c"
-}
+}}
 """
 
 
@@ -58,16 +67,16 @@ def render_disable(plan: Plan) -> str:
     """Round trip 2: close the gate. Empty string when the plan has nothing to disable."""
     lines: list[str] = []
     for step in plan.steps:
-        if step.name == "set-tweak-popbeforesmtp-0":
+        if step.name == StepName.SET_TWEAK:
             lines.append(f"run {step.name} {_q(step.argv)}")
-            lines.append("flag file.popbeforesmtp /etc/popbeforesmtp")
-        elif step.name == "disable-antirelayd":
+            lines.append(f"flag file.popbeforesmtp {GATE_FILE}")
+        elif step.name == StepName.DISABLE_ANTIRELAYD:
             # cpanel.md §6 step 3: if the documented command fails, set the skip key by hand
             # (temp file + rename keeps owner and mode) and restart tailwatchd so it takes effect.
             lines += [
                 f"if [ -x {LEGACY_TAILWATCHD} ] && run {step.name} {_q(step.argv)}; then :; else",
-                "  run set-skipantirelayd set_skipantirelayd",
-                f"  run restart-tailwatchd {RESTARTSRV_TAILWATCHD}",
+                f"  run {StepName.SET_SKIPANTIRELAYD} set_skipantirelayd",
+                f"  run {StepName.RESTART_TAILWATCHD} {RESTARTSRV_TAILWATCHD}",
                 "fi",
             ]
     if not lines:
@@ -76,12 +85,13 @@ def render_disable(plan: Plan) -> str:
 
 
 def validate_probe_values(ip: str, sender: str) -> tuple[str, str]:
+    """The relay-probe IP (normalised) and sender, or :class:`InvalidInput` before either reaches a script."""
     try:
         ip = str(ipaddress.ip_address(ip))
     except ValueError as exc:
-        raise ValidationError(f"relay-probe address {ip!r} is not an IP address") from exc
+        raise InvalidInput(f"relay-probe address {ip!r} is not an IP address") from exc
     if not _SENDER.fullmatch(sender):
-        raise ValidationError(f"relay-probe sender {sender!r} is not a plain address")
+        raise InvalidInput(f"relay-probe sender {sender!r} is not a plain address")
     return ip, sender
 
 
@@ -90,22 +100,23 @@ def render_finish(plan: Plan) -> str:
     ip, sender = validate_probe_values(plan.verify_ip, plan.verify_sender)
     lines: list[str] = []
     for step in plan.steps:
-        if step.name == "disable-tracker":
+        if step.name == StepName.DISABLE_TRACKER:
             lines.append(f"run {step.name} {_q(step.argv)}")
     for path in plan.truncate:
-        if path not in TRUNCATABLE:
-            raise ValidationError(f"refusing to truncate {path!r}")
+        if path not in TRUNCATE_STEPS:
+            raise InvalidInput(f"refusing to truncate {path!r}")
         # Truncation follows the modern symlinks: never rm or replace them.
-        lines.append(f"if [ -s {path} ]; then run truncate-{path.rsplit('/', 1)[1]} truncate_file {path}; fi")
+        lines.append(f"if [ -s {path} ]; then run {TRUNCATE_STEPS[path]} truncate_file {path}; fi")
     for step in plan.steps:
-        if step.name == "update-exim-rejects":
+        if step.name == StepName.UPDATE_EXIM_REJECTS:
             lines.append(f"run {step.name} {_q(step.argv)}")
     lines += [
-        f"if run restart-exim {RESTARTSRV_EXIM}; then :; else run restart-exim-hard {RESTARTSRV_EXIM} --hard; fi",
-        f"run exim-status {RESTARTSRV_EXIM} --status",
-        "run exim-bv /usr/sbin/exim -bV",
+        f"if run {StepName.RESTART_EXIM} {RESTARTSRV_EXIM}; then :; "
+        f"else run {StepName.RESTART_EXIM_HARD} {RESTARTSRV_EXIM} --hard; fi",
+        f"run {StepName.EXIM_STATUS} {RESTARTSRV_EXIM} --status",
+        f"run {StepName.EXIM_BV} {EXIM} -bV",
         "printf 'EHLO relayguard.invalid\\r\\nMAIL FROM:<%s>\\r\\nRCPT TO:<%s>\\r\\nQUIT\\r\\n' "
-        f"{shlex.quote(sender)} {shlex.quote(PROBE_RCPT)} | run relay-probe /usr/sbin/exim -bh {shlex.quote(ip)}",
+        f"{shlex.quote(sender)} {shlex.quote(PROBE_RCPT)} | run {StepName.RELAY_PROBE} {EXIM} -bh {shlex.quote(ip)}",
     ]
     return PRELUDE + STEP_HELPERS + "\n".join(lines) + "\n" + _probe_body()
 
@@ -153,20 +164,26 @@ def rcpt_reply(exim_bh_stdout: str) -> tuple[int | None, str]:
     return int(code), f"{code} {text}"
 
 
+def relay_probe_reply(steps: Sequence[StepResult]) -> tuple[int | None, str]:
+    """The RCPT reply of the finish script's relay probe; ``(None, "")`` when the probe did not run."""
+    probe = {step.name: step for step in steps}.get(StepName.RELAY_PROBE)
+    return rcpt_reply(probe.stdout) if probe is not None else (None, "")
+
+
 def revert_commands(generation: Generation, disabled_tracker: bool, former_ips: tuple[str, ...],
                     former_users: tuple[str, ...]) -> tuple[str, ...]:
     """Shell commands an operator can run by hand to undo a fix (documented in docs/operations.md)."""
     cmds: list[str] = []
     if generation == Generation.MODERN:
-        cmds.append("/usr/local/cpanel/bin/whmapi1 --output=json set_tweaksetting key=popbeforesmtp value=1")
+        cmds.append(f"{WHMAPI1} --output=json set_tweaksetting key=popbeforesmtp value=1")
         if disabled_tracker:
-            cmds.append("/usr/local/cpanel/libexec/tailwatchd --enable=Cpanel::TailWatch::RecentAuthedMailIpTracker")
+            cmds.append(f"{MODERN_TAILWATCHD} --enable=Cpanel::TailWatch::RecentAuthedMailIpTracker")
     elif generation == Generation.LEGACY:
         cmds.append(f"{LEGACY_TAILWATCHD} --enable=Cpanel::TailWatch::Antirelayd")
         ips = [str(ipaddress.ip_address(ip)) for ip in former_ips]
         if ips:
-            cmds.append("printf '%s\\n' " + " ".join(shlex.quote(i) for i in ips) + " > /etc/relayhosts")
+            cmds.append("printf '%s\\n' " + " ".join(shlex.quote(i) for i in ips) + f" > {RELAYHOSTS}")
         if former_users:
-            cmds.append("printf '%s\\n' " + " ".join(shlex.quote(u) for u in former_users) + " > /etc/relayhostsusers")
-    cmds += ["/usr/local/cpanel/scripts/update_exim_rejects", RESTARTSRV_EXIM]
+            cmds.append("printf '%s\\n' " + " ".join(shlex.quote(u) for u in former_users) + f" > {RELAYHOSTSUSERS}")
+    cmds += [UPDATE_EXIM_REJECTS, RESTARTSRV_EXIM]
     return tuple(cmds)
