@@ -12,8 +12,9 @@ from relayguard.domain.decide import Assessment, assess, decide
 from relayguard.domain.models import Finding, Generation, Mode, Outcome, Plan, Policy, StepResult
 from relayguard.domain.probe import PROBE_SCRIPT, parse_probe
 from relayguard.domain.script import parse_steps, rcpt_reply, render_disable, render_finish, revert_commands
+from relayguard.domain.server import Server
 from relayguard.errors import RelayGuardError, Timeout, TransportError
-from relayguard.ports import CommandResult, Connector, Session, Target
+from relayguard.ports import CommandResult, Connector, Session
 
 RELAY_REFUSAL_SUFFIX = "is not permitted to relay through this server without authentication."
 OUTPUT_LIMIT = 2000
@@ -130,7 +131,7 @@ class Engine:
         self.banner_check = banner_check
         self.timeout = timeout
 
-    def run(self, target: Target, policy: Policy, deadline: float | None = None) -> ServerResult:
+    def run(self, target: Server, policy: Policy, deadline: float | None = None) -> ServerResult:
         """One job on one server. ``deadline`` (a ``time.monotonic()`` value) caps every round trip, so a
         Lambda worker ends a hanging job with a ``timeout`` result instead of being killed in the middle."""
         started = time.monotonic()
@@ -168,7 +169,7 @@ class Engine:
         result.steps.append(StepResult(name, res.rc, res.duration, "", res.stderr[:OUTPUT_LIMIT]))
         return res
 
-    def _job(self, session: Session, target: Target, policy: Policy, result: ServerResult) -> None:
+    def _job(self, session: Session, target: Server, policy: Policy, result: ServerResult) -> None:
         probe = self._exec(session, "probe", PROBE_SCRIPT, result)
         finding = parse_probe(probe.stdout)
         if not finding.complete:
