@@ -67,10 +67,9 @@ RESOLVE = {
 #: composition root (so the clients, Powertools' included, are made exactly as in Lambda), and for the
 #: worker paramiko, which it loads on its first job. Nothing here makes a network call.
 FIRST_USE = {
-    "PlannerFunction": "c = settings(); bootstrap.inventory_store(c); bootstrap.run_store(c); "
-                       "bootstrap.job_queue(); bootstrap.publisher(c)",
+    "PlannerFunction": "c = settings(); bootstrap.planner(c)",
     "WorkerFunction": "c = settings(); bootstrap.worker(c); import relayguard.adapters.ssh",
-    "AlertIntakeFunction": "c = settings(); bootstrap.alert_intake(c); bootstrap.enqueue_once(c)",
+    "AlertIntakeFunction": "c = settings(); bootstrap.alert_intake(c)",
 }
 PROBE = """
 import importlib, importlib.util, json, os, resource, sys, time

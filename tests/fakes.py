@@ -5,9 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from relayguard.domain.server import Inventory, Server
 from relayguard.errors import TransportError
-from relayguard.inventory import Inventory
-from relayguard.ports import CommandResult, Notification, RunProgress, ServerState, Target
+from relayguard.events import SpamAlert
+from relayguard.ports import CommandResult, Notification, RunProgress, ServerState
+from relayguard.services import UrgentJobs
 
 
 class FakeSession:
@@ -39,9 +42,9 @@ class FakeConnector:
     def __init__(self, session: FakeSession | None = None, error: TransportError | None = None) -> None:
         self.session = session or FakeSession()
         self.error = error
-        self.targets: list[Target] = []
+        self.targets: list[Server] = []
 
-    def connect(self, target: Target) -> FakeSession:
+    def connect(self, target: Server) -> FakeSession:
         self.targets.append(target)
         if self.error is not None:
             raise self.error
@@ -80,6 +83,7 @@ class FakeJobQueue:
     def __init__(self, refuse: int = 0) -> None:
         self.sent: dict[str, list[str]] = {}
         self.delays: list[int] = []
+        self.returned: list[tuple[str, str]] = []
         self.refuse = refuse
 
     def send(self, queue_url: str, bodies: list[str], delay_seconds: int = 0) -> list[str]:
@@ -89,6 +93,7 @@ class FakeJobQueue:
         return refused
 
     def return_now(self, queue_url: str, receipt_handle: str) -> bool:
+        self.returned.append((queue_url, receipt_handle))
         return True
 
 
@@ -171,3 +176,35 @@ class FakeNotifier:
 
     def publish(self, notification: Notification) -> None:
         self.published.append(notification)
+
+
+class FakeEnqueueOnce:
+    """The alert intake's dedup in memory: the first call per key enqueues through ``jobs``, every later
+    call gets that first answer back (with the first caller's ``request``), as the DynamoDB one does."""
+
+    def __init__(self, jobs: UrgentJobs) -> None:
+        self.jobs = jobs
+        self.answers: dict[tuple[tuple[str, str], ...], dict[str, Any]] = {}
+
+    def __call__(self, *, key: dict[str, str], request: str, server: Server, alert: SpamAlert) -> dict[str, Any]:
+        record = tuple(sorted(key.items()))
+        if record not in self.answers:
+            self.answers[record] = {**self.jobs.enqueue(server, alert), "request": request}
+        return self.answers[record]
+
+
+class FakeLambdaContext(LambdaContext):
+    """Lambda's context object, with the time left fixed at ``remaining_ms``."""
+
+    _function_name = "relayguard-test"
+    _function_version = "$LATEST"
+    _memory_limit_in_mb = 512
+    _invoked_function_arn = "arn:aws:lambda:eu-west-1:123456789012:function:relayguard-test"
+    _aws_request_id = "00000000-0000-4000-8000-000000000000"
+
+    def __init__(self, remaining_ms: int = 300_000) -> None:
+        self.remaining_ms = remaining_ms
+
+    # Powertools types it as a static method; Lambda's real context answers per invocation.
+    def get_remaining_time_in_millis(self) -> int:  # type: ignore[override]
+        return self.remaining_ms

@@ -10,9 +10,11 @@ from pathlib import Path
 
 import paramiko
 import pytest
-from relayguard.adapters.ssh import ParamikoConnector, ParamikoSession, load_private_key
+from relayguard.adapters.ssh import ParamikoConnector, ParamikoSession
+from relayguard.adapters.ssh_keys import load_private_key
+from relayguard.domain.server import Server
 from relayguard.errors import AuthFailed, HostKeyMismatch, HostKeyUnknown, Timeout, Unreachable
-from relayguard.ports import Connector, Target
+from relayguard.ports import Connector
 
 from lab import Host, Lab
 
@@ -24,9 +26,9 @@ def pinned_key(host: Host) -> str:
     return " ".join((host.dir / "ssh_host_ed25519_key.pub").read_text().split()[:2])
 
 
-def target_for(host: Host, *, user: str = "root", host_keys: tuple[str, ...] | None = None) -> Target:
+def target_for(host: Host, *, user: str = "root", host_keys: tuple[str, ...] | None = None) -> Server:
     keys = (pinned_key(host),) if host_keys is None else host_keys
-    return Target(name=host.name, host=host.address, port=22, user=user, host_keys=keys)
+    return Server(name=host.name, host=host.address, port=22, user=user, host_keys=keys)
 
 
 @pytest.fixture
@@ -174,7 +176,7 @@ def test_a_wrong_client_key_fails_authentication(stranger_key, host):
 
 def test_a_closed_port_is_unreachable(stranger_key, some_pin, closed_port):
     address, port = closed_port
-    target = Target(name="closed", host=address, port=port, host_keys=some_pin)
+    target = Server(name="closed", host=address, port=port, host_keys=some_pin)
 
     with pytest.raises(Unreachable) as caught:
         ParamikoConnector(stranger_key, connect_timeout=2).connect(target)
@@ -185,7 +187,7 @@ def test_a_closed_port_is_unreachable(stranger_key, some_pin, closed_port):
 
 def test_a_server_that_never_sends_a_banner_is_unreachable_quickly(stranger_key, some_pin, silent_listener):
     address, port = silent_listener
-    target = Target(name="silent", host=address, port=port, host_keys=some_pin)
+    target = Server(name="silent", host=address, port=port, host_keys=some_pin)
     started = time.monotonic()
 
     with pytest.raises(Unreachable, match="banner") as caught:

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from relayguard.cli import exit_code, parse_options, render_table, run_fleet, split_host, targets_from
 from relayguard.domain.models import Mode, Outcome, Policy
+from relayguard.domain.server import Server
 from relayguard.engine import ServerResult
-from relayguard.ports import Target
 
 
 def result(name: str, outcome: Outcome, **fields: object) -> ServerResult:
@@ -113,7 +113,7 @@ class ScriptedEngine:
         self.plan = plan
         self.seen: list[tuple[str, Policy]] = []
 
-    def run(self, target: Target, policy: Policy) -> ServerResult:
+    def run(self, target: Server, policy: Policy) -> ServerResult:
         self.seen.append((target.name, policy))
         planned = self.plan[target.name]
         if isinstance(planned, Exception):
@@ -124,7 +124,7 @@ class ScriptedEngine:
 def test_run_fleet_keeps_every_result_in_order_when_one_host_blows_up() -> None:
     # GIVEN three targets, the middle one raising inside the engine
     engine = ScriptedEngine({"a": Outcome.COMPLIANT, "b": RuntimeError("boom"), "c": Outcome.NONCOMPLIANT})
-    targets = [Target(name=n, host=f"203.0.113.{i}") for i, n in enumerate("abc", 1)]
+    targets = [Server(name=n, host=f"203.0.113.{i}") for i, n in enumerate("abc", 1)]
     progress = io.StringIO()
     # WHEN the fleet runs
     results = run_fleet(engine, targets, Policy(mode=Mode.AUDIT), concurrency=3, progress=progress)  # type: ignore[arg-type]

@@ -10,9 +10,9 @@ from relayguard.domain.decide import assess, decide
 from relayguard.domain.models import Mode, Outcome, Policy
 from relayguard.domain.probe import PROBE_SCRIPT, parse_probe
 from relayguard.domain.script import render_disable, render_finish
+from relayguard.domain.server import Server
 from relayguard.engine import FIX_TIMEOUT_FACTOR, Engine, ServerResult
 from relayguard.errors import AuthFailed, HostKeyMismatch, HostKeyUnknown, Timeout, TransportError, Unreachable
-from relayguard.ports import Target
 
 from tests.fakes import FakeBannerCheck, FakeConnector, FakeSession, ok
 from tests.unit.samples import (
@@ -27,7 +27,7 @@ from tests.unit.samples import (
     step_text,
 )
 
-WEB1 = Target(name="web1", host="203.0.113.10")
+WEB1 = Server(name="web1", host="203.0.113.10")
 FIX = Policy(mode=Mode.FIX)
 AUDIT = Policy(mode=Mode.AUDIT)
 TWEAK = "set-tweak-popbeforesmtp-0"

@@ -18,9 +18,10 @@ import pytest
 import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from relayguard.domain.hostkeys import fingerprint, parse_fingerprint
 from relayguard.enroll import AddRequest, add_server
 from relayguard.errors import InventoryError
-from relayguard.inventory import fingerprint, load_inventory, parse_fingerprint, upsert_server
+from relayguard.inventory import load_inventory, upsert_server
 
 
 def public_line(key: ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey) -> str:

@@ -6,9 +6,9 @@ import json
 from typing import Any
 
 import pytest
+from relayguard.domain.server import Inventory
 from relayguard.errors import InventoryError
-from relayguard.inventory import Inventory, load_text, parse_inventory
-from relayguard.ports import Target
+from relayguard.inventory import load_text, parse_inventory
 
 KEY1 = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEB"
 KEY2 = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgIC"
@@ -49,7 +49,8 @@ def error_of(data: object) -> str:
 def test_loads_json_with_defaults_and_reduced_host_keys() -> None:
     inv = load_text(json.dumps(FLEET))
     web1, web2 = inv.servers
-    assert web1.target() == Target(name="web1", host="203.0.113.10", port=2222, user="admin", host_keys=(KEY1,))
+    assert (web1.name, web1.host, web1.port, web1.user, web1.host_keys) == (
+        "web1", "203.0.113.10", 2222, "admin", (KEY1,))
     assert (web1.tags, web1.aliases) == (("prod",), ("web1.example.com", "198.51.100.10", "i-0abc123"))
     assert (web2.host, web2.port, web2.user) == ("2001:db8::20", 22, "root")
 

@@ -23,6 +23,7 @@ from relayguard.services import (
     Deferred,
     LockBusy,
     Publisher,
+    UrgentJobs,
     Worker,
     close_overdue_runs,
     job_for,
@@ -32,6 +33,7 @@ from relayguard.services import (
 from tests.fakes import (
     FakeBannerCheck,
     FakeConnector,
+    FakeEnqueueOnce,
     FakeInventoryStore,
     FakeJobQueue,
     FakeLockStore,
@@ -288,22 +290,39 @@ def alert(**host: str) -> SpamAlert:
     })
 
 
+def make_intake() -> tuple[AlertIntake, FakeRunStore, FakeJobQueue]:
+    runs, queue = FakeRunStore(), FakeJobQueue()
+    return AlertIntake(FakeInventoryStore(INVENTORY), FakeEnqueueOnce(UrgentJobs(SETTINGS, runs, queue))), runs, queue
+
+
 @pytest.mark.parametrize("host", [{"public_ip": "203.0.113.2"}, {"hostname": "WEB2.example.com."},
                                   {"hostname": "web2"}])
 def test_alerts_resolve_servers_by_alias(host):
-    intake = AlertIntake(SETTINGS, FakeInventoryStore(INVENTORY), FakeRunStore(), FakeJobQueue())
-    assert intake.resolve(alert(**host)).name == "web2"  # type: ignore[union-attr]
+    intake, _, queue = make_intake()
+    (taken,) = intake.take([alert(**host)])
+    assert (taken.status, taken.server.name, taken.answer["server"]) == ("enqueued", "web2", "web2")  # type: ignore[union-attr]
+    assert len(queue.sent[SETTINGS.urgent_queue_url]) == 1
 
 
-def test_alert_for_an_unknown_server_resolves_to_nothing():
-    intake = AlertIntake(SETTINGS, FakeInventoryStore(INVENTORY), FakeRunStore(), FakeJobQueue())
-    assert intake.resolve(alert(public_ip="192.0.2.99")) is None
+def test_an_alert_for_an_unknown_server_changes_nothing():
+    intake, runs, queue = make_intake()
+    (taken,) = intake.take([alert(public_ip="192.0.2.99")])
+    assert (taken.server, taken.answer) == (None, {"status": "unknown-server", "alert_id": "a-1"})
+    assert (queue.sent, runs.runs) == ({}, {})
+
+
+def test_a_second_alert_of_the_same_kind_for_the_same_server_is_a_duplicate():
+    intake, _, queue = make_intake()
+    first, again = intake.take([alert(public_ip="203.0.113.2"), alert(hostname="web2.example.com")])
+    assert (first.status, again.status) == ("enqueued", "duplicate")
+    assert again.answer["run_id"] == first.answer["run_id"]  # the answer of the alert that enqueued the job
+    assert len(queue.sent[SETTINGS.urgent_queue_url]) == 1
 
 
 def test_enqueue_puts_one_urgent_job_in_alert_mode():
     runs, queue = FakeRunStore(), FakeJobQueue()
-    intake = AlertIntake(SETTINGS, FakeInventoryStore(INVENTORY), runs, queue)
-    answer = intake.enqueue(INVENTORY.resolve("web3"), alert(public_ip="203.0.113.3"))  # type: ignore[arg-type]
+    answer = UrgentJobs(SETTINGS, runs, queue).enqueue(INVENTORY.resolve("web3"),  # type: ignore[arg-type]
+                                                       alert(public_ip="203.0.113.3"))
     (body,) = queue.sent[SETTINGS.urgent_queue_url]
     job = Job.model_validate_json(body)
     assert (job.trigger, job.mode, job.alert_id, job.server.name) == ("alert", Mode.FIX, "a-1", "web3")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import paramiko
 import pytest
-from relayguard.adapters.ssh import host_keys_from_known_hosts, load_private_key
+from relayguard.adapters.ssh_keys import host_keys_from_known_hosts, load_private_key
 from relayguard.errors import RelayGuardError
 
 KeyGen = Callable[..., Path]

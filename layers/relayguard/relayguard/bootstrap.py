@@ -1,6 +1,8 @@
 """The composition root: the only module that names concrete adapters.
 
-Handlers, the CLI and tests build their services here; tests pass fakes for any port.
+Handlers, the CLI and tests build their services here. Every factory takes the ports it wires as
+keyword arguments whose default (None) means the production adapter, so a test passes fakes for
+any of them and keeps the rest of the real wiring.
 
 Imports are deferred to the functions that need them: the operator CLI composes only the engine and
 would otherwise pay about 0.3 s of CPU for boto3, Powertools and pydantic on every run, and the
@@ -17,14 +19,21 @@ from relayguard.adapters.smtp import smtp_banner
 from relayguard.config import Settings
 from relayguard.engine import BannerCheck, Engine
 from relayguard.errors import RelayGuardError
-from relayguard.ports import Connector, InventoryStore
+from relayguard.ports import (
+    Connector,
+    InventoryStore,
+    JobQueue,
+    LockStore,
+    Notifier,
+    RunStore,
+    SecretStore,
+    StateStore,
+)
 
 if TYPE_CHECKING:
-    from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig
+    from aws_lambda_powertools.utilities.typing import LambdaContext
 
-    from relayguard.adapters.dynamo import DynamoRunStore
-    from relayguard.adapters.sqs_queue import SqsJobQueue
-    from relayguard.services import AlertIntake, Publisher, Worker
+    from relayguard.services import AlertIntake, EnqueueOnce, Publisher, SweepPlanner, UrgentJobs, Worker
 
 
 def build_engine(
@@ -38,7 +47,8 @@ def build_engine(
 ) -> Engine:
     """An engine wired to paramiko and a plain SMTP greeting check unless fakes are given."""
     if connector is None:
-        from relayguard.adapters.ssh import ParamikoConnector, load_private_key  # noqa: PLC0415 - deferred
+        from relayguard.adapters.ssh import ParamikoConnector  # noqa: PLC0415 - deferred
+        from relayguard.adapters.ssh_keys import load_private_key  # noqa: PLC0415
 
         if (key_path is None) == (key_text is None):
             raise RelayGuardError("give exactly one SSH private key: a key file or the key text")
@@ -69,32 +79,65 @@ def client(service: str) -> Any:
     return boto3.client(service)  # type: ignore[call-overload]
 
 
-def inventory_store(settings: Settings) -> InventoryStore:
+def inventory_store(settings: Settings, *, s3: Any = None) -> InventoryStore:
     from relayguard.adapters.s3_inventory import S3InventoryStore  # noqa: PLC0415 - deferred (botocore)
 
-    return S3InventoryStore(client("s3"), settings.inventory_bucket, settings.inventory_key,
+    return S3InventoryStore(s3 or client("s3"), settings.inventory_bucket, settings.inventory_key,
                             {"user": settings.ssh_user})
 
 
-def run_store(settings: Settings) -> DynamoRunStore:
+def run_store(settings: Settings, *, dynamodb: Any = None) -> RunStore:
     from relayguard.adapters.dynamo import DynamoRunStore  # noqa: PLC0415 - deferred
 
-    return DynamoRunStore(client("dynamodb"), settings.runs_table)
+    return DynamoRunStore(dynamodb or client("dynamodb"), settings.runs_table)
 
 
-def job_queue() -> SqsJobQueue:
+def state_store(settings: Settings, *, dynamodb: Any = None) -> StateStore:
+    from relayguard.adapters.dynamo import DynamoStateStore  # noqa: PLC0415 - deferred
+
+    return DynamoStateStore(dynamodb or client("dynamodb"), settings.state_table)
+
+
+def job_queue(*, sqs: Any = None) -> JobQueue:
     from relayguard.adapters.sqs_queue import SqsJobQueue  # noqa: PLC0415 - deferred
 
-    return SqsJobQueue(client("sqs"))
+    return SqsJobQueue(sqs or client("sqs"))
 
 
-def publisher(settings: Settings) -> Publisher:
-    from relayguard.adapters.dynamo import DynamoStateStore  # noqa: PLC0415 - deferred
-    from relayguard.adapters.notify_sns import SnsNotifier  # noqa: PLC0415
+def publisher(settings: Settings, *, notifier: Notifier | None = None, runs: RunStore | None = None,
+              state: StateStore | None = None) -> Publisher:
     from relayguard.services import Publisher  # noqa: PLC0415 - deferred (pydantic)
 
-    return Publisher(SnsNotifier(client("sns"), settings.topic_arn), run_store(settings),
-                     DynamoStateStore(client("dynamodb"), settings.state_table))
+    if notifier is None:
+        from relayguard.adapters.notify_sns import SnsNotifier  # noqa: PLC0415 - deferred
+
+        notifier = SnsNotifier(client("sns"), settings.topic_arn)
+    return Publisher(notifier, runs or run_store(settings), state or state_store(settings))
+
+
+# The factory under a name that the factories' own ``publisher`` parameters do not hide.
+_publisher = publisher
+
+
+def planner(settings: Settings, *, inventory: InventoryStore | None = None, runs: RunStore | None = None,
+            queue: JobQueue | None = None, publisher: Publisher | None = None) -> SweepPlanner:
+    """:func:`~relayguard.services.plan_sweep` bound to its ports; the caller gives only the mode."""
+    from relayguard.services import plan_sweep  # noqa: PLC0415 - deferred (pydantic)
+
+    runs = runs or run_store(settings)
+    return functools.partial(plan_sweep, settings, inventory or inventory_store(settings), runs,
+                             queue or job_queue(), publisher or _publisher(settings, runs=runs))
+
+
+@functools.lru_cache(maxsize=4)
+def ssh_key_store(settings: Settings) -> SecretStore:
+    """One per warm environment: it keeps the Parameters cache (a new provider would not)."""
+    from aws_lambda_powertools.utilities import parameters  # noqa: PLC0415 - deferred
+
+    from relayguard.adapters.secrets import SecretsManagerKeyStore  # noqa: PLC0415
+
+    return SecretsManagerKeyStore(settings.ssh_key_secret, parameters.SecretsProvider(
+        boto3_client=client("secretsmanager")))
 
 
 @functools.lru_cache(maxsize=4)
@@ -102,59 +145,83 @@ def _engine_for_key(key_text: str, sudo: bool, timeout: float) -> Engine:
     return build_engine(key_text=key_text, sudo=sudo, timeout=timeout)
 
 
-@functools.lru_cache(maxsize=4)
-def worker(settings: Settings) -> Worker:
-    """One per warm environment: its key store keeps the Parameters cache (a new provider would not)."""
-    from aws_lambda_powertools.utilities import parameters  # noqa: PLC0415 - deferred
+def worker(settings: Settings, *, engine_factory: Callable[[], Engine] | None = None,
+           locks: LockStore | None = None, state: StateStore | None = None, publisher: Publisher | None = None,
+           queue: JobQueue | None = None) -> Worker:
+    from relayguard.services import Worker  # noqa: PLC0415 - deferred (pydantic)
 
-    from relayguard.adapters.dynamo import DynamoLockStore, DynamoStateStore  # noqa: PLC0415 - deferred
-    from relayguard.adapters.secrets import SecretsManagerKeyStore  # noqa: PLC0415
-    from relayguard.services import Worker  # noqa: PLC0415
+    if engine_factory is None:
+        keys = ssh_key_store(settings)
 
-    keys = SecretsManagerKeyStore(settings.ssh_key_secret, parameters.SecretsProvider(
-        boto3_client=client("secretsmanager")))
+        def engine_factory() -> Engine:
+            # The key is re-read through the Parameters cache, so a rotated secret takes effect within its max age.
+            return _engine_for_key(keys.ssh_key(), settings.use_sudo, settings.command_timeout)
 
-    def engine() -> Engine:
-        # The key is re-read through the Parameters cache, so a rotated secret takes effect within its max age.
-        return _engine_for_key(keys.ssh_key(), settings.use_sudo, settings.command_timeout)
+    if locks is None:
+        from relayguard.adapters.dynamo import DynamoLockStore  # noqa: PLC0415 - deferred
 
-    return Worker(settings, engine, DynamoLockStore(client("dynamodb"), settings.locks_table),
-                  DynamoStateStore(client("dynamodb"), settings.state_table), publisher(settings), job_queue())
-
-
-def alert_intake(settings: Settings) -> AlertIntake:
-    from relayguard.services import AlertIntake  # noqa: PLC0415 - deferred (pydantic)
-
-    return AlertIntake(settings, inventory_store(settings), run_store(settings), job_queue())
+        locks = DynamoLockStore(client("dynamodb"), settings.locks_table)
+    state = state or state_store(settings)
+    return Worker(settings, engine_factory, locks, state,
+                  publisher or _publisher(settings, state=state), queue or job_queue())
 
 
-@functools.lru_cache(maxsize=4)
-def enqueue_once(settings: Settings) -> tuple[Callable[..., dict[str, Any]], IdempotencyConfig]:
+def urgent_jobs(settings: Settings, *, runs: RunStore | None = None, queue: JobQueue | None = None) -> UrgentJobs:
+    from relayguard.services import UrgentJobs  # noqa: PLC0415 - deferred (pydantic)
+
+    return UrgentJobs(settings, runs or run_store(settings), queue or job_queue())
+
+
+def idempotent_enqueue(settings: Settings, *, jobs: UrgentJobs | None = None,
+                       lambda_context: LambdaContext | None = None) -> EnqueueOnce:
     """The alert intake's enqueue, made idempotent per (server, alert kind, window) in DynamoDB."""
     from aws_lambda_powertools.utilities.idempotency import (  # noqa: PLC0415 - deferred
         DynamoDBPersistenceLayer,
         IdempotencyConfig,
         idempotent_function,
     )
+    from aws_lambda_powertools.utilities.idempotency.exceptions import (  # noqa: PLC0415
+        IdempotencyAlreadyInProgressError,
+    )
 
+    from relayguard.domain.server import Server  # noqa: PLC0415
     from relayguard.events import SpamAlert  # noqa: PLC0415
-    from relayguard.inventory import Server  # noqa: PLC0415
 
     persistence = DynamoDBPersistenceLayer(table_name=settings.idempotency_table, boto3_client=client("dynamodb"))
+    # The window is this expiry, which Powertools checks on every put: the first alert opens it.
     config = IdempotencyConfig(expires_after_seconds=settings.dedup_window_seconds)
-    intake = alert_intake(settings)
+    if lambda_context is not None:
+        # An in-progress record left by an invocation that died then expires with that invocation.
+        config.register_lambda_context(lambda_context)
+    urgent = jobs or urgent_jobs(settings)
 
     @idempotent_function(data_keyword_argument="key", persistence_store=persistence, config=config)  # type: ignore[untyped-decorator]
     def enqueue(key: dict[str, Any], request: str, server: Server, alert: SpamAlert) -> dict[str, Any]:
-        return {**intake.enqueue(server, alert), "request": request}
+        return {**urgent.enqueue(server, alert), "request": request}
 
-    return enqueue, config
+    def enqueue_once(*, key: dict[str, str], request: str, server: Server, alert: SpamAlert) -> dict[str, Any]:
+        try:
+            return dict(enqueue(key=key, request=request, server=server, alert=alert))
+        except IdempotencyAlreadyInProgressError:
+            # Another invocation is enqueueing this very job: this alert is its duplicate.
+            return {"status": "duplicate", "server": server.name}
+
+    return enqueue_once
+
+
+def alert_intake(settings: Settings, *, inventory: InventoryStore | None = None,
+                 enqueue_once: EnqueueOnce | None = None, lambda_context: LambdaContext | None = None) -> AlertIntake:
+    from relayguard.services import AlertIntake  # noqa: PLC0415 - deferred (pydantic)
+
+    if enqueue_once is None:
+        enqueue_once = idempotent_enqueue(settings, lambda_context=lambda_context)
+    return AlertIntake(inventory or inventory_store(settings), enqueue_once)
 
 
 def reset_caches() -> None:
     """Forget cached clients, settings and keys (tests; a warm Lambda never needs it)."""
     from aws_lambda_powertools.utilities import parameters  # noqa: PLC0415 - deferred
 
-    for cached in (cached_settings, client, _engine_for_key, enqueue_once, worker):
+    for cached in (cached_settings, client, _engine_for_key, ssh_key_store):
         cached.cache_clear()
     parameters.clear_caches()  # type: ignore[no-untyped-call]

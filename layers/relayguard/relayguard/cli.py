@@ -22,14 +22,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TextIO
 
-from relayguard.adapters.ssh import fetch_host_keys, host_keys_from_known_hosts
+from relayguard.adapters.ssh_keys import fetch_host_keys, host_keys_from_known_hosts
 from relayguard.bootstrap import build_engine
 from relayguard.domain.models import OK_OUTCOMES, Mode, Outcome, Policy
+from relayguard.domain.server import Server
 from relayguard.engine import Engine, ServerResult
 from relayguard.enroll import AddRequest, add_server
 from relayguard.errors import RelayGuardError
 from relayguard.inventory import load_inventory
-from relayguard.ports import Target
 
 ENV_SSH_KEY = "RELAYGUARD_SSH_KEY"  # private key text (e.g. from a secret store); default: unset
 
@@ -130,7 +130,7 @@ def split_host(spec: str) -> tuple[str, int]:
     return spec, 22
 
 
-def targets_from(opts: Options) -> list[Target]:
+def targets_from(opts: Options) -> list[Server]:
     known_hosts = Path(opts.known_hosts)
 
     def pinned(host: str, port: int) -> tuple[str, ...]:
@@ -139,15 +139,15 @@ def targets_from(opts: Options) -> list[Target]:
     if opts.inventory:
         # An inventory entry's own user, port and pinned keys override the command-line defaults.
         inv = load_inventory(opts.inventory, fallback={"user": opts.user})
-        return [replace(t, host_keys=t.host_keys or pinned(t.host, t.port)) for t in (s.target() for s in inv.servers)]
+        return [replace(s, host_keys=s.host_keys or pinned(s.host, s.port)) for s in inv.servers]
     targets = []
     for spec in opts.hosts:
         host, port = split_host(spec)
-        targets.append(Target(name=spec, host=host, port=port, user=opts.user, host_keys=pinned(host, port)))
+        targets.append(Server(name=spec, host=host, port=port, user=opts.user, host_keys=pinned(host, port)))
     return targets
 
 
-def run_fleet(engine: Engine, targets: Iterable[Target], policy: Policy, concurrency: int,
+def run_fleet(engine: Engine, targets: Iterable[Server], policy: Policy, concurrency: int,
               progress: TextIO | None = None) -> list[ServerResult]:
     """Run every target, ``concurrency`` at a time; one server's failure never hides another's result."""
     targets = list(targets)

@@ -24,9 +24,10 @@ from relayguard.domain.record import (
     state_of,
 )
 from relayguard.domain.script import parse_steps, relay_probe_reply, render_disable, render_finish
+from relayguard.domain.server import Server
 from relayguard.domain.verdict import Verdict, disable_verdict, fix_verdict, probe_verdict, verdict_before_fix
 from relayguard.errors import RelayGuardError, Timeout, TransportError
-from relayguard.ports import CommandResult, Connector, Session, Target
+from relayguard.ports import CommandResult, Connector, Session
 
 FIX_TIMEOUT_FACTOR = 5
 
@@ -118,7 +119,7 @@ class Engine:
         self.banner_check = banner_check
         self.timeout = timeout
 
-    def run(self, target: Target, policy: Policy, deadline: float | None = None) -> ServerResult:
+    def run(self, target: Server, policy: Policy, deadline: float | None = None) -> ServerResult:
         """One job on one server. ``deadline`` (a ``time.monotonic()`` value) caps every round trip, so a
         Lambda worker ends a hanging job with a ``timeout`` result instead of being killed in the middle."""
         started = time.monotonic()

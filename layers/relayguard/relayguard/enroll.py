@@ -20,8 +20,9 @@ from typing import Any, TextIO
 
 import yaml
 
+from relayguard.domain.hostkeys import fingerprint, known_hosts_name, parse_fingerprint
 from relayguard.errors import RelayGuardError
-from relayguard.inventory import fingerprint, parse_document, parse_fingerprint, parse_inventory, upsert_server
+from relayguard.inventory import parse_document, parse_inventory, upsert_server
 
 #: (host, port, timeout) → the host keys the server offers, as ``type base64`` lines.
 FetchHostKeys = Callable[[str, int, float], tuple[str, ...]]
@@ -71,7 +72,7 @@ def _add(request: AddRequest, fetch: FetchHostKeys, stdin: TextIO, out: TextIO, 
     upsert_server(data, host=request.host, port=request.port, host_keys=(), name=request.name, user=request.user,
                   aliases=request.aliases, tags=request.tags)
     offered = fetch(request.host, request.port, request.timeout)
-    where = request.host if request.port == 22 else f"[{request.host}]:{request.port}"
+    where = known_hosts_name(request.host, request.port)
     print(f"{where} offers {len(offered)} host key(s):", file=out)
     for line in offered:
         print(f"  {fingerprint(line)}  {line.split()[0]}", file=out)

@@ -5,14 +5,26 @@ Validation errors name the field, so a malformed event is rejected with a precis
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
+import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    GetPydanticSchema,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import CoreSchema, core_schema
 
 from relayguard.domain.models import Mode
+from relayguard.domain.server import Server
 
 JOB_SCHEMA = "relayguard.job/v1"
 ALERT_SCHEMA = "relayguard.alert/v1"
@@ -71,12 +83,35 @@ class SpamAlert(_Strict):
     raw: dict[str, Any] | str | None = None
 
 
-class JobServer(_Strict):
-    name: str = Field(min_length=1, max_length=128)
-    host: str = Field(min_length=1, max_length=253)
-    port: int = Field(default=22, ge=1, le=65535)
-    user: str = Field(default="root", min_length=1, max_length=32)
-    host_keys: tuple[str, ...] = ()
+#: What a job message carries of its :class:`Server`, with the limits of the wire. A job needs only
+#: how to reach the server; tags and aliases stay in the inventory.
+_JOB_SERVER_FIELDS: dict[str, CoreSchema] = {
+    "name": core_schema.str_schema(min_length=1, max_length=128),
+    "host": core_schema.str_schema(min_length=1, max_length=253),
+    "port": core_schema.int_schema(ge=1, le=65535),
+    "user": core_schema.str_schema(min_length=1, max_length=32),
+    "host_keys": core_schema.tuple_schema([core_schema.str_schema()], variadic_item_index=0),
+}
+
+
+def _job_server_schema(_source: Any, _handler: GetCoreSchemaHandler) -> CoreSchema:
+    """Validate a job's ``server`` straight into the domain :class:`Server` and write it back out.
+
+    The fields' order and defaults come from the dataclass, so the two cannot drift apart. Only the
+    fields above are read or written; any other key is an error naming its field, as for every model
+    here. A ``Server`` handed in is validated again, so a job never holds what its message could not.
+    """
+    fields = []
+    for field in dataclasses.fields(Server):
+        if field.name not in _JOB_SERVER_FIELDS:
+            continue
+        schema = _JOB_SERVER_FIELDS[field.name]
+        if field.default is not dataclasses.MISSING:
+            schema = core_schema.with_default_schema(schema, default=field.default)
+        fields.append(core_schema.dataclass_field(field.name, schema))
+    return core_schema.dataclass_schema(
+        Server, core_schema.dataclass_args_schema("Server", fields, extra_behavior="forbid"),
+        [f["name"] for f in fields], frozen=True, revalidate_instances="always")
 
 
 class Job(_Strict):
@@ -91,7 +126,7 @@ class Job(_Strict):
     trigger: Literal["sweep", "alert"]
     alert_id: str | None = None
     enqueued_at: datetime
-    server: JobServer
+    server: Annotated[Server, GetPydanticSchema(_job_server_schema)]
 
     def body(self) -> str:
         return json.dumps(self.model_dump(mode="json", by_alias=True), separators=(",", ":"))
@@ -122,6 +157,24 @@ class CloudWatchAlarm(BaseModel):
     AlarmDescription: str | None = None
     Region: str | None = None
     Trigger: AlarmTrigger = Field(default_factory=AlarmTrigger)
+
+    @property
+    def firing(self) -> bool:
+        """Only an alarm entering ALARM raises an alert; OK and INSUFFICIENT_DATA are ignored."""
+        return self.NewStateValue == "ALARM"
+
+    def to_alert(self) -> SpamAlert:
+        """The spam alert this alarm raises; ``ValueError`` if no dimension names the server."""
+        identity = self.server_identity()
+        if identity is None:
+            raise ValueError(f"alarm {self.AlarmName!r} names no server (dimension Server, Hostname or InstanceId)")
+        host = {"instance_id": identity} if identity.startswith("i-") else {"hostname": identity}
+        return SpamAlert.model_validate({
+            "schema": ALERT_SCHEMA,
+            "alert_id": f"alarm-{uuid.uuid5(uuid.NAMESPACE_URL, self.AlarmName + str(self.StateChangeTime))}",
+            "source": "cloudwatch_alarm", "kind": "alarm", "observed_at": self.StateChangeTime,
+            "severity": "warning", "host": host, "evidence": {"alarm": self.AlarmName},
+        })
 
     def server_identity(self) -> str | None:
         """The server named by a dimension (``Server``, ``Hostname``, ``Host``, ``InstanceId``)."""

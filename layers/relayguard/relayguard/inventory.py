@@ -12,98 +12,23 @@ Every error names the entry and the field, e.g. ``servers[3] (web4).host_keys[0]
 
 from __future__ import annotations
 
-import base64
 import copy
-import hashlib
 import ipaddress
 import json
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from relayguard.domain.hostkeys import check_host_key
+from relayguard.domain.server import Inventory, Server, identity_key
 from relayguard.errors import InventoryError
-from relayguard.ports import Target
 
-KEY_TYPES = frozenset({
-    "ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521",
-    "rsa-sha2-256", "rsa-sha2-512",
-})
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _HOSTNAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*$")
 _USER = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
-_FINGERPRINT = re.compile(r"^SHA256:([A-Za-z0-9+/]{43})=?$")
-
-
-@dataclass(frozen=True)
-class Server:
-    name: str
-    host: str
-    port: int
-    user: str
-    host_keys: tuple[str, ...]
-    tags: tuple[str, ...] = ()
-    aliases: tuple[str, ...] = ()
-
-    def target(self) -> Target:
-        return Target(name=self.name, host=self.host, port=self.port, user=self.user, host_keys=self.host_keys)
-
-    def identities(self) -> frozenset[str]:
-        """Every way an alert may name this server, normalised for lookup."""
-        return frozenset(_norm(x) for x in (self.name, self.host, *self.aliases))
-
-
-@dataclass(frozen=True)
-class Inventory:
-    servers: tuple[Server, ...]
-
-    def resolve(self, identity: str) -> Server | None:
-        """The server an alert names by name, host, alias, public IP or instance id; None if unknown."""
-        wanted = _norm(identity)
-        for server in self.servers:
-            if wanted in server.identities():
-                return server
-        return None
-
-
-def _norm(value: str) -> str:
-    value = value.strip().lower().rstrip(".")
-    try:
-        return str(ipaddress.ip_address(value))
-    except ValueError:
-        return value
-
-
-def check_host_key(line: str) -> str:
-    """An OpenSSH public key line (``type base64 [comment]``) reduced to ``type base64``."""
-    parts = line.split()
-    if len(parts) < 2 or parts[0] not in KEY_TYPES:
-        raise ValueError("not an OpenSSH public key (expected 'ssh-ed25519 AAAA...')")
-    try:
-        blob = base64.b64decode(parts[1], validate=True)
-    except ValueError as exc:
-        raise ValueError("key data is not base64") from exc
-    if not blob[4:].startswith(parts[0].encode()) and not parts[0].startswith("rsa-sha2"):
-        raise ValueError("key data does not match its type")
-    return f"{parts[0]} {parts[1]}"
-
-
-def fingerprint(key_line: str) -> str:
-    """OpenSSH's SHA256 fingerprint of a public key line, as ``ssh-keygen -lf`` prints it."""
-    blob = base64.b64decode(key_line.split()[1], validate=True)
-    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
-
-
-def parse_fingerprint(text: str) -> str:
-    """An operator's ``SHA256:...`` fingerprint in the form :func:`fingerprint` returns; ``ValueError`` if not one."""
-    match = _FINGERPRINT.match(text.strip())
-    if match is None:
-        raise ValueError(f"{text!r} is not an OpenSSH SHA256 fingerprint (expected 'SHA256:' and 43 base64 "
-                         "characters, as 'ssh-keygen -lf' prints it)")
-    return f"SHA256:{match.group(1)}"
 
 
 def _host(value: Any) -> str:
@@ -245,14 +170,14 @@ def upsert_server(data: Any, *, host: str, port: int, host_keys: Sequence[str], 
     if not isinstance(doc, dict) or not isinstance(doc.get("servers"), list):
         raise InventoryError("inventory: expected an object with a 'servers' list")
     servers: list[Any] = doc["servers"]
-    wanted_host = _norm(host)
+    wanted_host = identity_key(host)
 
     def matches(entry: Any) -> bool:
         if not isinstance(entry, dict):
             return False
         if name is not None:
             return bool(entry.get("name") == name)
-        return isinstance(entry.get("host"), str) and _norm(entry["host"]) == wanted_host
+        return isinstance(entry.get("host"), str) and identity_key(entry["host"]) == wanted_host
 
     index = next((i for i, entry in enumerate(servers) if matches(entry)), None)
     before = copy.deepcopy(servers[index]) if index is not None else None

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from relayguard.inventory import Inventory
+from relayguard.domain.server import Inventory, Server
 
 
 @dataclass(frozen=True)
@@ -17,18 +16,6 @@ class CommandResult:
     stdout: str
     stderr: str
     duration: float
-
-
-@dataclass(frozen=True)
-class Target:
-    """How to reach one server: address, port, login and the host keys pinned for it."""
-
-    name: str
-    host: str
-    port: int = 22
-    user: str = "root"
-    #: OpenSSH public key lines (``ssh-ed25519 AAAA...``), without host names.
-    host_keys: tuple[str, ...] = ()
 
 
 class Session(Protocol):
@@ -44,7 +31,7 @@ class Session(Protocol):
 class Connector(Protocol):
     """Opens sessions; raises a :class:`relayguard.errors.TransportError` leaf on failure."""
 
-    def connect(self, target: Target) -> Session: ...
+    def connect(self, target: Server) -> Session: ...
 
 
 class InventoryStore(Protocol):

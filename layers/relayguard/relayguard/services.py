@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from relayguard.config import Settings
 from relayguard.domain.models import Mode, Outcome, Policy
@@ -20,10 +20,10 @@ from relayguard.domain.notify import (
     server_message,
     server_text,
 )
+from relayguard.domain.server import Inventory, Server
 from relayguard.engine import Engine, ServerResult
 from relayguard.errors import RelayGuardError
-from relayguard.events import Job, JobServer, SpamAlert
-from relayguard.inventory import Inventory, Server
+from relayguard.events import JOB_SCHEMA, Job, SpamAlert
 from relayguard.ports import (
     InventoryStore,
     JobQueue,
@@ -34,7 +34,6 @@ from relayguard.ports import (
     RunStore,
     ServerState,
     StateStore,
-    Target,
 )
 
 _RANK = {Mode.AUDIT: 0, Mode.FIX: 1}
@@ -61,15 +60,14 @@ class Deferred(RelayGuardError):
 
 def job_for(server: Server, run_id: str, mode: Mode, trigger: str, alert_id: str | None = None) -> Job:
     return Job.model_validate({
-        "schema": "relayguard.job/v1",
+        "schema": JOB_SCHEMA,
         "run_id": run_id,
         "job_id": uuid.uuid4().hex,
         "mode": mode,
         "trigger": trigger,
         "alert_id": alert_id,
         "enqueued_at": datetime.now(UTC),
-        "server": JobServer(name=server.name, host=server.host, port=server.port, user=server.user,
-                            host_keys=server.host_keys),
+        "server": server,
     })
 
 
@@ -129,6 +127,12 @@ def close_overdue_runs(runs: RunStore, publisher: Publisher, now: datetime) -> l
             publisher.digest_if_done(after)
             closed.append({"run_id": progress.run_id, "lost": lost, "started_at": progress.started_at})
     return closed
+
+
+class SweepPlanner(Protocol):
+    """:func:`plan_sweep` with its settings and ports bound."""
+
+    def __call__(self, *, mode: Mode | None = None) -> dict[str, Any]: ...
 
 
 def plan_sweep(settings: Settings, inventory: InventoryStore, runs: RunStore, queue: JobQueue,
@@ -194,11 +198,9 @@ class Worker:
         if not self.locks.acquire(job.server.name, job.job_id, self.settings.lock_ttl_seconds):
             return self._busy(job, queue_url)
         try:
-            target = Target(name=job.server.name, host=job.server.host, port=job.server.port,
-                            user=job.server.user, host_keys=job.server.host_keys)
             # The job must end, recorded and announced, before Lambda's own timeout would kill it.
             deadline = time.monotonic() + max(0, remaining_ms - FINISH_RESERVE_MS) / 1000
-            result = self.engine_factory().run(target, self.policy(job), deadline=deadline)
+            result = self.engine_factory().run(job.server, self.policy(job), deadline=deadline)
             self.publisher.server_result(job, result)
             self.publisher.count(job.run_id, job.server.name, str(result.outcome))
             return Handled("done", result)
@@ -240,22 +242,22 @@ class Worker:
         self.publisher.count(job.run_id, job.server.name, str(Outcome.FAILED))
 
 
+class EnqueueOnce(Protocol):
+    """Enqueues an alert's urgent job unless one with the same ``key`` was enqueued within the dedup window."""
+
+    def __call__(self, *, key: dict[str, str], request: str, server: Server, alert: SpamAlert) -> dict[str, Any]:
+        """The answer of the call that enqueued the job: a ``request`` other than the caller's (or none)
+        means this alert was a duplicate."""
+        ...
+
+
 @dataclass
-class AlertIntake:
-    """Turns a spam alert about a known server into an urgent one-server fix or audit job."""
+class UrgentJobs:
+    """Puts an alert's urgent job on the urgent queue, as a run of one server."""
 
     settings: Settings
-    inventory: InventoryStore
     runs: RunStore
     queue: JobQueue
-
-    def resolve(self, alert: SpamAlert) -> Server | None:
-        inv: Inventory = self.inventory.load()
-        for identity in alert.host.identities():
-            server = inv.resolve(identity)
-            if server is not None:
-                return server
-        return None
 
     def enqueue(self, server: Server, alert: SpamAlert) -> dict[str, Any]:
         """Open a one-server run and put an urgent job on the queue (called once per dedup key)."""
@@ -266,3 +268,56 @@ class AlertIntake:
         if unsent:
             raise RelayGuardError(f"could not enqueue the urgent job for {server.name}")
         return {"status": "enqueued", "server": server.name, "run_id": run_id, "job_id": job.job_id}
+
+
+@dataclass(frozen=True)
+class AlertAnswer:
+    """What became of one alert: the answer the handler returns for it (``status`` ``enqueued``,
+    ``duplicate`` or ``unknown-server``), next to the alert and the server it named."""
+
+    alert: SpamAlert
+    answer: dict[str, Any]
+    server: Server | None = None
+
+    @property
+    def status(self) -> str:
+        return str(self.answer["status"])
+
+
+@dataclass
+class AlertIntake:
+    """Takes in alerts: finds each one's server in the inventory and enqueues one urgent job per server
+    and alert kind within the dedup window."""
+
+    inventory: InventoryStore
+    enqueue_once: EnqueueOnce
+
+    def take(self, alerts: Iterable[SpamAlert]) -> list[AlertAnswer]:
+        """One answer per alert, in order. An alert naming no server of the inventory changes nothing."""
+        alerts = list(alerts)
+        if not alerts:
+            return []  # e.g. only alarms going back to OK: the inventory is not even read
+        inventory = self.inventory.load()
+        answers = []
+        for alert in alerts:
+            server = _server_named_by(alert, inventory)
+            if server is None:
+                answers.append(AlertAnswer(alert, {"status": "unknown-server", "alert_id": alert.alert_id}))
+                continue
+            # The window is the dedup record's expiry, which the first alert opens. A time bucket in the
+            # key would split a burst that straddles a bucket boundary into two jobs.
+            key = {"server": server.name, "kind": alert.kind}
+            request = uuid.uuid4().hex
+            answer = self.enqueue_once(key=key, request=request, server=server, alert=alert)
+            if answer.get("request") != request:
+                answer = {**answer, "status": "duplicate"}
+            answers.append(AlertAnswer(alert, {**answer, "alert_id": alert.alert_id}, server))
+        return answers
+
+
+def _server_named_by(alert: SpamAlert, inventory: Inventory) -> Server | None:
+    for identity in alert.host.identities():
+        server = inventory.resolve(identity)
+        if server is not None:
+            return server
+    return None

@@ -6,8 +6,9 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
+from relayguard.domain.server import Inventory
 from relayguard.errors import InventoryError
-from relayguard.inventory import Inventory, load_text
+from relayguard.inventory import load_text
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
@@ -13,11 +14,9 @@ from pydantic import ValidationError
 from relayguard import bootstrap
 from relayguard.config import Settings
 from relayguard.domain.models import Outcome
-from relayguard.entrypoints import logger, metrics, settings, tracer
+from relayguard.entrypoints import Handler, logger, metrics, observed, settings
 from relayguard.events import Job
-from relayguard.services import Deferred, LockBusy
-
-processor = BatchProcessor(event_type=EventType.SQS)
+from relayguard.services import Deferred, LockBusy, Worker
 
 HOST_KEY_OUTCOMES = frozenset({Outcome.HOST_KEY_MISMATCH, Outcome.HOST_KEY_UNKNOWN})
 
@@ -30,7 +29,7 @@ def _queue_url_of(cfg: Settings, event_source_arn: str) -> str:
     raise ValueError(f"record from an unexpected queue {event_source_arn!r}")
 
 
-def _work_record(record: SQSRecord, context: LambdaContext) -> None:
+def _work_record(record: SQSRecord, context: LambdaContext, compose: Callable[[Settings], Worker]) -> None:
     cfg = settings()
     receive_count = int(record.attributes.approximate_receive_count or "1")
     try:
@@ -41,7 +40,7 @@ def _work_record(record: SQSRecord, context: LambdaContext) -> None:
         metrics.add_metric(name="MalformedJobs", unit=MetricUnit.Count, value=1)
         raise
     logger.append_keys(run_id=job.run_id, server=job.server.name, alert_id=job.alert_id)
-    worker = bootstrap.worker(cfg)
+    worker = compose(cfg)
     try:
         # Inside the try: a record from an unexpected queue fails like any other job failure.
         queue_url = _queue_url_of(cfg, record.event_source_arn)
@@ -49,7 +48,7 @@ def _work_record(record: SQSRecord, context: LambdaContext) -> None:
     except Deferred as exc:
         # Visible again at once for the next invocation, which has its full time; left alone, a failed
         # item waits out the visibility timeout (6 x the worker timeout: 30 min at 300 s).
-        returned = bootstrap.job_queue().return_now(queue_url, record.receipt_handle)
+        returned = worker.queue.return_now(queue_url, record.receipt_handle)
         logger.info("job deferred", reason=str(exc), returned_to_queue=returned)
         raise
     except Exception as exc:
@@ -76,13 +75,20 @@ def _work_record(record: SQSRecord, context: LambdaContext) -> None:
     logger.info("server done", outcome=str(result.outcome), reason=result.reason, restarted=result.restarted)
 
 
-@logger.inject_lambda_context(clear_state=True)
-@metrics.log_metrics(capture_cold_start_metric=True)
-@tracer.capture_lambda_handler
-def worker_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    # Every invocation reports at least this metric (Powertools warns about an empty flush otherwise).
-    metrics.add_metric(name="JobsReceived", unit=MetricUnit.Count, value=len(event.get("Records") or []))
-    return dict(process_partial_response(
-        event=event, record_handler=lambda record: _work_record(record, context), processor=processor,
-        context=context,
-    ))
+def make_handler(worker: Callable[[Settings], Worker] = bootstrap.worker) -> Handler:
+    """The worker's handler, each job's worker composed by ``worker``."""
+    processor = BatchProcessor(event_type=EventType.SQS)
+
+    @observed
+    def worker_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+        # Every invocation reports at least this metric (Powertools warns about an empty flush otherwise).
+        metrics.add_metric(name="JobsReceived", unit=MetricUnit.Count, value=len(event.get("Records") or []))
+        return dict(process_partial_response(
+            event=event, record_handler=lambda record: _work_record(record, context, worker), processor=processor,
+            context=context,
+        ))
+
+    return worker_handler
+
+
+worker_handler = make_handler()

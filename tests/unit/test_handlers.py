@@ -1,0 +1,193 @@
+"""The three Lambda handlers, driven whole (Powertools included) on events/*.json, with fakes for every port."""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
+from relayguard import bootstrap
+from relayguard.config import load_settings
+from relayguard.domain.models import Outcome
+from relayguard.engine import Engine
+from relayguard.entrypoints import alert_intake, metrics, planner, worker
+from relayguard.inventory import parse_inventory
+from relayguard.services import Publisher, UrgentJobs
+
+from tests.fakes import (
+    FakeBannerCheck,
+    FakeConnector,
+    FakeEnqueueOnce,
+    FakeInventoryStore,
+    FakeJobQueue,
+    FakeLambdaContext,
+    FakeLockStore,
+    FakeNotifier,
+    FakeRunStore,
+    FakeSession,
+    FakeStateStore,
+    ok,
+)
+from tests.unit.samples import MODERN_COMPLIANT, probe_text
+
+EVENTS = Path(__file__).parents[2] / "events"
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
+WORK = "https://sqs.eu-west-1.amazonaws.com/123456789012/relayguard-WorkQueue-AbCdEf123456"
+URGENT = "https://sqs.eu-west-1.amazonaws.com/123456789012/relayguard-UrgentQueue-GhIjKl789012"
+ENV = {
+    "RG_INVENTORY_BUCKET": "inv", "RG_WORK_QUEUE_URL": WORK, "RG_URGENT_QUEUE_URL": URGENT, "RG_RUNS_TABLE": "runs",
+    "RG_STATE_TABLE": "state", "RG_LOCKS_TABLE": "locks", "RG_IDEMPOTENCY_TABLE": "idem",
+    "RG_TOPIC_ARN": "arn:aws:sns:eu-west-1:123456789012:results", "POWERTOOLS_SERVICE_NAME": "relayguard",
+    "POWERTOOLS_TRACE_DISABLED": "true",
+}
+INVENTORY = parse_inventory({"servers": [
+    {"name": "web1", "host": "203.0.113.10", "host_keys": [KEY], "aliases": ["web1.example.com"]},
+    {"name": "web2", "host": "203.0.113.20", "host_keys": [KEY]},
+]})
+
+
+@pytest.fixture(autouse=True)
+def lambda_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in ENV.items():
+        monkeypatch.setenv(name, value)
+    # Powertools reads the namespace when relayguard.entrypoints is imported; in Lambda it comes from
+    # template.yaml's Globals, which are not in this process's environment.
+    monkeypatch.setattr(metrics, "namespace", "RelayGuard")
+
+
+def event(path: str) -> dict[str, Any]:
+    return json.loads((EVENTS / path).read_text())  # type: ignore[no-any-return]
+
+
+def emitted_metrics(stdout: str) -> dict[str, float]:
+    """Every metric value the handler flushed as CloudWatch EMF lines, by name (ColdStart left out)."""
+    found: dict[str, float] = {}
+    for line in stdout.splitlines():
+        blob = json.loads(line) if line.startswith("{") else {}
+        for directive in blob.get("_aws", {}).get("CloudWatchMetrics", []):
+            for metric in directive["Metrics"]:
+                if metric["Name"] != "ColdStart":
+                    values = blob[metric["Name"]]
+                    found[metric["Name"]] = found.get(metric["Name"], 0) + (
+                        sum(values) if isinstance(values, list) else values)
+    return found
+
+
+# -- planner -----------------------------------------------------------------------------------
+
+
+def test_planner_fans_out_one_job_per_server_and_reports_them(capsys: pytest.CaptureFixture[str]) -> None:
+    runs, queue, notifier = FakeRunStore(), FakeJobQueue(), FakeNotifier()
+    handler = planner.make_handler(functools.partial(
+        bootstrap.planner, inventory=FakeInventoryStore(INVENTORY), runs=runs, queue=queue,
+        publisher=Publisher(notifier, runs, FakeStateStore())))
+
+    result = handler(event("planner/manual_fix_sweep.json"), FakeLambdaContext())
+
+    assert (result["servers"], result["mode"], result["unsent"], result["closed_overdue"]) == (2, "fix", 0, [])
+    assert [json.loads(body)["server"]["name"] for body in queue.sent[WORK]] == ["web1", "web2"]
+    assert runs.progress(result["run_id"]).total == 2
+    assert emitted_metrics(capsys.readouterr().out) == {"ServersPlanned": 2, "RunsClosedOverdue": 0}
+
+
+# -- worker ------------------------------------------------------------------------------------
+
+
+def worker_handler(session: FakeSession, state: FakeStateStore, queue: FakeJobQueue) -> Any:
+    runs = FakeRunStore()
+    return worker.make_handler(functools.partial(
+        bootstrap.worker, engine_factory=lambda: Engine(FakeConnector(session), FakeBannerCheck()),
+        locks=FakeLockStore(), state=state, publisher=Publisher(FakeNotifier(), runs, state), queue=queue))
+
+
+def test_worker_audits_each_server_of_the_batch(capsys: pytest.CaptureFixture[str]) -> None:
+    session, state = FakeSession([ok(probe_text(MODERN_COMPLIANT))] * 2), FakeStateStore()
+    handler = worker_handler(session, state, FakeJobQueue())
+
+    answer = handler(event("worker/sweep_batch.json"), FakeLambdaContext())
+
+    assert answer == {"batchItemFailures": []}
+    assert {name: s.outcome for name, s in state.states.items()} == {"web1": Outcome.COMPLIANT,
+                                                                     "web2": Outcome.COMPLIANT}
+    session.assert_all_consumed()
+    assert emitted_metrics(capsys.readouterr().out) == {"JobsReceived": 2, "ServersScanned": 2}
+
+
+def test_worker_fails_only_the_malformed_record(capsys: pytest.CaptureFixture[str]) -> None:
+    state = FakeStateStore()
+    handler = worker_handler(FakeSession([ok(probe_text(MODERN_COMPLIANT))]), state, FakeJobQueue())
+    poison = event("worker/good_and_poison.json")["Records"][1]["messageId"]
+
+    answer = handler(event("worker/good_and_poison.json"), FakeLambdaContext())
+
+    assert answer == {"batchItemFailures": [{"itemIdentifier": poison}]}
+    assert list(state.states) == ["web1"]
+    assert emitted_metrics(capsys.readouterr().out) == {"JobsReceived": 2, "ServersScanned": 1, "MalformedJobs": 1}
+
+
+def test_worker_short_of_time_hands_the_job_straight_back_to_its_queue() -> None:
+    queue, state = FakeJobQueue(), FakeStateStore()
+    handler = worker_handler(FakeSession(), state, queue)
+    record = event("worker/urgent_job.json")["Records"][0]
+
+    # A batch whose every record failed is an error for Powertools: SQS then retries the whole batch.
+    with pytest.raises(BatchProcessingError, match="All records failed"):
+        handler({"Records": [record]}, FakeLambdaContext(remaining_ms=1_000))
+
+    assert queue.returned == [(URGENT, record["receiptHandle"])]
+    assert state.states == {}
+
+
+# -- alert intake ------------------------------------------------------------------------------
+
+
+def intake_handler(queue: FakeJobQueue, runs: FakeRunStore | None = None) -> Any:
+    dedup = FakeEnqueueOnce(UrgentJobs(load_settings(ENV), runs or FakeRunStore(), queue))
+    return alert_intake.make_handler(functools.partial(
+        bootstrap.alert_intake, inventory=FakeInventoryStore(INVENTORY), enqueue_once=dedup))
+
+
+def test_alert_enqueues_one_urgent_job_and_a_repeat_is_deduplicated(capsys: pytest.CaptureFixture[str]) -> None:
+    queue = FakeJobQueue()
+    handler = intake_handler(queue)
+
+    first = handler(event("alert_intake/spam_alert.json"), FakeLambdaContext())["alerts"]
+    again = handler(event("alert_intake/spam_alert.json"), FakeLambdaContext())["alerts"]
+
+    assert [(a["status"], a["server"]) for a in first + again] == [("enqueued", "web1"), ("duplicate", "web1")]
+    assert again[0]["run_id"] == first[0]["run_id"]
+    (body,) = queue.sent[URGENT]
+    assert json.loads(body)["alert_id"] == first[0]["alert_id"]
+    assert emitted_metrics(capsys.readouterr().out) == {"AlertsReceived": 2, "AlertsDeduplicated": 1}
+
+
+def test_alert_naming_an_unknown_server_changes_nothing(capsys: pytest.CaptureFixture[str]) -> None:
+    queue, runs = FakeJobQueue(), FakeRunStore()
+    detail = event("alert_intake/unknown_server.json")["detail"]
+
+    answer = intake_handler(queue, runs)(event("alert_intake/unknown_server.json"), FakeLambdaContext())
+
+    assert answer == {"alerts": [{"status": "unknown-server", "alert_id": detail["alert_id"]}]}
+    assert (queue.sent, runs.runs) == ({}, {})
+    assert emitted_metrics(capsys.readouterr().out) == {"AlertsReceived": 1, "UnknownServers": 1}
+
+
+def test_a_cloudwatch_alarm_becomes_an_alert_and_its_ok_is_ignored() -> None:
+    queue = FakeJobQueue()
+    handler = intake_handler(queue)
+
+    (alarm,) = handler(event("alert_intake/cloudwatch_alarm.json"), FakeLambdaContext())["alerts"]
+    recovered = handler(event("alert_intake/cloudwatch_alarm_ok.json"), FakeLambdaContext())
+
+    assert (alarm["status"], alarm["server"], alarm["alert_id"].startswith("alarm-")) == ("enqueued", "web1", True)
+    assert recovered == {"alerts": []}
+    (body,) = queue.sent[URGENT]
+    assert json.loads(body)["trigger"] == "alert"
+
+
+def test_an_alarm_naming_no_server_is_rejected() -> None:
+    with pytest.raises(ValueError, match="names no server"):
+        intake_handler(FakeJobQueue())(event("alert_intake/malformed_alarm_without_server.json"), FakeLambdaContext())
