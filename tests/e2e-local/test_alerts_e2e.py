@@ -9,9 +9,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from harness.aws import drain_messages
+from harness.e2e import Tarpit, alert_detail, entry, notifications, scheduled_event, spam_alert_event
+from harness.sqs_source import Poller
 from lab.smtp import relay_attempt
-from tests.support.aws import Poller, drain_messages
-from tests.support.e2e import Tarpit, alert_detail, entry, notifications, scheduled_event, spam_alert_event
 
 pytestmark = pytest.mark.integration
 

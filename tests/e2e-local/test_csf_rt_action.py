@@ -23,18 +23,20 @@ from aws_lambda_powertools.utilities.parser import parse
 from aws_lambda_powertools.utilities.parser.models import EventBridgeModel
 from relayguard.events import ALERT_DETAIL_TYPE, ALERT_EVENT_SOURCE, Job, SpamAlert
 
+from harness.aws import FAKE_CREDENTIALS, Stack, drain_messages
+from harness.e2e import entry
+from harness.intrinsics import DEFAULT_ACCOUNT, DEFAULT_REGION
+from harness.sqs_source import Poller
+from harness.template import load_template
 from lab import Host
 from lab.smtp import relay_attempt
-from tests.support import local_invoke
-from tests.support.aws import FAKE_CREDENTIALS, Poller, Stack, drain_messages
-from tests.support.e2e import entry
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "contrib" / "csf" / "relayguard-rt-action"
 VENV_BIN = Path(sys.executable).parent
-REGION = local_invoke.DEFAULT_REGION
+REGION = DEFAULT_REGION
 BUS = "relayguard-alerts"
 PUBLIC_IP = "203.0.113.10"
 CLIENT_IP = "198.51.100.23"
@@ -63,7 +65,7 @@ class Moto:
         events = [json.loads(m["Body"]) for m in drain_messages(self.client("sqs"), self.queue_url)]
         for event in events:
             # moto's SQS target leaves out the envelope's "account", which EventBridge always sets.
-            event.setdefault("account", local_invoke.DEFAULT_ACCOUNT)
+            event.setdefault("account", DEFAULT_ACCOUNT)
         return events
 
 
@@ -73,7 +75,7 @@ def moto(stack: Stack) -> Moto:
     sqs, events = stack.client("sqs"), stack.client("events")
     url = sqs.create_queue(QueueName="captured-alerts")["QueueUrl"]
     arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    rule = local_invoke.load_template()["Resources"]["AlertIntakeFunction"]["Properties"]["Events"]["SpamAlert"]
+    rule = load_template()["Resources"]["AlertIntakeFunction"]["Properties"]["Events"]["SpamAlert"]
     events.create_event_bus(Name=BUS)
     events.put_rule(Name="spam-alerts", EventBusName=BUS, EventPattern=json.dumps(rule["Properties"]["Pattern"]))
     events.put_targets(Rule="spam-alerts", EventBusName=BUS, Targets=[{"Id": "capture", "Arn": arn}])

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from tests.support.e2e import entry
+from harness.e2e import entry
 
 pytestmark = pytest.mark.integration
 

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
+from harness.e2e import documented_filter_policy, entry, notifications, scheduled_event
+from harness.sqs_source import Poller
 from lab.smtp import relay_attempt
-from tests.support.aws import Poller
-from tests.support.e2e import documented_filter_policy, entry, notifications, scheduled_event
 
 pytestmark = pytest.mark.integration
 

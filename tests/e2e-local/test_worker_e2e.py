@@ -6,9 +6,10 @@ import json
 
 import pytest
 
+from harness.aws import drain_messages
+from harness.e2e import entry, notifications, scheduled_event
+from harness.sqs_source import Poller
 from lab.smtp import relay_attempt
-from tests.support.aws import Poller, drain_messages
-from tests.support.e2e import entry, notifications, scheduled_event
 
 pytestmark = pytest.mark.integration
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.local_invoke import load_template
+from harness.template import load_template
 
 pytestmark = [pytest.mark.packaging, pytest.mark.timeout(600)]
 
