@@ -191,8 +191,8 @@ def deploy(endpoint: str, template: str = "template.yaml", parameters: Mapping[s
 def _create(stack: Stack, logical_id: str, kind: str, props: dict[str, Any], name: str) -> None:
     arn_base = f"{REGION}:{ACCOUNT}"
     if kind == "AWS::SQS::Queue":
-        attributes = {k: str(props[k]) for k in ("VisibilityTimeout", "MessageRetentionPeriod", "DelaySeconds",
-                                                 "ReceiveMessageWaitTimeSeconds") if k in props}
+        names = ("VisibilityTimeout", "MessageRetentionPeriod", "DelaySeconds", "ReceiveMessageWaitTimeSeconds")
+        attributes: dict[str, str] = {k: str(props[k]) for k in names if k in props}
         if "RedrivePolicy" in props:
             attributes["RedrivePolicy"] = json.dumps(props["RedrivePolicy"])
         url = stack.client("sqs").create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
@@ -207,8 +207,8 @@ def _create(stack: Stack, logical_id: str, kind: str, props: dict[str, Any], nam
             ddb.update_time_to_live(TableName=name, TimeToLiveSpecification=ttl)
         stack.resolve.update({logical_id: name, f"{logical_id}.Arn": f"arn:aws:dynamodb:{arn_base}:table/{name}"})
     elif kind == "AWS::SNS::Topic":
-        attributes = {"KmsMasterKeyId": props["KmsMasterKeyId"]} if "KmsMasterKeyId" in props else {}
-        arn = stack.client("sns").create_topic(Name=name, Attributes=attributes)["TopicArn"]
+        topic_attributes = {"KmsMasterKeyId": props["KmsMasterKeyId"]} if "KmsMasterKeyId" in props else {}
+        arn = stack.client("sns").create_topic(Name=name, Attributes=topic_attributes)["TopicArn"]
         stack.resolve.update({logical_id: arn, f"{logical_id}.TopicName": name, f"{logical_id}.TopicArn": arn})
     elif kind == "AWS::S3::Bucket":
         bucket = name.lower()
