@@ -35,10 +35,11 @@ from pathlib import Path
 
 from relayguard import bootstrap
 
+from harness.aws import MotoServer, Stack, aws_environment, deploy
+from harness.e2e import alert_detail, entry, spam_alert_event
+from harness.sqs_source import sqs_event
 from lab import Host, HostSpec, Lab
 from lab.fleet import reserve_net
-from tests.support.aws import MotoServer, Stack, aws_environment, deploy, sqs_event
-from tests.support.e2e import alert_detail, entry, spam_alert_event
 
 TARGET_S = 10.0
 PUBLIC_IP = "203.0.113.10"

@@ -190,7 +190,7 @@ def native_layers() -> tuple[Path, Path]:
 
 def lambda_env(logical_id: str, code: Path) -> dict[str, str]:
     sys.path.insert(0, str(REPO))
-    from tests.support.local_invoke import resolved_environment  # noqa: PLC0415 - repo-local helper
+    from harness.template import resolved_environment  # noqa: PLC0415 - repo-local helper
 
     name = f"relayguard-{logical_id}"
     env = {

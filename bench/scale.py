@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.scale [--servers 10000] [--threads 1]
 
 What runs: template.yaml's queues, tables, topics and bucket on a moto server (127.0.0.1, free port;
-tests/support/aws.py); the inventory in the bucket; the real planner handler through the local invoker
+harness/aws.py); the inventory in the bucket; the real planner handler through the local invoker
 (its real S3, DynamoDB, SQS and SNS adapters). Then every job is counted the way a worker counts a
 finished server (``Publisher.count``, the real DynamoDB run store), from ``--threads`` threads at
 once, with a known mix of outcomes; 1% of the jobs are counted twice, as a redelivered message would
@@ -75,16 +75,16 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 - one linear sc
     from relayguard.config import load_settings  # noqa: PLC0415
     from relayguard.events import Job  # noqa: PLC0415
 
-    from tests.support import local_invoke  # noqa: PLC0415
-    from tests.support.aws import MotoServer, aws_environment, deploy  # noqa: PLC0415
-    from tests.support.e2e import notifications, scheduled_event  # noqa: PLC0415
+    from harness import invoke  # noqa: PLC0415
+    from harness.aws import MotoServer, aws_environment, deploy  # noqa: PLC0415
+    from harness.e2e import notifications, scheduled_event  # noqa: PLC0415
 
     log(f"bench.scale: {args.servers} servers, {args.threads} counting threads\n  machine: {machine()}")
     server = MotoServer()
     try:
         with aws_environment(server):
             bootstrap.reset_caches()
-            local_invoke.reset()
+            invoke.reset()
             stack = deploy(server.endpoint)
             digests = stack.subscribe_queue(filter_policy={"event": ["run-digest"]}, name="digest-watch")
             inv = inventory(args.servers)

@@ -21,11 +21,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
+from harness.aws import MotoServer, Stack, aws_environment, deploy
+from harness.e2e import alert_detail, entry, scheduled_event, spam_alert_event
+from harness.sqs_source import Poller
 from lab import HostSpec, Lab
 from lab.remote import ssh
 from lab.smtp import relay_attempt
-from tests.support.aws import MotoServer, Poller, Stack, aws_environment, deploy
-from tests.support.e2e import alert_detail, entry, scheduled_event, spam_alert_event
 
 NET = 78
 PUBLIC_IP = "203.0.113.10"

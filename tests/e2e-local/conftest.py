@@ -8,9 +8,9 @@ from collections.abc import Iterator
 import pytest
 from relayguard import bootstrap
 
+from harness import invoke
+from harness.aws import MotoServer, Stack, aws_environment, deploy
 from lab import Lab
-from tests.support import local_invoke
-from tests.support.aws import MotoServer, Stack, aws_environment, deploy
 
 
 @pytest.fixture(scope="session")
@@ -26,7 +26,7 @@ def stack(moto_server: MotoServer, lab: Lab) -> Iterator[Stack]:
     moto_server.reset()
     with aws_environment(moto_server):
         bootstrap.reset_caches()
-        local_invoke.reset()
+        invoke.reset()
         deployed = deploy(moto_server.endpoint)
         # A job that finds its server locked comes back after RG_LOCK_RETRY_SECONDS; 30 s in the template.
         deployed.env_overrides["RG_LOCK_RETRY_SECONDS"] = "1"

@@ -5,24 +5,32 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from harness.aws import Stack, drain_messages
+from harness.e2e import Tarpit, alert_detail, entry, notifications, scheduled_event, spam_alert_event
+from harness.sqs_source import Poller
+from lab import Host, Lab
 from lab.smtp import relay_attempt
-from tests.support.aws import Poller, drain_messages
-from tests.support.e2e import Tarpit, alert_detail, entry, notifications, scheduled_event, spam_alert_event
+
+if TYPE_CHECKING:
+    from tests.conftest import HostFactory
 
 pytestmark = pytest.mark.integration
 
 PUBLIC_IP = "203.0.113.7"
 
 
-def restarts(host) -> int:
+def restarts(host: Host) -> int:
     return sum(1 for r in host.journal() if r["argv"][0].endswith("restartsrv_exim") and "--status" not in r["argv"])
 
 
-def test_alert_naming_a_public_ip_alias_fixes_that_server_in_one_worker_invocation(stack, lab, make_host):
+def test_alert_naming_a_public_ip_alias_fixes_that_server_in_one_worker_invocation(
+        stack: Stack, lab: Lab, make_host: HostFactory) -> None:
     host = make_host(profile="modern")
     stack.put_inventory({"servers": [entry(host, aliases=(PUBLIC_IP,))]})
     subscriber = stack.subscribe_queue()
@@ -42,7 +50,8 @@ def test_alert_naming_a_public_ip_alias_fixes_that_server_in_one_worker_invocati
     assert all(n["attributes"]["mode"] == "fix" for n in sent)
 
 
-def test_twenty_identical_alerts_and_a_sweep_job_cost_one_ssh_fix_and_one_message(stack, lab, make_host):
+def test_twenty_identical_alerts_and_a_sweep_job_cost_one_ssh_fix_and_one_message(
+        stack: Stack, lab: Lab, make_host: HostFactory) -> None:
     host = make_host(profile="modern")
     stack.put_inventory({"servers": [entry(host, aliases=(PUBLIC_IP,))]})
     subscriber = stack.subscribe_queue()
@@ -52,10 +61,11 @@ def test_twenty_identical_alerts_and_a_sweep_job_cost_one_ssh_fix_and_one_messag
 
     barrier = threading.Barrier(5)
 
-    def one_alert(_: int) -> dict:
+    def one_alert(_: int) -> dict[str, Any]:
         if _ < 5:
             barrier.wait(timeout=30)
-        return stack.invoke("AlertIntakeFunction", event)
+        answer: dict[str, Any] = stack.invoke("AlertIntakeFunction", event)
+        return answer
 
     with ThreadPoolExecutor(max_workers=5) as pool:
         answers = [a["alerts"][0] for a in pool.map(one_alert, range(20))]
@@ -77,14 +87,16 @@ def test_twenty_identical_alerts_and_a_sweep_job_cost_one_ssh_fix_and_one_messag
     assert per_server[0]["doc"]["outcome"] == "remediated"
 
 
-def test_alerts_are_one_incident_per_server_and_kind_until_the_window_expires(stack, make_host):
+def test_alerts_are_one_incident_per_server_and_kind_until_the_window_expires(
+        stack: Stack, make_host: HostFactory) -> None:
     host = make_host(profile="modern", exposed=False)
     stack.put_inventory({"servers": [entry(host)]})
     window = int(stack.environment_of("AlertIntakeFunction")["RG_DEDUP_WINDOW_SECONDS"])
 
     def alert(alert_id: str, kind: str = "relay_tracking", count: int = 250) -> str:
         detail = {**alert_detail(alert_id, hostname=host.domain), "kind": kind, "metrics": {"count": count}}
-        return stack.invoke("AlertIntakeFunction", spam_alert_event(detail))["alerts"][0]["status"]
+        status: str = stack.invoke("AlertIntakeFunction", spam_alert_event(detail))["alerts"][0]["status"]
+        return status
 
     assert alert("csf-1") == "enqueued"
     # Another alert id with other evidence, same server and kind: the same incident.
@@ -110,7 +122,7 @@ def test_alerts_are_one_incident_per_server_and_kind_until_the_window_expires(st
     assert host.accepted_logins() == 0  # intake never connects; only the worker does
 
 
-def test_the_deployed_modes_apply_when_an_event_names_none(stack, make_host):
+def test_the_deployed_modes_apply_when_an_event_names_none(stack: Stack, make_host: HostFactory) -> None:
     """The real schedule sends an empty detail (template.yaml sets no Input), and an alert carries no
     mode: the SweepMode and AlertMode parameters decide, through the environment the template sets."""
     host = make_host(profile="modern", exposed=False)
@@ -130,7 +142,10 @@ def test_the_deployed_modes_apply_when_an_event_names_none(stack, make_host):
         assert queued_mode("UrgentQueue") == alert_mode
 
 
-def test_alert_for_a_running_server_outside_the_inventory_opens_no_connection(stack, lab, make_host, capsys, caplog):
+def test_alert_for_a_running_server_outside_the_inventory_opens_no_connection(
+    stack: Stack, lab: Lab, make_host: HostFactory, capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     known = make_host(profile="modern", exposed=False)
     stranger = make_host(profile="modern")
     stack.put_inventory({"servers": [entry(known)]})
@@ -155,7 +170,7 @@ def test_alert_for_a_running_server_outside_the_inventory_opens_no_connection(st
 
 
 @pytest.fixture
-def slow_servers(lab):
+def slow_servers(lab: Lab) -> Iterator[list[str]]:
     """49 addresses whose SSH port accepts and then stays silent for a while (each sweep job takes time)."""
     addresses = [f"127.{lab.net}.240.{i + 1}" for i in range(49)]
     tarpit = Tarpit(addresses, delay=0.15)
@@ -163,7 +178,8 @@ def slow_servers(lab):
     tarpit.close()
 
 
-def test_an_urgent_job_finishes_before_a_sweep_of_fifty_jobs(stack, lab, make_host, slow_servers):
+def test_an_urgent_job_finishes_before_a_sweep_of_fifty_jobs(
+        stack: Stack, lab: Lab, make_host: HostFactory, slow_servers: list[str]) -> None:
     exposed = make_host(profile="modern")
     template = entry(exposed)
     slow = [{**template, "name": f"web{i:02d}", "host": ip, "aliases": []} for i, ip in enumerate(slow_servers)]

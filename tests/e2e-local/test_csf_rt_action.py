@@ -23,18 +23,20 @@ from aws_lambda_powertools.utilities.parser import parse
 from aws_lambda_powertools.utilities.parser.models import EventBridgeModel
 from relayguard.events import ALERT_DETAIL_TYPE, ALERT_EVENT_SOURCE, Job, SpamAlert
 
-from lab import Host
+from harness.aws import FAKE_CREDENTIALS, Stack, drain_messages
+from harness.e2e import entry
+from harness.intrinsics import DEFAULT_ACCOUNT, DEFAULT_REGION
+from harness.sqs_source import Poller
+from harness.template import load_template
+from lab import Host, Lab
 from lab.smtp import relay_attempt
-from tests.support import local_invoke
-from tests.support.aws import FAKE_CREDENTIALS, Poller, Stack, drain_messages
-from tests.support.e2e import entry
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "contrib" / "csf" / "relayguard-rt-action"
 VENV_BIN = Path(sys.executable).parent
-REGION = local_invoke.DEFAULT_REGION
+REGION = DEFAULT_REGION
 BUS = "relayguard-alerts"
 PUBLIC_IP = "203.0.113.10"
 CLIENT_IP = "198.51.100.23"
@@ -63,7 +65,7 @@ class Moto:
         events = [json.loads(m["Body"]) for m in drain_messages(self.client("sqs"), self.queue_url)]
         for event in events:
             # moto's SQS target leaves out the envelope's "account", which EventBridge always sets.
-            event.setdefault("account", local_invoke.DEFAULT_ACCOUNT)
+            event.setdefault("account", DEFAULT_ACCOUNT)
         return events
 
 
@@ -73,7 +75,7 @@ def moto(stack: Stack) -> Moto:
     sqs, events = stack.client("sqs"), stack.client("events")
     url = sqs.create_queue(QueueName="captured-alerts")["QueueUrl"]
     arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    rule = local_invoke.load_template()["Resources"]["AlertIntakeFunction"]["Properties"]["Events"]["SpamAlert"]
+    rule = load_template()["Resources"]["AlertIntakeFunction"]["Properties"]["Events"]["SpamAlert"]
     events.create_event_bus(Name=BUS)
     events.put_rule(Name="spam-alerts", EventBusName=BUS, EventPattern=json.dumps(rule["Properties"]["Pattern"]))
     events.put_targets(Rule="spam-alerts", EventBusName=BUS, Targets=[{"Id": "capture", "Arn": arn}])
@@ -102,7 +104,7 @@ def csf_argv(sample: str | bytes = HOSTILE) -> list[str | bytes]:
             sample]
 
 
-def test_lfds_arguments_become_an_event_the_alert_intake_accepts(moto, tmp_path):
+def test_lfds_arguments_become_an_event_the_alert_intake_accepts(moto: Moto, tmp_path: Path) -> None:
     proc = run_script(moto, tmp_path, *csf_argv())
     assert proc.returncode == 0, proc.stderr
     (event,) = moto.events()
@@ -120,7 +122,7 @@ def test_lfds_arguments_become_an_event_the_alert_intake_accepts(moto, tmp_path)
     assert not Path("/tmp/relayguard-pwned").exists()
 
 
-def test_a_long_sample_is_cut_and_marked(moto, tmp_path):
+def test_a_long_sample_is_cut_and_marked(moto: Moto, tmp_path: Path) -> None:
     sample = "Received: from spammer\n" * 1000
     proc = run_script(moto, tmp_path, *csf_argv(sample))
     assert proc.returncode == 0, proc.stderr
@@ -130,7 +132,7 @@ def test_a_long_sample_is_cut_and_marked(moto, tmp_path):
     assert alert.evidence["sample_truncated"] is True
 
 
-def test_a_client_that_is_not_an_ip_and_an_odd_count_still_make_a_valid_alert(moto, tmp_path):
+def test_a_client_that_is_not_an_ip_and_an_odd_count_still_make_a_valid_alert(moto: Moto, tmp_path: Path) -> None:
     proc = run_script(moto, tmp_path, "cpaneluser", "LOCALRELAY", "blocked", "many", "")
     assert proc.returncode == 0, proc.stderr
     (event,) = moto.events()
@@ -140,21 +142,21 @@ def test_a_client_that_is_not_an_ip_and_an_odd_count_still_make_a_valid_alert(mo
     assert alert.severity == "warning"
 
 
-def test_without_arguments_it_sends_nothing(moto, tmp_path):
+def test_without_arguments_it_sends_nothing(moto: Moto, tmp_path: Path) -> None:
     proc = run_script(moto, tmp_path)
     assert proc.returncode == 64
     assert "usage" in proc.stderr
     assert moto.events() == []
 
 
-def test_a_bad_public_ip_setting_is_refused_before_anything_is_sent(moto, tmp_path):
+def test_a_bad_public_ip_setting_is_refused_before_anything_is_sent(moto: Moto, tmp_path: Path) -> None:
     proc = run_script(moto, tmp_path, *csf_argv(), RELAYGUARD_PUBLIC_IP="not-an-ip")
     assert proc.returncode == 78
     assert "RELAYGUARD_PUBLIC_IP 'not-an-ip' is not an IP address" in proc.stderr
     assert moto.events() == []
 
 
-def test_an_unreachable_endpoint_is_a_failure_not_a_silent_success(tmp_path):
+def test_an_unreachable_endpoint_is_a_failure_not_a_silent_success(tmp_path: Path) -> None:
     with socket.socket() as sock:  # a loopback port nobody listens on
         sock.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
@@ -169,7 +171,8 @@ def test_an_unreachable_endpoint_is_a_failure_not_a_silent_success(tmp_path):
     ({"/var/cpanel/mainip": "198.51.100.99\n"}, "198.51.100.99"),
     ({"/var/cpanel/mainip": "10.0.0.5\n"}, None),
 ], ids=["behind-nat", "public-main-ip", "private-main-ip"])
-def test_on_a_cpanel_server_it_names_the_public_ip_cpanel_knows(moto, tmp_path, files, expected):
+def test_on_a_cpanel_server_it_names_the_public_ip_cpanel_knows(
+        moto: Moto, tmp_path: Path, files: dict[str, str], expected: str | None) -> None:
     # cPanel's files at their real paths: the script runs in a mount namespace of its own whose /var is
     # an overlay holding them (the lab's technique; the machine's own /var is never touched).
     upper, work = tmp_path / "var-upper", tmp_path / "var-work"
@@ -196,7 +199,8 @@ def test_on_a_cpanel_server_it_names_the_public_ip_cpanel_knows(moto, tmp_path, 
 
 
 @pytest.mark.parametrize("known_as", ["public_ip", "hostname"])
-def test_the_alert_intake_resolves_the_server_and_enqueues_an_urgent_job(moto, tmp_path, known_as):
+def test_the_alert_intake_resolves_the_server_and_enqueues_an_urgent_job(
+        moto: Moto, tmp_path: Path, known_as: str) -> None:
     alias = PUBLIC_IP if known_as == "public_ip" else own_hostname()
     key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEB"
     moto.stack.put_inventory({"servers": [{"name": "web1", "host": "192.0.2.10", "aliases": [alias],
@@ -213,7 +217,7 @@ def test_the_alert_intake_resolves_the_server_and_enqueues_an_urgent_job(moto, t
     assert (job.trigger, job.server.name, job.alert_id) == ("alert", "web1", event["detail"]["alert_id"])
 
 
-def test_a_csf_alert_gets_its_server_fixed(moto, lab, modern: Host, tmp_path):
+def test_a_csf_alert_gets_its_server_fixed(moto: Moto, lab: Lab, modern: Host, tmp_path: Path) -> None:
     moto.stack.put_inventory({"servers": [entry(modern, aliases=(PUBLIC_IP,))]})
     source = lab.client_source()
     assert relay_attempt(modern.address, source).code == 250

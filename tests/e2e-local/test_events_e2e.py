@@ -6,11 +6,17 @@ import json
 import re
 import subprocess
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from pydantic import ValidationError
 
-from tests.support.e2e import entry
+from harness.aws import MotoServer, Stack
+from harness.e2e import entry
+from lab import Host
+
+if TYPE_CHECKING:
+    from tests.conftest import HostFactory
 
 pytestmark = pytest.mark.integration
 
@@ -27,13 +33,17 @@ SAMPLES = sorted(str(p.relative_to(EVENTS)) for p in EVENTS.glob("*/*.json"))
 ACCEPTED = [s for s in SAMPLES if not Path(s).name.startswith("malformed_")]
 
 
-def test_every_function_has_samples_and_every_malformed_sample_an_expected_rejection():
+def test_every_function_has_samples_and_every_malformed_sample_an_expected_rejection() -> None:
     assert {Path(s).parts[0] for s in SAMPLES} == set(FUNCTIONS)
     assert {s for s in SAMPLES if s not in ACCEPTED} == set(REJECTIONS)
 
 
+#: The samples' web1 and web2 as lab hosts, and as inventory entries.
+Fleet = tuple[dict[str, Host], dict[str, dict[str, Any]]]
+
+
 @pytest.fixture
-def fleet(stack, make_host):
+def fleet(stack: Stack, make_host: HostFactory) -> Fleet:
     """web1 and web2 of the samples, played by lab hosts (web1 compliant, web2 not cPanel)."""
     web1, web2 = make_host(profile="modern", exposed=False), make_host(profile="not-cpanel")
     servers = {"web1": entry(web1, name="web1", aliases=("web1.example.com", "203.0.113.10")),
@@ -42,7 +52,7 @@ def fleet(stack, make_host):
     return {"web1": web1, "web2": web2}, servers
 
 
-def _point_at_stack(event, stack, servers):
+def _point_at_stack(event: dict[str, Any], stack: Stack, servers: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """A sample SQS batch as the stack's own queue would deliver it, its servers played by the lab."""
     for record in event["Records"]:
         queue = "UrgentQueue" if "UrgentQueue" in record["eventSourceARN"] else "WorkQueue"
@@ -59,7 +69,7 @@ def _point_at_stack(event, stack, servers):
 
 
 @pytest.mark.parametrize("sample", ACCEPTED)
-def test_sample_event_is_accepted_by_its_function(sample, stack, fleet):
+def test_sample_event_is_accepted_by_its_function(sample: str, stack: Stack, fleet: Fleet) -> None:
     hosts, servers = fleet
     event = json.loads((EVENTS / sample).read_text())
     function = FUNCTIONS[Path(sample).parts[0]]
@@ -86,7 +96,7 @@ def test_sample_event_is_accepted_by_its_function(sample, stack, fleet):
 
 
 @pytest.mark.parametrize("sample", sorted(REJECTIONS))
-def test_malformed_sample_is_rejected_with_a_precise_message(sample, stack, fleet):
+def test_malformed_sample_is_rejected_with_a_precise_message(sample: str, stack: Stack, fleet: Fleet) -> None:
     event = json.loads((EVENTS / sample).read_text())
     with pytest.raises((ValueError, ValidationError), match=re.escape(REJECTIONS[sample])):
         stack.invoke(FUNCTIONS[Path(sample).parts[0]], event)
@@ -94,8 +104,8 @@ def test_malformed_sample_is_rejected_with_a_precise_message(sample, stack, flee
     assert stack.queue_depth("UrgentQueue") == 0
 
 
-def test_local_invoke_command_runs_a_sample_against_the_stack_it_is_pointed_at(stack, fleet, moto_server, tmp_path,
-                                                                            repo_root):
+def test_local_invoke_command_runs_a_sample_against_the_stack_it_is_pointed_at(
+        stack: Stack, fleet: Fleet, moto_server: MotoServer, tmp_path: Path, repo_root: Path) -> None:
     env_vars = tmp_path / "env.json"
     env_vars.write_text(json.dumps({"Parameters": moto_server.environment(),
                                     "PlannerFunction": stack.environment_of("PlannerFunction")}))

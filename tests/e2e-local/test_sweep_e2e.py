@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 import pytest
 
+from harness.aws import Stack
+from harness.e2e import documented_filter_policy, entry, notifications, scheduled_event
+from harness.sqs_source import Poller
+from lab import Lab
 from lab.smtp import relay_attempt
-from tests.support.aws import Poller
-from tests.support.e2e import documented_filter_policy, entry, notifications, scheduled_event
+
+if TYPE_CHECKING:
+    from tests.conftest import HostFactory
 
 pytestmark = pytest.mark.integration
 
@@ -16,7 +22,7 @@ FAILURE_OUTCOMES = ["failed", "unreachable", "timeout", "host-key-mismatch", "ho
                     "permission-denied"]
 
 
-def test_scheduled_fix_sweep_fixes_the_fleet_and_reports_once(stack, lab, make_host):
+def test_scheduled_fix_sweep_fixes_the_fleet_and_reports_once(stack: Stack, lab: Lab, make_host: HostFactory) -> None:
     # GIVEN a fleet: modern and legacy exposed, compliant, not cPanel, Exim that cannot restart, and a
     # server whose SSH port nobody listens on
     modern = make_host(profile="modern")
@@ -77,7 +83,8 @@ def test_scheduled_fix_sweep_fixes_the_fleet_and_reports_once(stack, lab, make_h
         assert host.accepted_logins() == 1, host.name
 
 
-def test_secret_and_inventory_never_reach_a_function_environment(stack, lab, make_host):
+def test_secret_and_inventory_never_reach_a_function_environment(
+        stack: Stack, lab: Lab, make_host: HostFactory) -> None:
     host = make_host(profile="modern", exposed=False)
     inventory = {"servers": [entry(host)]}
     stack.put_inventory(inventory)

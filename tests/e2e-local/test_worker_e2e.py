@@ -3,21 +3,28 @@
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from harness.aws import Stack, drain_messages
+from harness.e2e import entry, notifications, scheduled_event
+from harness.sqs_source import Poller
+from lab import Lab
 from lab.smtp import relay_attempt
-from tests.support.aws import Poller, drain_messages
-from tests.support.e2e import entry, notifications, scheduled_event
+
+if TYPE_CHECKING:
+    from tests.conftest import HostFactory
 
 pytestmark = pytest.mark.integration
 
 
-def per_server(stack, queue_url):
+def per_server(stack: Stack, queue_url: str) -> list[dict[str, Any]]:
     return [n for n in notifications(stack, queue_url) if n["doc"]["event"] == "server-result"]
 
 
-def test_audit_sweeps_announce_a_problem_once_and_a_fix_as_one_recovery(stack, lab, make_host):
+def test_audit_sweeps_announce_a_problem_once_and_a_fix_as_one_recovery(
+        stack: Stack, lab: Lab, make_host: HostFactory) -> None:
     host = make_host(profile="modern")
     stack.put_inventory({"servers": [entry(host)]})
     subscriber = stack.subscribe_queue()
@@ -37,7 +44,8 @@ def test_audit_sweeps_announce_a_problem_once_and_a_fix_as_one_recovery(stack, l
     assert relay_attempt(host.address, lab.client_source()).code == 550
 
 
-def test_a_poison_record_fails_alone_and_the_other_servers_are_fixed(stack, lab, make_host):
+def test_a_poison_record_fails_alone_and_the_other_servers_are_fixed(
+        stack: Stack, lab: Lab, make_host: HostFactory) -> None:
     hosts = [make_host(profile="modern"), make_host(profile="legacy")]
     stack.put_inventory({"servers": [entry(h) for h in hosts]})
     stack.invoke("PlannerFunction", scheduled_event({"mode": "fix"}))
@@ -58,7 +66,8 @@ def test_a_poison_record_fails_alone_and_the_other_servers_are_fixed(stack, lab,
     assert [m["MessageId"] for m in parked] == [poison_id]
 
 
-def test_a_batch_that_runs_out_of_time_fixes_what_it_can_and_redelivery_finishes(stack, lab, make_host):
+def test_a_batch_that_runs_out_of_time_fixes_what_it_can_and_redelivery_finishes(
+        stack: Stack, lab: Lab, make_host: HostFactory) -> None:
     # GIVEN five exposed servers; the second one's Exim restart takes four seconds
     hosts = [make_host(profile="modern") for _ in range(5)]
     hosts[1] = make_host(profile="modern", switches={"slow_restartsrv_exim": "4"})
@@ -69,6 +78,7 @@ def test_a_batch_that_runs_out_of_time_fixes_what_it_can_and_redelivery_finishes
 
     # WHEN the worker is invoked with a little more than its safety margin left
     answer = worker.poll_once(remaining_ms=margin + 3000)
+    assert answer is not None, "the planner's jobs should be waiting"
 
     # THEN it fixed at least the first server, reported the untouched rest as batch failures
     bodies = {m: b for m, b in zip(worker.invocations[0]["messages"], worker.invocations[0]["bodies"], strict=True)}
@@ -88,7 +98,8 @@ def test_a_batch_that_runs_out_of_time_fixes_what_it_can_and_redelivery_finishes
         assert host.accepted_logins() == 1, host.name
 
 
-def test_servers_that_end_in_the_dlq_are_counted_failed_in_the_one_digest(stack, lab, make_host):
+def test_servers_that_end_in_the_dlq_are_counted_failed_in_the_one_digest(
+        stack: Stack, lab: Lab, make_host: HostFactory) -> None:
     hosts = [make_host(profile="modern", exposed=False), make_host(profile="not-cpanel")]
     stack.put_inventory({"servers": [entry(h) for h in hosts]})
     subscriber = stack.subscribe_queue()
@@ -111,7 +122,8 @@ def test_servers_that_end_in_the_dlq_are_counted_failed_in_the_one_digest(stack,
     assert all(h.accepted_logins() == 0 for h in hosts)
 
 
-def test_a_run_whose_worker_died_on_a_last_delivery_gets_its_digest_from_a_later_sweep(stack, lab, make_host):
+def test_a_run_whose_worker_died_on_a_last_delivery_gets_its_digest_from_a_later_sweep(
+        stack: Stack, lab: Lab, make_host: HostFactory) -> None:
     """A worker killed by its timeout or memory limit counts nothing before SQS dead-letters the job;
     the next sweep after RUN_DEADLINE closes that run with the server counted failed."""
     hosts = [make_host(profile="modern", exposed=False), make_host(profile="not-cpanel")]

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,7 +27,7 @@ TRACKER = "Cpanel::TailWatch::RecentAuthedMailIpTracker"
 
 
 def rg(lab: Lab, command: str, *hosts: Host, extra: tuple[str, ...] = (), known_hosts: Path | None = None,
-       identity: Path | None = None, timeout: float = 120) -> tuple[int, list[dict], str]:
+       identity: Path | None = None, timeout: float = 120) -> tuple[int, list[dict[str, Any]], str]:
     argv = [RELAYGUARD, command, "--json", "--identity", str(identity or lab.client_key),
             "--known-hosts", str(known_hosts or lab.known_hosts), *extra, *(h.address for h in hosts)]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
@@ -51,7 +52,7 @@ READ_ONLY = {("tailwatchd", ("--status",)), ("restartsrv_exim", ("--status",)), 
              ("exim", ("-bpc",)), ("smtpmailgidonly", ("status",))}
 
 
-def writes(records: list[dict]) -> list[tuple[str, list[str]]]:
+def writes(records: list[dict[str, Any]]) -> list[tuple[str, list[str]]]:
     """Journal records of calls that may change something (``exim -bh`` only simulates a session)."""
     return [(r["tool"], r["argv"][1:]) for r in records
             if (r["tool"], tuple(r["argv"][1:])) not in READ_ONLY and r["argv"][1:2] != ["-bh"]]

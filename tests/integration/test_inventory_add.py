@@ -14,6 +14,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -49,7 +50,7 @@ def add(host: Host, inventory: Path, *extra: str, stdin: int | None = subprocess
     return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
 
-def scan(lab: Lab, inventory: Path, tmp_path: Path) -> tuple[int, list[dict]]:
+def scan(lab: Lab, inventory: Path, tmp_path: Path) -> tuple[int, list[dict[str, Any]]]:
     empty = tmp_path / "empty_known_hosts"
     empty.write_text("")
     proc = subprocess.run([RELAYGUARD, "scan", "--json", "--identity", str(lab.client_key), "--known-hosts",

@@ -35,6 +35,13 @@ def drivers(status_text: str) -> dict[str, int]:
     return found
 
 
+def exim_pid(status_text: str) -> int:
+    """The Exim daemon's PID in ``restartsrv_exim --status`` output."""
+    match = re.search(r"with PID (\d+)", status_text)
+    assert match, status_text
+    return int(match.group(1))
+
+
 def bh_rcpt_reply(host: Host, ip: str) -> str:
     """The RCPT reply of ``exim -bh`` run on the host over SSH: the daemon's decision, no delivery."""
     dialogue = (
@@ -113,13 +120,13 @@ def test_restartsrv_exim_status_stop_and_restart(make_host, profile):
     host = make_host(profile=profile)
     up = ssh(host, f"{RESTART_EXIM} --status")
     assert up.rc == 0
-    pid = int(re.search(r"with PID (\d+)", up.out).group(1))
+    pid = exim_pid(up.out)
     # A restart of a running Exim replaces the daemon.
     assert ssh(host, RESTART_EXIM).rc == 0
     restarted = ssh(host, f"{RESTART_EXIM} --status")
     assert restarted.rc == 0
-    assert int(re.search(r"with PID (\d+)", restarted.out).group(1)) != pid
-    pid = int(re.search(r"with PID (\d+)", restarted.out).group(1))
+    assert exim_pid(restarted.out) != pid
+    pid = exim_pid(restarted.out)
     assert ssh(host, f"{RESTART_EXIM} --stop").rc == 0
     down = ssh(host, f"{RESTART_EXIM} --status")
     assert down.rc == 1
@@ -127,7 +134,7 @@ def test_restartsrv_exim_status_stop_and_restart(make_host, profile):
     assert ssh(host, RESTART_EXIM).rc == 0
     again = ssh(host, f"{RESTART_EXIM} --status")
     assert again.rc == 0
-    assert int(re.search(r"with PID (\d+)", again.out).group(1)) != pid
+    assert exim_pid(again.out) != pid
     assert "ESMTP" in banner(host.address).text
 
 

@@ -34,7 +34,7 @@ def supported_pythons() -> list[str]:
 
 
 def pins(path: Path) -> dict[str, str]:
-    found = {}
+    found: dict[str, str] = {}
     for raw in path.read_text().splitlines():
         line = raw.split("#", 1)[0].strip()
         if line:

@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.local_invoke import load_template
+from harness.template import load_template
 
 pytestmark = [pytest.mark.packaging, pytest.mark.timeout(600)]
 
@@ -205,7 +205,8 @@ def test_each_handler_imports_from_the_built_artifacts_alone(builds: Builds, fun
     assert strays == []
 
     def origin(suffix: str) -> str:
-        (found,) = [f for f in seen["files"] if f.endswith(suffix)]
+        matches: list[str] = [f for f in seen["files"] if f.endswith(suffix)]
+        (found,) = matches
         return found
 
     assert origin("/relayguard/entrypoints/__init__.py").startswith(str(builds.arm / "RelayGuardLayer"))

@@ -7,6 +7,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import paramiko
 import pytest
@@ -14,9 +15,12 @@ from relayguard.adapters.ssh import ParamikoConnector, ParamikoSession
 from relayguard.adapters.ssh_keys import load_private_key
 from relayguard.domain.server import Server
 from relayguard.errors import AuthFailed, HostKeyMismatch, HostKeyUnknown, Timeout, Unreachable
-from relayguard.ports import Connector
+from relayguard.ports import Connector, Session
 
 from lab import Host, Lab
+
+if TYPE_CHECKING:
+    from tests.conftest import HostFactory
 
 pytestmark = pytest.mark.integration
 
@@ -32,7 +36,7 @@ def target_for(host: Host, *, user: str = "root", host_keys: tuple[str, ...] | N
 
 
 @pytest.fixture
-def host(make_host) -> Host:
+def host(make_host: HostFactory) -> Host:
     return make_host(profile="not-cpanel")
 
 
@@ -88,9 +92,21 @@ def silent_listener(spare_address: str) -> Iterator[tuple[str, int]]:
     sock.close()
 
 
-def test_connector_satisfies_the_port(connector):
+def test_a_session_opened_through_the_connector_port_runs_a_script_on_that_server(connector, host):
+    # GIVEN the connector seen only through the port the engine uses
     port: Connector = connector
-    assert port is connector
+    # WHEN a session opened through it runs a script and is closed
+    session: Session = port.connect(target_for(host))
+    try:
+        result = session.run('echo "$SSH_CONNECTION"; id -un; exit 7', timeout=10)
+    finally:
+        session.close()
+    # THEN the script ran on that server (sshd's own record of the connection), as the target's user, once
+    connection, user = result.stdout.splitlines()
+    assert connection.split()[2:] == [host.address, "22"]
+    assert user == "root"
+    assert result.rc == 7
+    assert host.accepted_logins() == 1
 
 
 def test_runs_a_script_and_returns_stdout_stderr_and_rc(session):

@@ -21,7 +21,7 @@ from relayguard.domain.models import Mode, Outcome
 from relayguard.engine import ServerResult
 from relayguard.events import AlertHost, SpamAlert
 
-from tests.support.local_invoke import load_template
+from harness.template import load_template
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = (REPO / "docs" / "deploy.md").read_text()

@@ -112,7 +112,7 @@ def test_an_alias_shared_by_two_servers_is_refused() -> None:
 
 
 def test_two_servers_with_the_same_name_are_refused() -> None:
-    error_of(fleet_with(1, name="web1"))
+    assert error_of(fleet_with(1, name="web1")) == "servers (web1).name: appears 2 times"
 
 
 @pytest.fixture

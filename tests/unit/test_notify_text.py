@@ -4,13 +4,16 @@ text for email beside JSON for machines (``MessageStructure=json``)."""
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from relayguard.adapters.notify_sns import SnsNotifier
 from relayguard.domain.models import Outcome
 from relayguard.domain.notify import attributes, digest_message, digest_text, server_message, server_text
 from relayguard.engine import ServerResult
 from relayguard.ports import Notification
+
+if TYPE_CHECKING:
+    from mypy_boto3_sns import SNSClient
 
 AT = "2026-11-25T13:23:10.000000+00:00"
 
@@ -71,7 +74,8 @@ def test_sns_gets_text_for_email_and_the_document_for_every_machine_protocol():
     doc = remediated()
     sns = RecordingSns()
     subject = "RelayGuard: web1 remediated " + "x" * 200
-    SnsNotifier(sns, "arn:aws:sns:eu-west-1:123456789012:results").publish(
+    # The adapter is typed against boto3's whole client; the fake has the one method it calls.
+    SnsNotifier(cast("SNSClient", sns), "arn:aws:sns:eu-west-1:123456789012:results").publish(
         Notification(subject=subject, document=doc, text=server_text(doc), attributes=attributes(doc)))
     (call,) = sns.calls
     assert call["TopicArn"] == "arn:aws:sns:eu-west-1:123456789012:results"

@@ -20,7 +20,8 @@ from relayguard.adapters.dynamo import DynamoLockStore, DynamoRunStore
 from relayguard.config import ALL_VARIABLES
 from samtranslator.translator.transform import transform
 
-from tests.support.local_invoke import _NO_VALUE, _Resolver, load_template
+from harness.intrinsics import NO_VALUE, Resolver
+from harness.template import load_template
 
 REPO = Path(__file__).resolve().parents[2]
 SECRET_ARN = "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:${SshKeySecretName}-*"
@@ -73,9 +74,9 @@ def _getatt(logical_id: str, attr: str) -> dict[str, list[str]]:
     return {"Fn::GetAtt": [logical_id, attr]}
 
 
-def _resolver(cfn: dict[str, Any], **parameters: Any) -> _Resolver:
+def _resolver(cfn: dict[str, Any], **parameters: Any) -> Resolver:
     """Evaluates Fn::If, Fn::FindInMap, conditions, ... of the generated template for these parameters."""
-    return _Resolver(cfn, parameters)
+    return Resolver(cfn, parameters)
 
 
 # -- triggers -----------------------------------------------------------------------------------
@@ -262,7 +263,7 @@ def test_vpc_placement_is_off_by_default_and_on_when_subnets_are_given(cfn: dict
     placed = _resolver(cfn, SubnetIds=["subnet-0a", "subnet-0b"], SecurityGroupIds=["sg-0c"])
     for name, fn in functions.items():
         node = fn["Properties"]["VpcConfig"]
-        assert default.value(node) is _NO_VALUE, name  # CloudFormation drops the property
+        assert default.value(node) is NO_VALUE, name  # CloudFormation drops the property
         assert placed.value(node) == {"SubnetIds": ["subnet-0a", "subnet-0b"], "SecurityGroupIds": ["sg-0c"]}, name
     assert default.condition("UseVpc") is False
     assert placed.condition("UseVpc") is True

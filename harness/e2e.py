@@ -6,13 +6,15 @@ Shared by tests/e2e-local, the demo and the benchmarks.
 from __future__ import annotations
 
 import json
+import re
 import selectors
 import socket
 import threading
 from typing import Any
 
+from harness.aws import Stack
+from harness.template import REPO_ROOT
 from lab import Host
-from tests.support.aws import Stack
 
 
 def entry(host: Host, name: str | None = None, aliases: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -96,10 +98,7 @@ class Tarpit:
 
 def documented_filter_policy(heading: str = "### Only failures to a pager") -> dict[str, Any]:
     """The first JSON filter policy under ``heading`` in docs/deploy.md, as an operator would copy it."""
-    import re
-    from pathlib import Path
-
-    text = (Path(__file__).resolve().parents[2] / "docs" / "deploy.md").read_text()
+    text = (REPO_ROOT / "docs" / "deploy.md").read_text()
     after = text[text.index(heading + "\n"):]
     match = re.search(r"```json\n(.*?)```", after, re.S)
     if match is None:
