@@ -6,6 +6,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from relayguard.domain.models import Outcome
+from relayguard.domain.rollout import Admission
 from relayguard.domain.server import Inventory, Server
 from relayguard.errors import TransportError
 from relayguard.events import SpamAlert
@@ -14,9 +16,10 @@ from relayguard.services import UrgentJobs
 
 
 class FakeSession:
-    """Answers each ``run`` with the next scripted :class:`CommandResult` and records every script."""
+    """Answers each ``run`` with the next scripted :class:`CommandResult` (or raises the next scripted
+    transport error) and records every script."""
 
-    def __init__(self, results: Iterable[CommandResult] = ()) -> None:
+    def __init__(self, results: Iterable[CommandResult | TransportError] = ()) -> None:
         self._results = list(results)
         self.scripts: list[str] = []
         self.timeouts: list[float] = []
@@ -27,7 +30,10 @@ class FakeSession:
         self.timeouts.append(timeout)
         if not self._results:
             raise AssertionError(f"unexpected script #{len(self.scripts)}: no scripted result left")
-        return self._results.pop(0)
+        answer = self._results.pop(0)
+        if isinstance(answer, TransportError):
+            raise answer
+        return answer
 
     def close(self) -> None:
         self.closed = True
@@ -54,6 +60,22 @@ class FakeConnector:
 def ok(stdout: str, stderr: str = "", rc: int = 0) -> CommandResult:
     """A finished remote script (a non-zero ``rc`` stays a value)."""
     return CommandResult(rc=rc, stdout=stdout, stderr=stderr, duration=0.5)
+
+
+class FakeGate:
+    """A run's rollout gate that gives the scripted answers in turn and records what it was told."""
+
+    def __init__(self, *answers: Admission) -> None:
+        self._answers = list(answers)
+        self.asked: list[str] = []
+        self.ended: list[tuple[str, Outcome]] = []
+
+    def admit(self, server: Server) -> Admission:
+        self.asked.append(server.name)
+        return self._answers.pop(0)
+
+    def finished(self, server: Server, outcome: Outcome) -> None:
+        self.ended.append((server.name, outcome))
 
 
 class FakeBannerCheck:

@@ -9,12 +9,21 @@ import pytest
 from relayguard.domain.decide import assess, decide
 from relayguard.domain.models import Mode, Outcome, Policy
 from relayguard.domain.probe import PROBE_SCRIPT, parse_probe
+from relayguard.domain.rollout import Admission, Decision, SkipReason
 from relayguard.domain.script import render_disable, render_finish
 from relayguard.domain.server import Server
 from relayguard.engine import FIX_TIMEOUT_FACTOR, Engine, ServerResult
-from relayguard.errors import AuthFailed, HostKeyMismatch, HostKeyUnknown, Timeout, TransportError, Unreachable
+from relayguard.errors import (
+    AuthFailed,
+    FixDeferred,
+    HostKeyMismatch,
+    HostKeyUnknown,
+    Timeout,
+    TransportError,
+    Unreachable,
+)
 
-from tests.fakes import FakeBannerCheck, FakeConnector, FakeSession, ok
+from tests.fakes import FakeBannerCheck, FakeConnector, FakeGate, FakeSession, ok
 from tests.unit.samples import (
     EXIM_UP,
     LEGACY_EXPOSED,
@@ -248,3 +257,64 @@ def test_a_passed_deadline_ends_the_job_as_a_timeout_before_the_next_round_trip(
     assert "deadline" in result.reason
     assert session.scripts == []
     assert session.closed
+
+
+# -- the run's rollout gate ---------------------------------------------------------------------
+
+
+def gated(session: FakeSession, gate: FakeGate, policy: Policy = FIX) -> ServerResult:
+    return Engine(FakeConnector(session), FakeBannerCheck(220), timeout=42.0).run(WEB1, policy, gate=gate)
+
+
+def test_a_fix_the_gate_skips_changes_nothing_and_reports_the_reason() -> None:
+    session = FakeSession([ok(probe_text(MODERN_EXPOSED))])
+    gate = FakeGate(Admission(Decision.SKIP, SkipReason.ERROR_BUDGET))
+    result = gated(session, gate)
+    assert (result.outcome, result.reason, result.exposed_before, result.exposed_after) == (
+        Outcome.SKIPPED, "error-budget", True, True)
+    assert session.scripts == [PROBE_SCRIPT]
+    assert (gate.asked, gate.ended) == (["web1"], [])
+
+
+def test_a_fix_the_gate_holds_raises_deferred_with_nothing_changed_and_the_session_closed() -> None:
+    session = FakeSession([ok(probe_text(MODERN_EXPOSED))])
+    gate = FakeGate(Admission(Decision.WAIT))
+    with pytest.raises(FixDeferred):
+        gated(session, gate)
+    assert session.scripts == [PROBE_SCRIPT]
+    assert session.closed
+    assert gate.ended == []
+
+
+def test_an_admitted_fix_tells_the_gate_how_it_ended_once() -> None:
+    session = FakeSession([ok(probe_text(MODERN_EXPOSED)), ok(disable_output()), ok(finish_output())])
+    gate = FakeGate(Admission(Decision.START))
+    result = gated(session, gate)
+    assert result.outcome == Outcome.REMEDIATED
+    assert gate.ended == [("web1", Outcome.REMEDIATED)]
+
+
+def test_an_admitted_fix_cut_short_by_the_transport_still_tells_the_gate_it_ended() -> None:
+    session = FakeSession([ok(probe_text(MODERN_EXPOSED)), Timeout("the disable round trip passed its deadline")])
+    gate = FakeGate(Admission(Decision.START))
+    result = gated(session, gate)
+    assert result.outcome == Outcome.TIMEOUT
+    assert gate.ended == [("web1", Outcome.TIMEOUT)]
+
+
+@pytest.mark.parametrize("mode", [Mode.AUDIT, Mode.FIX])
+def test_an_excluded_server_is_probed_and_reported_excluded_and_the_gate_is_never_asked(mode: Mode) -> None:
+    session = FakeSession([ok(probe_text(MODERN_EXPOSED))])
+    gate = FakeGate()
+    result = gated(session, gate, Policy(mode=mode, excluded=True))
+    assert (result.outcome, result.reason, result.exposed_before, result.exposed_after) == (
+        Outcome.EXCLUDED, "excluded", True, True)
+    assert session.scripts == [PROBE_SCRIPT]
+    assert gate.asked == []
+
+
+def test_compliant_and_audited_servers_never_ask_the_gate() -> None:
+    for probe, policy in ((MODERN_COMPLIANT, FIX), (MODERN_EXPOSED, AUDIT)):
+        gate = FakeGate()
+        gated(FakeSession([ok(probe_text(probe))]), gate, policy)
+        assert gate.asked == []

@@ -24,7 +24,7 @@ from typing import TextIO
 
 from relayguard.adapters.ssh_keys import fetch_host_keys, host_keys_from_known_hosts
 from relayguard.bootstrap import build_engine
-from relayguard.domain.models import OK_OUTCOMES, Mode, Outcome, Policy
+from relayguard.domain.models import HELD_OUTCOMES, OK_OUTCOMES, Mode, Outcome, Policy
 from relayguard.domain.server import Server
 from relayguard.engine import Engine, ServerResult
 from relayguard.enroll import AddRequest, add_server
@@ -171,9 +171,9 @@ def run_fleet(engine: Engine, targets: Iterable[Server], policy: Policy, concurr
 def exit_code(results: Iterable[ServerResult]) -> int:
     code = 0
     for r in results:
-        if r.outcome == Outcome.NONCOMPLIANT:
-            code = max(code, 1)
-        elif r.outcome not in OK_OUTCOMES:
+        if r.outcome in (Outcome.NONCOMPLIANT, Outcome.SKIPPED) or (r.outcome == Outcome.EXCLUDED and r.exposed_after):
+            code = max(code, 1)  # exposure found and left as it is
+        elif r.outcome not in OK_OUTCOMES | HELD_OUTCOMES:
             code = 2
     return code
 

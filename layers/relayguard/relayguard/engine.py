@@ -23,11 +23,19 @@ from relayguard.domain.record import (
     revert_of,
     state_of,
 )
+from relayguard.domain.rollout import Decision
 from relayguard.domain.script import parse_steps, relay_probe_reply, render_disable, render_finish
 from relayguard.domain.server import Server
-from relayguard.domain.verdict import Verdict, disable_verdict, fix_verdict, probe_verdict, verdict_before_fix
-from relayguard.errors import RelayGuardError, Timeout, TransportError
-from relayguard.ports import CommandResult, Connector, Session
+from relayguard.domain.verdict import (
+    Verdict,
+    disable_verdict,
+    fix_verdict,
+    probe_verdict,
+    skipped_verdict,
+    verdict_before_fix,
+)
+from relayguard.errors import FixDeferred, RelayGuardError, Timeout, TransportError
+from relayguard.ports import CommandResult, Connector, FixGate, Session
 
 FIX_TIMEOUT_FACTOR = 5
 
@@ -119,9 +127,14 @@ class Engine:
         self.banner_check = banner_check
         self.timeout = timeout
 
-    def run(self, target: Server, policy: Policy, deadline: float | None = None) -> ServerResult:
+    def run(self, target: Server, policy: Policy, deadline: float | None = None,
+            gate: FixGate | None = None) -> ServerResult:
         """One job on one server. ``deadline`` (a ``time.monotonic()`` value) caps every round trip, so a
-        Lambda worker ends a hanging job with a ``timeout`` result instead of being killed in the middle."""
+        Lambda worker ends a hanging job with a ``timeout`` result instead of being killed in the middle.
+
+        ``gate`` is the run's rollout policy: asked once the probe shows a fix is due, and told how an
+        admitted fix ended, whatever ended it. When it says wait, :class:`FixDeferred` propagates with
+        nothing changed on the server."""
         started = time.monotonic()
         result = ServerResult(
             name=target.name, address=target.host, mode=str(policy.mode), outcome=Outcome.FAILED,
@@ -136,8 +149,11 @@ class Engine:
             return result
         if deadline is not None:
             session = _DeadlineSession(session, deadline)
+        ticket = _Ticket(gate, target)
         try:
-            self._job(session, policy, result)
+            self._job(session, policy, result, ticket)
+        except FixDeferred:
+            raise
         except TransportError as exc:
             result.outcome = Outcome(exc.outcome)
             result.reason = str(exc)
@@ -147,6 +163,7 @@ class Engine:
         finally:
             session.close()
             result.duration = time.monotonic() - started
+            ticket.close(result.outcome)
         return result
 
     def _exec(self, session: Session, name: StepName, script: str, result: ServerResult) -> CommandResult:
@@ -157,7 +174,7 @@ class Engine:
         result.steps.append(StepResult(name, res.rc, res.duration, "", res.stderr[:OUTPUT_LIMIT]))
         return res
 
-    def _job(self, session: Session, policy: Policy, result: ServerResult) -> None:
+    def _job(self, session: Session, policy: Policy, result: ServerResult, ticket: _Ticket) -> None:
         probe = self._exec(session, StepName.PROBE, PROBE_SCRIPT, result)
         finding = parse_probe(probe.stdout)
         unreadable = probe_verdict(finding, probe.stderr)
@@ -173,6 +190,10 @@ class Engine:
         settled = verdict_before_fix(finding, before, policy)
         if settled is not None:
             _record(result, settled)
+            return
+        skip_reason = ticket.admit()
+        if skip_reason:
+            _record(result, skipped_verdict(before, skip_reason))
             return
         self._fix(session, decide(finding, before, policy), finding, before, result)
 
@@ -200,6 +221,32 @@ class Engine:
         result.relay_probe = relay_probe_record(plan, code, reply, banner)
         _record(result, fix_verdict(before, steps, after_finding, after,
                                     relay_code=code, relay_reply=reply, smtp_banner=banner))
+
+
+class _Ticket:
+    """One server's admission by the run's gate: asked at most once, and closed exactly once if granted."""
+
+    def __init__(self, gate: FixGate | None, server: Server) -> None:
+        self._gate = gate
+        self._server = server
+        self._granted = False
+
+    def admit(self) -> str:
+        """"" to go on with the fix, or the skip reason; raises :class:`FixDeferred` on wait."""
+        if self._gate is None:
+            return ""
+        answer = self._gate.admit(self._server)
+        if answer.decision == Decision.WAIT:
+            raise FixDeferred(f"the run's rollout policy holds the fix of {self._server.name} for now")
+        if answer.decision == Decision.SKIP:
+            return answer.reason
+        self._granted = True
+        return ""
+
+    def close(self, outcome: Outcome) -> None:
+        if self._gate is not None and self._granted:
+            self._granted = False
+            self._gate.finished(self._server, outcome)
 
 
 def _record(result: ServerResult, verdict: Verdict) -> None:

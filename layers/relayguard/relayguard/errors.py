@@ -43,6 +43,11 @@ class AuthFailed(TransportError):
     outcome = "auth-failed"
 
 
+class FixDeferred(RelayGuardError):
+    """The run's rollout policy says to wait (a canary or the error budget still running): nothing was
+    changed; ask again later (the worker requeues the job with a delay)."""
+
+
 class InventoryError(RelayGuardError):
     """The inventory file is malformed; the message names the entry and the field."""
 

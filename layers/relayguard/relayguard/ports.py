@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from relayguard.domain.models import Outcome
+from relayguard.domain.rollout import Admission
 from relayguard.domain.server import Inventory, Server
 
 
@@ -26,6 +28,18 @@ class Session(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class FixGate(Protocol):
+    """The run's rollout policy, asked before each fix starts (:func:`relayguard.domain.rollout.admit`
+    over the run's tally) and told how every admitted fix ended. The CLI keeps the tally in memory,
+    the stack in the run's DynamoDB record."""
+
+    def admit(self, server: Server) -> Admission:
+        """Start, wait or skip. An in-process gate may block until it can answer start or skip."""
+        ...
+
+    def finished(self, server: Server, outcome: Outcome) -> None: ...
 
 
 class Connector(Protocol):

@@ -31,10 +31,16 @@ class Outcome(enum.StrEnum):
     HOST_KEY_UNKNOWN = "host-key-unknown"
     AUTH_FAILED = "auth-failed"
     PERMISSION_DENIED = "permission-denied"
+    SKIPPED = "skipped"  # exposed, left unfixed by the run's rollout limits (reason: max-changes, error-budget, ...)
+    EXCLUDED = "excluded"  # scanned and reported, never changed: the inventory excludes it from fixing
+    REVERTED = "reverted"  # an operator's revert restored the state before RelayGuard's fix
 
 
 #: Outcomes after which the job is done and nothing is wrong (CLI exit 0).
 OK_OUTCOMES = frozenset({Outcome.COMPLIANT, Outcome.REMEDIATED, Outcome.NOT_CPANEL})
+#: Outcomes that leave a server as it was by design, not by failure: exposure may remain (CLI exit 1 when
+#: it does, like ``noncompliant``), but nothing went wrong.
+HELD_OUTCOMES = frozenset({Outcome.NONCOMPLIANT, Outcome.SKIPPED, Outcome.EXCLUDED, Outcome.REVERTED})
 
 
 class Mode(enum.StrEnum):
@@ -55,6 +61,8 @@ class Policy:
 
     mode: Mode = Mode.AUDIT
     disable_tracker: bool = False
+    #: The inventory excludes this server from fixing: it is probed and reported ``excluded``, never changed.
+    excluded: bool = False
 
 
 @dataclass(frozen=True)

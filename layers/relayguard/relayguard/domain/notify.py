@@ -12,7 +12,7 @@ import json
 from importlib import resources
 from typing import Any
 
-from relayguard.domain.models import OK_OUTCOMES, Outcome
+from relayguard.domain.models import HELD_OUTCOMES, OK_OUTCOMES, Outcome
 from relayguard.domain.schema import Validator
 from relayguard.errors import RelayGuardError
 
@@ -47,9 +47,16 @@ SEVERITY: dict[str, str] = {
     Outcome.HOST_KEY_MISMATCH: "critical",
     Outcome.AUTH_FAILED: "critical",
     Outcome.PERMISSION_DENIED: "critical",
+    Outcome.SKIPPED: "warning",
+    Outcome.EXCLUDED: "info",
+    Outcome.REVERTED: "warning",
 }
-_RANK = {"info": 0, "warning": 1, "critical": 2}
+#: ``error`` is a run's own trouble (stopped by its error budget or a failed canary), between a server's
+#: warning and a server's critical failure.
+_RANK = {"info": 0, "warning": 1, "error": 2, "critical": 3}
 BAD = frozenset(o for o in Outcome if o not in OK_OUTCOMES)
+#: Outcomes a digest counts as failures.
+FAILURES = BAD - HELD_OUTCOMES
 
 
 def announced_status(outcome: str, reason: str) -> str:
@@ -115,7 +122,7 @@ def server_message(result: dict[str, Any], change: str, run_id: str, trigger: st
 def digest_message(run_id: str, *, mode: str, trigger: str, total: int, counts: dict[str, int],
                    started_at: str, at: str) -> dict[str, Any]:
     """The run-digest notification document: counts per outcome, the worst severity, and an overall outcome."""
-    failed = sum(n for outcome, n in counts.items() if outcome in BAD and outcome != Outcome.NONCOMPLIANT)
+    failed = sum(n for outcome, n in counts.items() if outcome in FAILURES)
     worst = max((severity_of(o) for o, n in counts.items() if n), key=_RANK.__getitem__, default="info")
     return check_notification({
         "schema": SCHEMA,

@@ -43,6 +43,21 @@ def probe_verdict(finding: Finding, probe_stderr: str) -> Verdict | None:
 def verdict_before_fix(finding: Finding, assessment: Assessment, policy: Policy) -> Verdict | None:
     """The outcome reached without changing anything, or None when the server is to be fixed."""
     warnings = assessment.warnings
+    unfit = _unfit_for_fixing(finding, assessment)
+    if unfit is not None:
+        return unfit
+    if policy.excluded:
+        return Verdict(Outcome.EXCLUDED, "excluded", warnings, exposed_after=assessment.exposed)
+    if not assessment.exposed:
+        return Verdict(Outcome.COMPLIANT, warnings=warnings, exposed_after=False)
+    if policy.mode == Mode.AUDIT:
+        return Verdict(Outcome.NONCOMPLIANT, warnings=warnings, exposed_after=True)
+    return None
+
+
+def _unfit_for_fixing(finding: Finding, assessment: Assessment) -> Verdict | None:
+    """Not cPanel, a generation RelayGuard cannot tell, or a login that is not root: nothing to judge."""
+    warnings = assessment.warnings
     if assessment.generation == Generation.NONE:
         return Verdict(Outcome.NOT_CPANEL, warnings=warnings)
     if assessment.generation == Generation.UNKNOWN:
@@ -50,11 +65,12 @@ def verdict_before_fix(finding: Finding, assessment: Assessment, policy: Policy)
     if finding.uid != 0:
         return Verdict(Outcome.PERMISSION_DENIED,
                        f"logged in as uid {finding.uid}; cPanel tools need root (use sudo)", warnings)
-    if not assessment.exposed:
-        return Verdict(Outcome.COMPLIANT, warnings=warnings, exposed_after=False)
-    if policy.mode == Mode.AUDIT:
-        return Verdict(Outcome.NONCOMPLIANT, warnings=warnings, exposed_after=True)
     return None
+
+
+def skipped_verdict(assessment: Assessment, reason: str) -> Verdict:
+    """An exposed server the run's rollout limits left unfixed (``reason``: a :class:`SkipReason`)."""
+    return Verdict(Outcome.SKIPPED, reason, assessment.warnings, exposed_after=assessment.exposed)
 
 
 def disable_refusal(plan: Plan, steps: Sequence[StepResult], disable_stdout: str) -> str:
