@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import functools
+import importlib
 import json
 from pathlib import Path
 from typing import Any
 
+import aws_xray_sdk.core  # noqa: F401 - see entrypoint()
 import pytest
 from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 from relayguard import bootstrap
 from relayguard.config import load_settings
 from relayguard.domain.models import Outcome
 from relayguard.engine import Engine
-from relayguard.entrypoints import alert_intake, metrics, planner, worker
 from relayguard.inventory import parse_inventory
 from relayguard.services import Publisher, UrgentJobs
 
@@ -42,6 +43,8 @@ ENV = {
     "RG_STATE_TABLE": "state", "RG_LOCKS_TABLE": "locks", "RG_IDEMPOTENCY_TABLE": "idem",
     "RG_TOPIC_ARN": "arn:aws:sns:eu-west-1:123456789012:results", "POWERTOOLS_SERVICE_NAME": "relayguard",
     "POWERTOOLS_TRACE_DISABLED": "true",
+    # template.yaml's Globals; Lambda sets them before the handler module is imported, and so does entrypoint().
+    "POWERTOOLS_METRICS_NAMESPACE": "RelayGuard",
 }
 INVENTORY = parse_inventory({"servers": [
     {"name": "web1", "host": "203.0.113.10", "host_keys": [KEY], "aliases": ["web1.example.com"]},
@@ -53,9 +56,18 @@ INVENTORY = parse_inventory({"servers": [
 def lambda_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for name, value in ENV.items():
         monkeypatch.setenv(name, value)
-    # Powertools reads the namespace when relayguard.entrypoints is imported; in Lambda it comes from
-    # template.yaml's Globals, which are not in this process's environment.
-    monkeypatch.setattr(metrics, "namespace", "RelayGuard")
+
+
+def entrypoint(name: str) -> Any:
+    """The handler module, imported only now, under the Lambda environment above. Powertools reads its
+    namespace and service name when ``relayguard.entrypoints`` is first imported; importing it while
+    this file is collected (before any environment is set) would leave them unset for every later test
+    of the session, the e2e tests' handlers included. The X-Ray SDK, which the tracer loads, is imported
+    with this file instead: it opens its UDP emitter's socket on import, and unit tests run with sockets
+    disabled. Metrics not flushed by an earlier test are dropped."""
+    module = importlib.import_module(f"relayguard.entrypoints.{name}")
+    module.metrics.clear_metrics()
+    return module
 
 
 def event(path: str) -> dict[str, Any]:
@@ -81,7 +93,7 @@ def emitted_metrics(stdout: str) -> dict[str, float]:
 
 def test_planner_fans_out_one_job_per_server_and_reports_them(capsys: pytest.CaptureFixture[str]) -> None:
     runs, queue, notifier = FakeRunStore(), FakeJobQueue(), FakeNotifier()
-    handler = planner.make_handler(functools.partial(
+    handler = entrypoint("planner").make_handler(functools.partial(
         bootstrap.planner, inventory=FakeInventoryStore(INVENTORY), runs=runs, queue=queue,
         publisher=Publisher(notifier, runs, FakeStateStore())))
 
@@ -98,7 +110,7 @@ def test_planner_fans_out_one_job_per_server_and_reports_them(capsys: pytest.Cap
 
 def worker_handler(session: FakeSession, state: FakeStateStore, queue: FakeJobQueue) -> Any:
     runs = FakeRunStore()
-    return worker.make_handler(functools.partial(
+    return entrypoint("worker").make_handler(functools.partial(
         bootstrap.worker, engine_factory=lambda: Engine(FakeConnector(session), FakeBannerCheck()),
         locks=FakeLockStore(), state=state, publisher=Publisher(FakeNotifier(), runs, state), queue=queue))
 
@@ -146,7 +158,7 @@ def test_worker_short_of_time_hands_the_job_straight_back_to_its_queue() -> None
 
 def intake_handler(queue: FakeJobQueue, runs: FakeRunStore | None = None) -> Any:
     dedup = FakeEnqueueOnce(UrgentJobs(load_settings(ENV), runs or FakeRunStore(), queue))
-    return alert_intake.make_handler(functools.partial(
+    return entrypoint("alert_intake").make_handler(functools.partial(
         bootstrap.alert_intake, inventory=FakeInventoryStore(INVENTORY), enqueue_once=dedup))
 
 
