@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import aws_xray_sdk.core  # noqa: F401 - see entrypoint()
 import pytest
 from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 from relayguard import bootstrap
@@ -56,6 +55,11 @@ INVENTORY = parse_inventory({"servers": [
 def lambda_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for name, value in ENV.items():
         monkeypatch.setenv(name, value)
+
+
+# See entrypoint(): the X-Ray SDK opens its UDP emitter's socket on import, so it is imported now, while
+# this file is collected, rather than under the unit tests' disabled sockets.
+importlib.import_module("aws_xray_sdk.core")
 
 
 def entrypoint(name: str) -> Any:
