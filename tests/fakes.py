@@ -57,6 +57,16 @@ class FakeConnector:
         return self.session
 
 
+class FakeFleetConnector:
+    """Hands out each server's own :class:`FakeSession`, by server name, to jobs on many threads."""
+
+    def __init__(self, sessions: dict[str, FakeSession]) -> None:
+        self.sessions = sessions
+
+    def connect(self, target: Server) -> FakeSession:
+        return self.sessions[target.name]
+
+
 def ok(stdout: str, stderr: str = "", rc: int = 0) -> CommandResult:
     """A finished remote script (a non-zero ``rc`` stays a value)."""
     return CommandResult(rc=rc, stdout=stdout, stderr=stderr, duration=0.5)

@@ -4,13 +4,34 @@ from __future__ import annotations
 
 import io
 import json
+from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from relayguard.cli import exit_code, parse_options, render_table, run_fleet, split_host, targets_from
+from relayguard.cli import (
+    DEFAULT_CONCURRENCY,
+    OUTSIDE_WINDOW,
+    exit_code,
+    parse_options,
+    policy_at,
+    render_table,
+    run_fleet,
+    run_summary,
+    split_host,
+    targets_from,
+)
 from relayguard.domain.models import Mode, Outcome, Policy
+from relayguard.domain.probe import PROBE_SCRIPT
+from relayguard.domain.rollout import EXCLUDE_TAG, ErrorBudget, MaintenanceWindow, Rollout
 from relayguard.domain.server import Server
-from relayguard.engine import ServerResult
+from relayguard.engine import Engine, ServerResult
+from relayguard.errors import Timeout, TransportError
+from relayguard.fleet import LocalGate
+from relayguard.ports import CommandResult, FixGate
+
+from tests.fakes import FakeBannerCheck, FakeFleetConnector, FakeSession, ok
+from tests.unit.samples import MODERN_COMPLIANT, MODERN_EXPOSED, probe_text
 
 
 def result(name: str, outcome: Outcome, **fields: object) -> ServerResult:
@@ -113,7 +134,7 @@ class ScriptedEngine:
         self.plan = plan
         self.seen: list[tuple[str, Policy]] = []
 
-    def run(self, target: Server, policy: Policy) -> ServerResult:
+    def run(self, target: Server, policy: Policy, gate: FixGate | None = None) -> ServerResult:
         self.seen.append((target.name, policy))
         planned = self.plan[target.name]
         if isinstance(planned, Exception):
@@ -162,3 +183,104 @@ def test_check_targets_are_pinned_from_known_hosts_by_name_and_port(tmp_path: Pa
     pinned = [(t.name, t.port, t.host_keys) for t in targets_from(opts)]
     # A host known_hosts does not list gets no pin: the connector refuses it (host-key-unknown).
     assert pinned == [("203.0.113.10:2222", 2222, (KEY1,)), ("203.0.113.10", 22, (KEY2,)), ("198.51.100.1", 22, ())]
+
+
+# -- fix limits ------------------------------------------------------------------------------------
+
+
+def test_scan_fix_takes_the_rollout_limits() -> None:
+    opts = parse_options(["scan", "--inventory", "fleet.yaml", "--fix", "--max-errors", "10%", "--max-changes", "3",
+                          "--canary", "2", "--window", "sat,sun 01:00-05:00 Europe/Berlin"])
+    assert opts.rollout == Rollout(max_changes=3, max_errors=ErrorBudget(percent=10), canary=2)
+    assert opts.window == MaintenanceWindow.parse("sat,sun 01:00-05:00 Europe/Berlin")
+
+
+def test_fix_takes_the_same_limits_and_check_and_fix_are_bounded_by_default() -> None:
+    opts = parse_options(["fix", "web1", "web2", "--max-errors", "2"])
+    assert opts.rollout == Rollout(max_errors=ErrorBudget(count=2))
+    assert parse_options(["check", *(f"web{i}" for i in range(50))]).concurrency == DEFAULT_CONCURRENCY
+    assert parse_options(["fix", "web1", "--concurrency", "3"]).concurrency == 3
+    assert parse_options(["scan", "--inventory", "fleet.yaml"]).concurrency == DEFAULT_CONCURRENCY
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["scan", "--inventory", "f.yaml", "--max-errors", "2"], "--max-errors limit fixing: add --fix"),
+    (["scan", "--inventory", "f.yaml", "--canary", "1", "--window", "01:00-02:00 UTC"],
+     "--canary, --window limit fixing: add --fix"),
+    (["scan", "--inventory", "f.yaml", "--fix", "--max-errors", "0"], "a count must be a whole number"),
+    (["scan", "--inventory", "f.yaml", "--fix", "--max-changes", "-1"], "not a whole number of 0 or more"),
+    (["fix", "web1", "--window", "whenever"], "expected e.g."),
+    (["check", "web1", "--max-errors", "2"], "unrecognized arguments: --max-errors"),
+])
+def test_limits_are_refused_where_they_would_mean_nothing(argv: list[str], message: str,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        parse_options(argv)
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_outside_the_window_a_fix_is_an_audit_with_a_warning() -> None:
+    opts = parse_options(["fix", "web1", "--window", "mon 01:00-02:00 UTC"])
+    monday = datetime(2025, 6, 2, tzinfo=UTC)
+    assert policy_at(opts, monday.replace(hour=1, minute=30)) == (Policy(mode=Mode.FIX), "")
+    assert policy_at(opts, monday.replace(hour=3)) == (Policy(mode=Mode.AUDIT), OUTSIDE_WINDOW)
+    audit = parse_options(["check", "web1"])
+    assert policy_at(audit, monday.replace(hour=3)) == (Policy(mode=Mode.AUDIT), "")
+
+
+def exposed_session(*fix: CommandResult | TransportError) -> FakeSession:
+    return FakeSession([ok(probe_text(MODERN_EXPOSED)), *fix])
+
+
+def fleet_engine(sessions: dict[str, FakeSession]) -> Engine:
+    return Engine(FakeFleetConnector(sessions), FakeBannerCheck(220), timeout=42.0)
+
+
+def test_a_budget_of_one_lets_exactly_one_fix_fail_and_skips_the_rest_untouched() -> None:
+    # GIVEN four exposed servers whose fix would time out, run four at once with --max-errors 1
+    sessions = {n: exposed_session(Timeout("disable hung")) for n in ("a", "b", "c", "d")}
+    targets = [Server(name=n, host=f"203.0.113.{i}") for i, n in enumerate(sessions, 1)]
+    gate = LocalGate(Rollout(max_errors=ErrorBudget(count=1)), targets)
+    # WHEN the fleet runs
+    results = run_fleet(fleet_engine(sessions), targets, Policy(mode=Mode.FIX), 4, gate=gate)
+    # THEN exactly one fix ran and failed; the other three were probed only and report why they were skipped
+    outcomes = Counter((r.outcome, r.reason) for r in results)
+    assert outcomes == {(Outcome.TIMEOUT, "disable hung"): 1, (Outcome.SKIPPED, "error-budget"): 3}
+    for r in results:
+        if r.outcome == Outcome.SKIPPED:
+            assert (r.exposed_before, r.exposed_after) == (True, True)
+            assert sessions[r.name].scripts == [PROBE_SCRIPT]
+    assert exit_code(results) == 2
+    assert run_summary(gate, results) == ("relayguard: run stopped: --max-errors 1 reached "
+                                          "(1 changed, 1 failed, 3 skipped)")
+
+
+def test_a_failed_canary_is_the_first_exposed_server_and_stops_the_rest() -> None:
+    # GIVEN a compliant server, then three exposed ones; the first exposed one's fix times out
+    sessions = {"ok": FakeSession([ok(probe_text(MODERN_COMPLIANT))]), "canary": exposed_session(Timeout("hung")),
+                "c": exposed_session(), "d": exposed_session()}
+    targets = [Server(name=n, host=f"203.0.113.{i}") for i, n in enumerate(sessions, 1)]
+    gate = LocalGate(Rollout(canary=1), targets)
+    # WHEN they run all at once
+    results = run_fleet(fleet_engine(sessions), targets, Policy(mode=Mode.FIX), 4, gate=gate)
+    # THEN the canary is the first exposed server of the inventory, and nothing after it was changed
+    assert [(r.name, r.outcome, r.reason) for r in results] == [
+        ("ok", Outcome.COMPLIANT, ""), ("canary", Outcome.TIMEOUT, "hung"),
+        ("c", Outcome.SKIPPED, "canary-failed"), ("d", Outcome.SKIPPED, "canary-failed")]
+    for session in sessions.values():
+        session.assert_all_consumed()
+    assert run_summary(gate, results).startswith("relayguard: run stopped: a canary fix failed (--canary 1;")
+
+
+def test_a_server_tagged_exclude_is_probed_and_reported_never_fixed() -> None:
+    sessions = {"kept": exposed_session(), "web": exposed_session(Timeout("hung"))}
+    targets = [Server(name="kept", host="203.0.113.1", tags=("prod", EXCLUDE_TAG)),
+               Server(name="web", host="203.0.113.2", tags=("prod",))]
+    gate = LocalGate(Rollout(), targets)
+    results = run_fleet(fleet_engine(sessions), targets, Policy(mode=Mode.FIX), 2, gate=gate)
+    assert [(r.name, r.outcome, r.reason) for r in results] == [
+        ("kept", Outcome.EXCLUDED, "excluded"), ("web", Outcome.TIMEOUT, "hung")]
+    assert sessions["kept"].scripts == [PROBE_SCRIPT]
+    assert gate.tally.started == 1
+    assert exit_code(results[:1]) == 1  # exposure left as it is, as the inventory asked

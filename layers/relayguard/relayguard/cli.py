@@ -3,10 +3,11 @@
     relayguard check HOST[:PORT]...            audit, change nothing
     relayguard fix HOST[:PORT]...              close the gate, restart Exim once, prove refusal
     relayguard scan --inventory FILE [--fix]   every server of an inventory, concurrently
+        fix limits: --max-errors N|P%  --max-changes N  --canary K  --window SPEC
     relayguard inventory add HOST[:PORT]       fetch, confirm and pin a server's host keys
 
-Exit codes: 0 every host compliant, remediated or not cPanel; 1 an audit found exposed hosts;
-2 a host failed or could not be reached (2 wins over 1).
+Exit codes: 0 every host compliant, remediated or not cPanel; 1 exposed hosts were left as they are
+(audit, skipped by a fix limit, excluded); 2 a host failed or could not be reached (2 wins over 1).
 The SSH private key comes from ``--identity FILE`` or, as text, from the RELAYGUARD_SSH_KEY
 environment variable; it is never printed.
 """
@@ -19,19 +20,26 @@ import sys
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
 from relayguard.adapters.ssh_keys import fetch_host_keys, host_keys_from_known_hosts
 from relayguard.bootstrap import build_engine
 from relayguard.domain.models import HELD_OUTCOMES, OK_OUTCOMES, Mode, Outcome, Policy
+from relayguard.domain.rollout import ErrorBudget, MaintenanceWindow, Rollout, excluded
 from relayguard.domain.server import Server
 from relayguard.engine import Engine, ServerResult
 from relayguard.enroll import AddRequest, add_server
-from relayguard.errors import RelayGuardError
+from relayguard.errors import InvalidInput, RelayGuardError
+from relayguard.fleet import LocalGate
 from relayguard.inventory import load_inventory
 
 ENV_SSH_KEY = "RELAYGUARD_SSH_KEY"  # private key text (e.g. from a secret store); default: unset
+#: SSH jobs at once, for scan, check and fix alike: a long host list must not open a connection per host.
+DEFAULT_CONCURRENCY = 10
+#: Added to every result of a fix run that the maintenance window turned into an audit.
+OUTSIDE_WINDOW = "outside-maintenance-window"
 
 
 @dataclass(frozen=True)
@@ -48,11 +56,19 @@ class Options:
     json: bool
     timeout: float
     disable_tracker: bool
+    max_errors: ErrorBudget | None = None
+    max_changes: int | None = None
+    canary: int = 0
+    window: MaintenanceWindow | None = None
 
     @property
     def policy(self) -> Policy:
         mode = Mode.FIX if self.command == "fix" or (self.command == "scan" and self.fix) else Mode.AUDIT
         return Policy(mode=mode, disable_tracker=self.disable_tracker)
+
+    @property
+    def rollout(self) -> Rollout:
+        return Rollout(max_changes=self.max_changes, max_errors=self.max_errors, canary=self.canary)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -69,14 +85,25 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="relayguard", description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="\n".join(__doc__.splitlines()[2:]))
+    common.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY, metavar="N",
+                        help="servers worked on at once (default: %(default)s)")
+    limits = argparse.ArgumentParser(add_help=False)
+    group = limits.add_argument_group("fix limits (docs/operations.md, Rolling out fix mode)")
+    group.add_argument("--max-errors", type=_budget, metavar="N|P%",
+                       help="start no fix after N failed fixes (or P%% of the servers); the rest are skipped")
+    group.add_argument("--max-changes", type=_count, metavar="N", help="change at most N servers; the rest are skipped")
+    group.add_argument("--canary", type=_count, default=0, metavar="K",
+                       help="fix and verify the first K exposed servers before any other; one failure stops the run")
+    group.add_argument("--window", type=_window, metavar="SPEC",
+                       help="maintenance window, e.g. 'sat,sun 01:00-05:00 Europe/Berlin'; outside it, only audit")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, text in (("check", "audit hosts, change nothing"), ("fix", "remediate hosts")):
-        p = sub.add_parser(name, parents=[common], help=text)
-        p.add_argument("hosts", nargs="+", metavar="HOST[:PORT]")
-    scan = sub.add_parser("scan", parents=[common], help="audit (or --fix) every server of an inventory")
+    p = sub.add_parser("check", parents=[common], help="audit hosts, change nothing")
+    p.add_argument("hosts", nargs="+", metavar="HOST[:PORT]")
+    p = sub.add_parser("fix", parents=[common, limits], help="remediate hosts")
+    p.add_argument("hosts", nargs="+", metavar="HOST[:PORT]")
+    scan = sub.add_parser("scan", parents=[common, limits], help="audit (or --fix) every server of an inventory")
     scan.add_argument("--inventory", required=True, metavar="FILE")
     scan.add_argument("--fix", action="store_true")
-    scan.add_argument("--concurrency", type=int, default=10)
     inventory = sub.add_parser("inventory", help="edit an inventory file")
     inventory_sub = inventory.add_subparsers(dest="action", required=True)
     add = inventory_sub.add_parser(
@@ -98,17 +125,44 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _budget(text: str) -> ErrorBudget:
+    try:
+        return ErrorBudget.parse(text)
+    except InvalidInput as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _window(text: str) -> MaintenanceWindow:
+    try:
+        return MaintenanceWindow.parse(text)
+    except InvalidInput as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _count(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 0 or more")
+    return int(text)
+
+
 def parse_options(argv: Sequence[str] | None) -> Options:
     parser = _parser()
     ns = parser.parse_args(argv)
     if getattr(ns, "concurrency", 1) < 1:
         parser.error("--concurrency must be at least 1")
+    limited = [flag for flag, value in (("--max-errors", getattr(ns, "max_errors", None)),
+                                        ("--max-changes", getattr(ns, "max_changes", None)),
+                                        ("--canary", getattr(ns, "canary", 0) or None),
+                                        ("--window", getattr(ns, "window", None))) if value is not None]
+    if ns.command == "scan" and not ns.fix and limited:
+        # An operator who adds limits means to fix; auditing instead would look like a fix that did nothing.
+        parser.error(f"{', '.join(limited)} limit fixing: add --fix")
     return Options(
         command=ns.command,
         hosts=tuple(getattr(ns, "hosts", ()) or ()),
         inventory=getattr(ns, "inventory", None),
         fix=getattr(ns, "fix", False),
-        concurrency=getattr(ns, "concurrency", 1),
+        concurrency=getattr(ns, "concurrency", DEFAULT_CONCURRENCY),
         user=ns.user,
         identity=ns.identity,
         known_hosts=ns.known_hosts,
@@ -116,6 +170,10 @@ def parse_options(argv: Sequence[str] | None) -> Options:
         json=ns.json,
         timeout=ns.timeout,
         disable_tracker=ns.disable_tracker,
+        max_errors=getattr(ns, "max_errors", None),
+        max_changes=getattr(ns, "max_changes", None),
+        canary=getattr(ns, "canary", 0),
+        window=getattr(ns, "window", None),
     )
 
 
@@ -147,13 +205,34 @@ def targets_from(opts: Options) -> list[Server]:
     return targets
 
 
-def run_fleet(engine: Engine, targets: Iterable[Server], policy: Policy, concurrency: int,
-              progress: TextIO | None = None) -> list[ServerResult]:
-    """Run every target, ``concurrency`` at a time; one server's failure never hides another's result."""
+def policy_at(opts: Options, now: datetime) -> tuple[Policy, str]:
+    """The run's policy at ``now``, and the warning for every result when the maintenance window turned
+    a fix into an audit ("" otherwise)."""
+    policy = opts.policy
+    if policy.mode == Mode.FIX and opts.window is not None and not opts.window.open_at(now):
+        return replace(policy, mode=Mode.AUDIT), OUTSIDE_WINDOW
+    return policy, ""
+
+
+def run_fleet(engine: Engine, targets: Iterable[Server], policy: Policy, concurrency: int, *,
+              progress: TextIO | None = None, gate: LocalGate | None = None) -> list[ServerResult]:
+    """Run every target, ``concurrency`` at a time; one server's failure never hides another's result.
+
+    A target whose inventory tags exclude it is probed and reported, never changed. ``gate`` holds
+    the run's fix limits; jobs are started in the given order, which the canary relies on."""
     targets = list(targets)
     results: list[ServerResult] = []
+
+    def job(target: Server) -> ServerResult:
+        try:
+            return engine.run(target, replace(policy, excluded=excluded(target.tags)), gate=gate)
+        finally:
+            if gate is not None:
+                gate.job_ended(target)
+
+    # The pool takes jobs first in, first out, so every server before a waiting one has a thread.
     with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(targets) or 1))) as pool:
-        futures = {pool.submit(engine.run, t, policy): t for t in targets}
+        futures = {pool.submit(job, t): t for t in targets}
         for done, fut in enumerate(as_completed(futures), 1):
             target = futures[fut]
             try:
@@ -176,6 +255,21 @@ def exit_code(results: Iterable[ServerResult]) -> int:
         elif r.outcome not in OK_OUTCOMES | HELD_OUTCOMES:
             code = 2
     return code
+
+
+def run_summary(gate: LocalGate, results: Iterable[ServerResult]) -> str:
+    """One line for stderr when fix limits left exposed servers unfixed, else ""."""
+    skipped = sum(1 for r in results if r.outcome == Outcome.SKIPPED)
+    if not skipped:
+        return ""
+    tally, rollout = gate.tally, gate.rollout
+    changed = f"{tally.started} changed, {tally.failed} failed, {skipped} skipped"
+    reason = gate.stop_reason()
+    if reason == "error-budget" and rollout.max_errors is not None:
+        return f"relayguard: run stopped: --max-errors {rollout.max_errors} reached ({changed})"
+    if reason == "canary-failed":
+        return f"relayguard: run stopped: a canary fix failed (--canary {rollout.canary}; {changed})"
+    return f"relayguard: --max-changes {rollout.max_changes} reached ({changed})"
 
 
 def render_table(results: list[ServerResult]) -> str:
@@ -222,8 +316,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ValueError) as exc:
         print(f"relayguard: {exc}", file=sys.stderr)
         return 2
-    results = run_fleet(engine, targets, opts.policy, opts.concurrency if opts.inventory else len(targets),
-                        progress=None if opts.json else sys.stderr)
+    policy, warning = policy_at(opts, datetime.now(UTC))
+    if warning:
+        print("relayguard: outside the --window maintenance window: auditing only, nothing is changed",
+              file=sys.stderr)
+    gate = LocalGate(opts.rollout, targets) if policy.mode == Mode.FIX else None
+    results = run_fleet(engine, targets, policy, opts.concurrency, progress=None if opts.json else sys.stderr,
+                        gate=gate)
+    if warning:
+        for r in results:
+            r.warnings.append(warning)
+    summary = run_summary(gate, results) if gate is not None else ""
+    if summary:
+        print(summary, file=sys.stderr)
     if opts.json:
         for r in results:
             print(r.to_json_line())
