@@ -62,7 +62,7 @@ def _work_record(record: SQSRecord, context: LambdaContext, compose: Callable[[S
         raise
     result = handled.result
     if result is None:
-        logger.info("job finished without an SSH session", status=handled.status, note=handled.note)
+        logger.info("job finished without a result of its own", status=handled.status, note=handled.note)
         return
     metrics.add_metric(name="ServersScanned", unit=MetricUnit.Count, value=1)
     for outcome, name in ((Outcome.NONCOMPLIANT, "NonCompliant"), (Outcome.REMEDIATED, "Remediated")):
