@@ -7,6 +7,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from relayguard.adapters.dynamo import DynamoRunStore
 
 from harness.aws import Stack, drain_messages
 from harness.e2e import alert_detail, entry, notifications, scheduled_event, spam_alert_event
@@ -170,3 +171,34 @@ def test_an_alert_for_an_excluded_server_is_reported_not_fixed(
     assert writes(host) == []  # ... never written to
     assert pristine_view(host.snapshot()) == before
     assert relay_attempt(host.address, lab.client_source()).code == 250
+
+
+def test_a_fix_the_canary_holds_goes_back_to_the_queue_and_runs_once_the_canary_ended(
+        stack: Stack, lab: Lab, make_host: HostFactory) -> None:
+    # GIVEN a fix sweep whose canary fix (on another server) another worker is still running
+    host = make_host(profile="modern")
+    stack.put_inventory({"servers": [entry(host)]})
+    subscriber = stack.subscribe_queue()
+    planned = stack.invoke("PlannerFunction", scheduled_event({"mode": "fix"}))
+    runs = DynamoRunStore(stack.client("dynamodb"), stack.resolve["RunsTable"])
+    assert runs.reserve(planned["run_id"], "canary-elsewhere", runs.progress(planned["run_id"]).tally)
+    worker = Poller(stack, "WorkerFunction", "WorkQueue")
+
+    # WHEN the worker takes the host's job
+    assert worker.poll_once() == {"batchItemFailures": []}
+
+    # THEN the host was probed, not changed, nothing was counted, and the job is back on the queue
+    assert (host.accepted_logins(), writes(host)) == (1, [])
+    assert runs.progress(planned["run_id"]).completed == 0
+    assert worker.waiting() == 1  # delayed by the lock retry delay
+    assert notifications(stack, subscriber) == []
+
+    # WHEN the canary ends well and the job comes back
+    runs.release(planned["run_id"], "canary-elsewhere", failed=False)
+    worker.drain()
+
+    # THEN the host is fixed once and the run's digest counts it once
+    assert restarts(host) == 1
+    assert relay_attempt(host.address, lab.client_source()).code == 550
+    (digest,) = by_event(notifications(stack, subscriber), "run-digest")
+    assert (digest["doc"]["counts"], digest["doc"]["stopped"]) == ({"remediated": 1}, None)
