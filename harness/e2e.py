@@ -10,6 +10,7 @@ import re
 import selectors
 import socket
 import threading
+import uuid
 from typing import Any
 
 from harness.aws import Stack
@@ -25,8 +26,10 @@ def entry(host: Host, name: str | None = None, aliases: tuple[str, ...] = ()) ->
             "aliases": [host.domain, host.instance_id, *aliases]}
 
 
-def scheduled_event(detail: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {"version": "0", "id": "6a7e8feb-b491-4cf7-a9f1-bf3703467718", "detail-type": "Scheduled Event",
+def scheduled_event(detail: dict[str, Any] | None = None, event_id: str | None = None) -> dict[str, Any]:
+    """A schedule's event. Each call is a new event (its own id) unless ``event_id`` repeats one: the
+    planner opens one run per event id, so a repeated id plays EventBridge's retried delivery."""
+    return {"version": "0", "id": event_id or str(uuid.uuid4()), "detail-type": "Scheduled Event",
             "source": "aws.events", "account": "123456789012", "time": "2026-12-01T06:00:00Z",
             "region": "eu-west-1", "resources": ["arn:aws:events:eu-west-1:123456789012:rule/relayguard-sweep"],
             "detail": detail or {}}

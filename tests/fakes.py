@@ -7,7 +7,7 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from relayguard.domain.models import Outcome
-from relayguard.domain.rollout import Admission
+from relayguard.domain.rollout import Admission, Rollout, Tally
 from relayguard.domain.server import Inventory, Server
 from relayguard.errors import TransportError
 from relayguard.events import SpamAlert
@@ -130,14 +130,23 @@ class FakeJobQueue:
 
 
 class FakeRunStore:
-    def __init__(self) -> None:
+    """Runs in memory. ``conflicts`` makes that many of the next :meth:`reserve` calls lose, as if another
+    worker had changed the run's fix counters after the gate read them (it does change them: +1 started)."""
+
+    def __init__(self, conflicts: int = 0) -> None:
         self.runs: dict[str, dict[str, Any]] = {}
         self.done: set[tuple[str, str]] = set()
         self.digests: list[str] = []
+        self.reservations: dict[tuple[str, str], str] = {}
+        self.conflicts = conflicts
 
-    def create(self, run_id: str, mode: str, trigger: str, total: int, started_at: str) -> None:
-        assert run_id not in self.runs
-        self.runs[run_id] = {"mode": mode, "trigger": trigger, "total": total, "counts": {}, "started_at": started_at}
+    def create(self, run_id: str, mode: str, trigger: str, total: int, started_at: str,
+               *, rollout: Rollout | None = None) -> bool:
+        if run_id in self.runs:
+            return False
+        self.runs[run_id] = {"mode": mode, "trigger": trigger, "total": total, "counts": {}, "started_at": started_at,
+                             "rollout": rollout or Rollout(), "fixes": Tally(total), "stopped": ""}
+        return True
 
     def record(self, run_id: str, server: str, outcome: str) -> RunProgress | None:
         if run_id not in self.runs:
@@ -150,8 +159,39 @@ class FakeRunStore:
 
     def progress(self, run_id: str) -> RunProgress:
         run = self.runs[run_id]
+        fixes: Tally = run["fixes"]
         return RunProgress(run_id, run["mode"], run["trigger"], run["total"], sum(run["counts"].values()),
-                           dict(run["counts"]), run["started_at"])
+                           dict(run["counts"]), run["started_at"], run["rollout"], fixes.started, fixes.finished,
+                           fixes.failed, run["stopped"])
+
+    def reservation(self, run_id: str, server: str) -> str | None:
+        return self.reservations.get((run_id, server))
+
+    def reserve(self, run_id: str, server: str, seen: Tally) -> bool:
+        run = self.runs[run_id]
+        if self.conflicts:
+            self.conflicts -= 1
+            fixes = run["fixes"]
+            run["fixes"] = Tally(fixes.total, fixes.started + 1, fixes.finished, fixes.failed)
+            self.reservations[(run_id, f"other-{fixes.started}")] = "running"
+        if run["fixes"] != seen or (run_id, server) in self.reservations:
+            return False
+        run["fixes"] = Tally(seen.total, seen.started + 1, seen.finished, seen.failed)
+        self.reservations[(run_id, server)] = "running"
+        return True
+
+    def release(self, run_id: str, server: str, failed: bool) -> None:
+        if self.reservations.get((run_id, server)) != "running":
+            return
+        self.reservations[(run_id, server)] = "done"
+        fixes = self.runs[run_id]["fixes"]
+        self.runs[run_id]["fixes"] = Tally(fixes.total, fixes.started, fixes.finished + 1, fixes.failed + failed)
+
+    def claim_stop(self, run_id: str, reason: str) -> bool:
+        if self.runs[run_id]["stopped"]:
+            return False
+        self.runs[run_id]["stopped"] = reason
+        return True
 
     def claim_digest(self, run_id: str) -> bool:
         if run_id in self.digests or not self.progress(run_id).done:

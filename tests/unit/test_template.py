@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
 from relayguard.adapters.dynamo import DynamoLockStore, DynamoRunStore
-from relayguard.config import ALL_VARIABLES
+from relayguard.config import ALL_VARIABLES, load_settings
 from samtranslator.translator.transform import transform
 
 from harness.intrinsics import NO_VALUE, Resolver
@@ -131,6 +131,48 @@ def test_worker_polls_both_queues_with_partial_batch_failures_and_a_concurrency_
     assert cap["MinValue"] >= 2, "AWS rejects MaximumConcurrency below 2 for SQS event sources"
     assert cap["MaxValue"] <= 1000
     assert cap["MinValue"] <= cap["Default"] <= cap["MaxValue"]
+
+
+def test_one_fleet_wide_cap_bounds_the_ssh_jobs_of_both_queues(cfn: dict[str, Any]) -> None:
+    worker = _props(cfn, "WorkerFunction")
+    assert worker["ReservedConcurrentExecutions"] == {"Ref": "FleetConcurrency"}
+    fleet, per_queue = cfn["Parameters"]["FleetConcurrency"], cfn["Parameters"]["MaximumConcurrency"]
+    assert fleet["MinValue"] >= per_queue["MinValue"]
+    # By default the two event sources together never exceed the cap, so neither is ever throttled
+    # and a sweep cannot hold the alert queue's slots (docs/deploy.md, "One cap for SSH jobs").
+    assert 2 * per_queue["Default"] <= fleet["Default"]
+    for name in ("PlannerFunction", "AlertIntakeFunction"):
+        assert "ReservedConcurrentExecutions" not in _props(cfn, name), name
+
+
+def test_rollout_parameters_reach_the_settings_and_their_defaults_are_valid(cfn: dict[str, Any]) -> None:
+    params = cfn["Parameters"]
+    wiring = {"RG_MAX_CHANGES": "MaxChanges", "RG_MAX_ERRORS": "MaxErrors", "RG_CANARY_SIZE": "CanarySize",
+              "RG_MAINTENANCE_WINDOW": "MaintenanceWindow", "RG_EXCLUDE_TAG": "ExcludeTag"}
+    for name, fn in _of_type(cfn, "AWS::Lambda::Function").items():
+        env = fn["Properties"]["Environment"]["Variables"]
+        assert {v: env[v] for v in wiring} == {v: {"Ref": p} for v, p in wiring.items()}, name
+    defaults = {v: str(params[p]["Default"]) for v, p in wiring.items()}
+    settings = load_settings({**{v: "x" for v in ALL_VARIABLES if v not in wiring}, **defaults,
+                              "RG_SWEEP_MODE": "fix", "RG_ALERT_MODE": "fix", "RG_USE_SUDO": "false",
+                              "RG_DISABLE_TRACKER": "false", **{v: "60" for v in _NUMERIC}})
+    assert settings.rollout.canary >= 1, "the issue asks for a small canary by default"
+    assert settings.rollout.max_errors is not None, "a fix sweep has an error budget by default"
+    assert settings.maintenance_window is None
+    for name in ("MaxChanges", "MaxErrors", "ExcludeTag"):
+        pattern = params[name]["AllowedPattern"]
+        assert re.fullmatch(pattern, str(params[name]["Default"])), name
+    changes = params["MaxChanges"]["AllowedPattern"]
+    assert all(re.fullmatch(changes, v) for v in ("unlimited", "0", "25"))
+    assert not any(re.fullmatch(changes, v) for v in ("-1", "none", ""))
+    errors = params["MaxErrors"]["AllowedPattern"]
+    assert all(re.fullmatch(errors, v) for v in ("unlimited", "1", "2", "10%", "2.5%"))
+    assert not any(re.fullmatch(errors, v) for v in ("0", "-1", "%", "ten"))
+
+
+#: Numeric settings given a plain valid value when the rollout defaults are loaded above.
+_NUMERIC = ("RG_COMMAND_TIMEOUT", "RG_LOCK_TTL_SECONDS", "RG_LOCK_RETRY_SECONDS", "RG_DEDUP_WINDOW_SECONDS",
+            "RG_MAX_RECEIVE_COUNT", "RG_SAFETY_MARGIN_MS")
 
 
 def test_alert_intake_has_explicit_async_retries_and_an_on_failure_queue(cfn: dict[str, Any]) -> None:

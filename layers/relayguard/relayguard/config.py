@@ -7,10 +7,11 @@ missing required variable fails the cold start with the variable's name.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from relayguard.domain.models import Mode
-from relayguard.errors import RelayGuardError
+from relayguard.domain.rollout import EXCLUDE_TAG, ErrorBudget, MaintenanceWindow, Rollout
+from relayguard.errors import InvalidInput, RelayGuardError
 
 ENV_INVENTORY_BUCKET = "RG_INVENTORY_BUCKET"  # required (planner, alert intake)
 ENV_INVENTORY_KEY = "RG_INVENTORY_KEY"  # default: inventory.json
@@ -33,13 +34,23 @@ ENV_LOCK_RETRY_SECONDS = "RG_LOCK_RETRY_SECONDS"  # default: 30 (SQS DelaySecond
 ENV_DEDUP_WINDOW_SECONDS = "RG_DEDUP_WINDOW_SECONDS"  # default: 3600
 ENV_MAX_RECEIVE_COUNT = "RG_MAX_RECEIVE_COUNT"  # default: 5 (must equal the queues' maxReceiveCount)
 ENV_SAFETY_MARGIN_MS = "RG_SAFETY_MARGIN_MS"  # default: 90000
+# Rollout limits of a sweep run (the planner stores them on the run record; docs/operations.md,
+# "Rolling out fix mode"). ``unlimited`` is the explicit "no limit": 0 is a real limit for MaxChanges.
+ENV_MAX_CHANGES = "RG_MAX_CHANGES"  # default: unlimited (or a count of servers a run may change)
+ENV_MAX_ERRORS = "RG_MAX_ERRORS"  # default: unlimited (or a count, 2, or a percentage of the run, 10%)
+ENV_CANARY_SIZE = "RG_CANARY_SIZE"  # default: 0 (no canary)
+ENV_MAINTENANCE_WINDOW = "RG_MAINTENANCE_WINDOW"  # default: empty (fix sweeps at any time)
+ENV_EXCLUDE_TAG = "RG_EXCLUDE_TAG"  # default: relayguard:exclude
 
 ALL_VARIABLES = (
     ENV_INVENTORY_BUCKET, ENV_INVENTORY_KEY, ENV_WORK_QUEUE_URL, ENV_URGENT_QUEUE_URL, ENV_RUNS_TABLE,
     ENV_STATE_TABLE, ENV_LOCKS_TABLE, ENV_IDEMPOTENCY_TABLE, ENV_TOPIC_ARN, ENV_SSH_KEY_SECRET, ENV_SSH_USER,
     ENV_USE_SUDO, ENV_SWEEP_MODE, ENV_ALERT_MODE, ENV_DISABLE_TRACKER, ENV_COMMAND_TIMEOUT, ENV_LOCK_TTL_SECONDS,
-    ENV_LOCK_RETRY_SECONDS, ENV_DEDUP_WINDOW_SECONDS, ENV_MAX_RECEIVE_COUNT, ENV_SAFETY_MARGIN_MS,
+    ENV_LOCK_RETRY_SECONDS, ENV_DEDUP_WINDOW_SECONDS, ENV_MAX_RECEIVE_COUNT, ENV_SAFETY_MARGIN_MS, ENV_MAX_CHANGES,
+    ENV_MAX_ERRORS, ENV_CANARY_SIZE, ENV_MAINTENANCE_WINDOW, ENV_EXCLUDE_TAG,
 )
+#: The value of ``RG_MAX_CHANGES`` and ``RG_MAX_ERRORS`` that sets no limit.
+UNLIMITED = "unlimited"
 
 
 class ConfigError(RelayGuardError):
@@ -71,6 +82,11 @@ class Settings:
     dedup_window_seconds: int
     max_receive_count: int
     safety_margin_ms: int
+    #: A sweep run's limits (an alert's run of one server has none: docs/operations.md).
+    rollout: Rollout = field(default_factory=Rollout)
+    #: Outside it, a fix sweep only audits; None: fix sweeps at any time.
+    maintenance_window: MaintenanceWindow | None = None
+    exclude_tag: str = EXCLUDE_TAG
 
 
 def _bool(name: str, value: str) -> bool:
@@ -99,6 +115,24 @@ def _mode(name: str, value: str) -> Mode:
         return Mode(value.strip().lower())
     except ValueError:
         raise ConfigError(f"{name}: expected audit or fix, got {value!r}") from None
+
+
+def _rollout(max_changes: str, max_errors: str, canary: str) -> Rollout:
+    changes = None if max_changes.lower() == UNLIMITED else _int(ENV_MAX_CHANGES, max_changes, 0)
+    try:
+        budget = None if max_errors.lower() == UNLIMITED else ErrorBudget.parse(max_errors)
+    except InvalidInput as exc:
+        raise ConfigError(f"{ENV_MAX_ERRORS}: {exc} (or {UNLIMITED})") from None
+    return Rollout(max_changes=changes, max_errors=budget, canary=_int(ENV_CANARY_SIZE, canary, 0))
+
+
+def _window(text: str) -> MaintenanceWindow | None:
+    if not text:
+        return None
+    try:
+        return MaintenanceWindow.parse(text)
+    except InvalidInput as exc:
+        raise ConfigError(f"{ENV_MAINTENANCE_WINDOW}: {exc}") from None
 
 
 def load_settings(environ: Mapping[str, str]) -> Settings:
@@ -135,4 +169,8 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         dedup_window_seconds=_int(ENV_DEDUP_WINDOW_SECONDS, optional(ENV_DEDUP_WINDOW_SECONDS, "3600"), 1),
         max_receive_count=_int(ENV_MAX_RECEIVE_COUNT, optional(ENV_MAX_RECEIVE_COUNT, "5"), 1),
         safety_margin_ms=_int(ENV_SAFETY_MARGIN_MS, optional(ENV_SAFETY_MARGIN_MS, "90000"), 0),
+        rollout=_rollout(optional(ENV_MAX_CHANGES, UNLIMITED), optional(ENV_MAX_ERRORS, UNLIMITED),
+                         optional(ENV_CANARY_SIZE, "0")),
+        maintenance_window=_window(optional(ENV_MAINTENANCE_WINDOW, "")),
+        exclude_tag=optional(ENV_EXCLUDE_TAG, EXCLUDE_TAG),
     )

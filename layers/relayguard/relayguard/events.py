@@ -127,9 +127,17 @@ class Job(_Strict):
     alert_id: str | None = None
     enqueued_at: datetime
     server: Annotated[Server, GetPydanticSchema(_job_server_schema)]
+    #: The inventory excludes the server from fixing (the planner or the alert intake decided it from its
+    #: tags): the worker probes and reports it ``excluded``. Optional, so messages without it still parse.
+    excluded: bool = False
 
     def body(self) -> str:
-        return json.dumps(self.model_dump(mode="json", by_alias=True), separators=(",", ":"))
+        doc = self.model_dump(mode="json", by_alias=True)
+        if not doc["excluded"]:
+            # Left out when false, so a job of a server that is not excluded is the message it always was
+            # and a worker of the previous release still takes it during a deployment.
+            del doc["excluded"]
+        return json.dumps(doc, separators=(",", ":"))
 
 
 class SweepDetail(BaseModel):

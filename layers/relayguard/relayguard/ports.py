@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from relayguard.domain.models import Outcome
-from relayguard.domain.rollout import Admission
+from relayguard.domain.rollout import Admission, Rollout, Tally
 from relayguard.domain.server import Inventory, Server
 
 
@@ -65,7 +65,11 @@ class JobQueue(Protocol):
 
 
 class RunStore(Protocol):
-    def create(self, run_id: str, mode: str, trigger: str, total: int, started_at: str) -> None: ...
+    def create(self, run_id: str, mode: str, trigger: str, total: int, started_at: str,
+               *, rollout: Rollout | None = None) -> bool:
+        """Open a run with its rollout limits (they travel with the run: a later parameter change does not
+        touch a running run). False, with nothing written, when the run exists already (a retried planner)."""
+        ...
 
     def record(self, run_id: str, server: str, outcome: str) -> RunProgress | None:
         """Count one finished server once (a redelivered job does not count twice).
@@ -89,6 +93,26 @@ class RunStore(Protocol):
         ``progress`` was read or its digest is claimed (then None)."""
         ...
 
+    # -- the run's fix gate (services.RunGate) --------------------------------------------------
+
+    def reservation(self, run_id: str, server: str) -> str | None:
+        """This server's fix in the run: None (never admitted), ``running`` or ``done``."""
+        ...
+
+    def reserve(self, run_id: str, server: str, seen: Tally) -> bool:
+        """Admit the server's fix (``fix_started`` + 1, a ``running`` reservation) only if the run's fix
+        counters are still those of ``seen`` and the server holds no reservation; False otherwise."""
+        ...
+
+    def release(self, run_id: str, server: str, failed: bool) -> None:
+        """End the server's ``running`` reservation (``fix_finished`` + 1, ``fix_failed`` + 1 if ``failed``);
+        nothing when it holds none or it has ended already."""
+        ...
+
+    def claim_stop(self, run_id: str, reason: str) -> bool:
+        """Mark the run stopped for ``reason``: True exactly once per run, for the caller that announces it."""
+        ...
+
 
 @dataclass(frozen=True)
 class RunProgress:
@@ -99,10 +123,20 @@ class RunProgress:
     completed: int
     counts: dict[str, int]
     started_at: str
+    rollout: Rollout = field(default_factory=Rollout)
+    fix_started: int = 0
+    fix_finished: int = 0
+    fix_failed: int = 0
+    stopped: str = ""  # why the run stopped starting fixes (a claimed stop), or ""
 
     @property
     def done(self) -> bool:
         return self.completed >= self.total
+
+    @property
+    def tally(self) -> Tally:
+        """The run's fixes so far, as the rollout policy sees them."""
+        return Tally(total=self.total, started=self.fix_started, finished=self.fix_finished, failed=self.fix_failed)
 
 
 @dataclass(frozen=True)

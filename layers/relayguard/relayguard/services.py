@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -10,21 +11,25 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from relayguard.config import Settings
-from relayguard.domain.models import Mode, Outcome, Policy
+from relayguard.domain.models import OK_OUTCOMES, Mode, Outcome, Policy
 from relayguard.domain.notify import (
     announced_status,
     attributes,
     change_of,
     digest_message,
     digest_text,
+    run_stopped_message,
+    run_stopped_text,
     server_message,
     server_text,
 )
+from relayguard.domain.rollout import Admission, Decision, admit, excluded, stop_reason
 from relayguard.domain.server import Inventory, Server
 from relayguard.engine import Engine, ServerResult
-from relayguard.errors import RelayGuardError
+from relayguard.errors import FixDeferred, RelayGuardError
 from relayguard.events import JOB_SCHEMA, Job, SpamAlert
 from relayguard.ports import (
+    FixGate,
     InventoryStore,
     JobQueue,
     LockStore,
@@ -43,6 +48,9 @@ FINISH_RESERVE_MS = 15_000
 #: timeout or memory limit on a job's last delivery counts nothing before SQS dead-letters the job.
 #: Far beyond any job's legitimate life (maxReceiveCount x the visibility timeout: 7.5 h at most).
 RUN_DEADLINE = timedelta(hours=24)
+#: Reads and conditional reservations a run's gate tries when other workers keep changing the run's fix
+#: counters under it; after that the fix waits (its job comes back later) rather than fail.
+GATE_ATTEMPTS = 5
 
 
 def now_iso() -> str:
@@ -58,8 +66,10 @@ class Deferred(RelayGuardError):
     """Not enough Lambda time left to start this server; the job is retried later."""
 
 
-def job_for(server: Server, run_id: str, mode: Mode, trigger: str, alert_id: str | None = None) -> Job:
+def job_for(server: Server, run_id: str, mode: Mode, trigger: str, alert_id: str | None = None,
+            *, excluded: bool = False) -> Job:
     return Job.model_validate({
+        "excluded": excluded,
         "schema": JOB_SCHEMA,
         "run_id": run_id,
         "job_id": uuid.uuid4().hex,
@@ -105,10 +115,59 @@ class Publisher:
         run_id = progress.run_id
         if progress.done and self.runs.claim_digest(run_id):
             doc = digest_message(run_id, mode=progress.mode, trigger=progress.trigger, total=progress.total,
-                                 counts=progress.counts, started_at=progress.started_at, at=now_iso())
+                                 counts=progress.counts, started_at=progress.started_at, at=now_iso(),
+                                 stopped=progress.stopped)
             self.notifier.publish(Notification(
                 subject=f"RelayGuard run {run_id}: {doc['outcome']}", document=doc, text=digest_text(doc),
                 attributes=attributes(doc)))
+
+    def run_stopped(self, progress: RunProgress, reason: str) -> None:
+        """Announce that the run stopped starting fixes (called once per run, by the claim's winner)."""
+        limits = progress.rollout
+        doc = run_stopped_message(
+            progress.run_id, mode=progress.mode, trigger=progress.trigger, reason=reason, total=progress.total,
+            fixes={"started": progress.fix_started, "finished": progress.fix_finished, "failed": progress.fix_failed},
+            limits={"max_changes": limits.max_changes, "canary": limits.canary,
+                    "max_errors": str(limits.max_errors) if limits.max_errors else None},
+            at=now_iso())
+        self.notifier.publish(Notification(
+            subject=f"RelayGuard run {progress.run_id} stopped: {reason}", document=doc, text=run_stopped_text(doc),
+            attributes=attributes(doc)))
+
+
+@dataclass
+class RunGate:
+    """A sweep run's rollout gate (:class:`~relayguard.ports.FixGate`) over the run's record, shared by
+    every worker: each admission reads the run's fix counters, asks :func:`~relayguard.domain.rollout.admit`
+    and reserves a granted fix with a write conditional on the counters it read, so two workers cannot
+    both take the last slot. The first worker told to skip for good announces the stop, once per run."""
+
+    runs: RunStore
+    run_id: str
+    on_stop: Callable[[RunProgress, str], None]
+
+    def admit(self, server: Server) -> Admission:
+        if self.runs.reservation(self.run_id, server.name) is not None:
+            # A redelivery of a job whose fix was admitted already (its worker died or ran out of time):
+            # the same change goes on, it is not a new one.
+            return Admission(Decision.START)
+        for _ in range(GATE_ATTEMPTS):
+            try:
+                progress = self.runs.progress(self.run_id)
+            except KeyError:
+                return Admission(Decision.START)  # a hand-made job of no run: no run, no run limits
+            answer = admit(progress.rollout, progress.tally)
+            if answer.decision == Decision.SKIP:
+                reason = stop_reason(progress.rollout, progress.tally)
+                if reason and self.runs.claim_stop(self.run_id, reason):
+                    self.on_stop(progress, reason)
+                return answer
+            if answer.decision == Decision.WAIT or self.runs.reserve(self.run_id, server.name, progress.tally):
+                return answer
+        return Admission(Decision.WAIT)
+
+    def finished(self, server: Server, outcome: Outcome) -> None:
+        self.runs.release(self.run_id, server.name, failed=outcome not in OK_OUTCOMES)
 
 
 def close_overdue_runs(runs: RunStore, publisher: Publisher, now: datetime) -> list[dict[str, Any]]:
@@ -132,19 +191,40 @@ def close_overdue_runs(runs: RunStore, publisher: Publisher, now: datetime) -> l
 class SweepPlanner(Protocol):
     """:func:`plan_sweep` with its settings and ports bound."""
 
-    def __call__(self, *, mode: Mode | None = None) -> dict[str, Any]: ...
+    def __call__(self, *, mode: Mode | None = None, event_id: str | None = None,
+                 event_time: datetime | None = None) -> dict[str, Any]: ...
+
+
+def sweep_run_id(event_id: str | None, event_time: datetime) -> str:
+    """The run of a triggering event: the same event (a retried invocation) names the same run, so the
+    run's conditional creation lets only one invocation queue its servers. Without an event id, a new run."""
+    tail = hashlib.sha256(event_id.encode()).hexdigest()[:16] if event_id else uuid.uuid4().hex[:8]
+    return f"sweep-{event_time.astimezone(UTC).strftime('%Y%m%dT%H%M%SZ')}-{tail}"
 
 
 def plan_sweep(settings: Settings, inventory: InventoryStore, runs: RunStore, queue: JobQueue,
-               publisher: Publisher, *, mode: Mode | None = None) -> dict[str, Any]:
-    """Read the inventory, open a run record, fan one job per server out to the work queue; first,
-    close the runs that will never complete by themselves."""
-    overdue = close_overdue_runs(runs, publisher, datetime.now(UTC))
-    inv = inventory.load()
-    run_id = f"sweep-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}-{uuid.uuid4().hex[:8]}"
+               publisher: Publisher, *, mode: Mode | None = None, event_id: str | None = None,
+               event_time: datetime | None = None) -> dict[str, Any]:
+    """Read the inventory, open a run record with the rollout limits, fan one job per server out to the
+    work queue; first, close the runs that will never complete by themselves.
+
+    A fix sweep outside the maintenance window (at ``event_time``, the schedule's time) only audits. A
+    second invocation for the same ``event_id`` finds its run open and queues nothing (``duplicate``)."""
+    now = datetime.now(UTC)
+    at = event_time or now
+    overdue = close_overdue_runs(runs, publisher, now)
+    run_id = sweep_run_id(event_id, at)
     mode = mode or settings.sweep_mode
-    runs.create(run_id, str(mode), "sweep", len(inv.servers), now_iso())
-    jobs = [job_for(s, run_id, mode, "sweep") for s in inv.servers]
+    window = settings.maintenance_window
+    outside_window = mode == Mode.FIX and window is not None and not window.open_at(at)
+    if outside_window:
+        mode = Mode.AUDIT
+    inv = inventory.load()
+    if not runs.create(run_id, str(mode), "sweep", len(inv.servers), now_iso(), rollout=settings.rollout):
+        return {"run_id": run_id, "mode": runs.progress(run_id).mode, "servers": 0, "unsent": 0,
+                "closed_overdue": overdue, "duplicate": True, "outside_window": outside_window}
+    exclude = (settings.exclude_tag,)
+    jobs = [job_for(s, run_id, mode, "sweep", excluded=excluded(s.tags, exclude)) for s in inv.servers]
     unsent = queue.send(settings.work_queue_url, [j.body() for j in jobs])
     for body in unsent:
         # A job the queue refused is a failed server, not a silent gap in the digest.
@@ -152,7 +232,8 @@ def plan_sweep(settings: Settings, inventory: InventoryStore, runs: RunStore, qu
     if not jobs:
         publisher.digest_if_done(runs.progress(run_id))
     return {"run_id": run_id, "mode": str(mode), "servers": len(jobs), "unsent": len(unsent),
-            "closed_overdue": overdue}
+            "closed_overdue": overdue, "duplicate": False, "outside_window": outside_window,
+            "excluded": sum(j.excluded for j in jobs)}
 
 
 @dataclass(frozen=True)
@@ -177,7 +258,14 @@ class Worker:
     queue: JobQueue
 
     def policy(self, job: Job) -> Policy:
-        return Policy(mode=job.mode, disable_tracker=self.settings.disable_tracker)
+        return Policy(mode=job.mode, disable_tracker=self.settings.disable_tracker, excluded=job.excluded)
+
+    def gate(self, job: Job) -> FixGate | None:
+        """The run's rollout gate: a sweep's fixes share their run's limits; an alert's run of one server
+        has none (docs/operations.md, Rolling out fix mode)."""
+        if job.trigger != "sweep" or job.mode != Mode.FIX:
+            return None
+        return RunGate(self.publisher.runs, job.run_id, self.publisher.run_stopped)
 
     def handle(self, job: Job, receive_count: int, remaining_ms: int, queue_url: str) -> Handled:
         """Work one job delivered from ``queue_url``.
@@ -200,7 +288,11 @@ class Worker:
         try:
             # The job must end, recorded and announced, before Lambda's own timeout would kill it.
             deadline = time.monotonic() + max(0, remaining_ms - FINISH_RESERVE_MS) / 1000
-            result = self.engine_factory().run(job.server, self.policy(job), deadline=deadline)
+            try:
+                result = self.engine_factory().run(job.server, self.policy(job), deadline=deadline,
+                                                   gate=self.gate(job))
+            except FixDeferred as exc:
+                return self._held(job, queue_url, exc)
             self.publisher.server_result(job, result)
             self.publisher.count(job.run_id, job.server.name, str(result.outcome))
             return Handled("done", result)
@@ -217,6 +309,16 @@ class Worker:
         self._requeue(job, queue_url, delay_seconds=self.settings.lock_retry_seconds)
         return Handled("requeued", note=f"{job.server.name} is locked by another job; retry in "
                                         f"{self.settings.lock_retry_seconds} s")
+
+    def _held(self, job: Job, queue_url: str, exc: FixDeferred) -> Handled:
+        """The run's gate holds this fix (canary unfinished, error budget in flight): nothing was changed
+        and nothing is counted; the job comes back after the lock retry delay, outside SQS's receive count.
+        A run past :data:`RUN_DEADLINE` is closed with its missing servers failed: then SQS's retries,
+        the DLQ and :meth:`give_up` take over."""
+        if datetime.now(UTC) - job.enqueued_at >= RUN_DEADLINE:
+            raise exc
+        self._requeue(job, queue_url, delay_seconds=self.settings.lock_retry_seconds)
+        return Handled("requeued", note=f"{exc}; retry in {self.settings.lock_retry_seconds} s")
 
     def _requeue(self, job: Job, queue_url: str, delay_seconds: int) -> None:
         # The copy keeps its enqueued_at, so a result recorded meanwhile by the lock holder is reused.
@@ -238,7 +340,10 @@ class Worker:
         return last.outcome
 
     def give_up(self, job: Job) -> None:
-        """The job's last delivery failed: count the server as failed so the run's digest completes."""
+        """The job's last delivery failed: count the server as failed so the run's digest completes, and
+        end its fix as failed if one was admitted, so the run's canary and budget do not wait for it forever."""
+        if self.gate(job) is not None:
+            self.publisher.runs.release(job.run_id, job.server.name, failed=True)
         self.publisher.count(job.run_id, job.server.name, str(Outcome.FAILED))
 
 
@@ -262,8 +367,12 @@ class UrgentJobs:
     def enqueue(self, server: Server, alert: SpamAlert) -> dict[str, Any]:
         """Open a one-server run and put an urgent job on the queue (called once per dedup key)."""
         run_id = f"alert-{alert.alert_id}"[:64]
-        job = job_for(server, run_id, self.settings.alert_mode, "alert", alert.alert_id)
-        self.runs.create(run_id, str(job.mode), "alert", 1, now_iso())
+        # An alert's own rule: no run limits and no maintenance window (a spam incident is under way),
+        # but an excluded server is only probed and reported.
+        job = job_for(server, run_id, self.settings.alert_mode, "alert", alert.alert_id,
+                      excluded=excluded(server.tags, (self.settings.exclude_tag,)))
+        if not self.runs.create(run_id, str(job.mode), "alert", 1, now_iso()):
+            raise RelayGuardError(f"run {run_id} exists already: alert {alert.alert_id} was taken in before")
         unsent = self.queue.send(self.settings.urgent_queue_url, [job.body()])
         if unsent:
             raise RelayGuardError(f"could not enqueue the urgent job for {server.name}")

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
+from relayguard.domain.rollout import ErrorBudget, Rollout, Tally
 from relayguard.ports import RunProgress, ServerState
 
 if TYPE_CHECKING:
@@ -28,26 +29,47 @@ def _conditional_failed(exc: ClientError) -> bool:
 OPEN_RUNS = "open-runs"
 
 
+def _reservation_key(run_id: str, server: str) -> dict[str, Any]:
+    # Run ids start with "sweep-" or "alert-", so this never meets a run or a ``run_id#server`` marker.
+    return {"run_id": {"S": f"fix#{run_id}#{server}"}}
+
+
+#: The fix counters of a run item, which the gate's reservations condition on.
+_FIX_COUNTERS = ("fix_started", "fix_finished", "fix_failed")
+
+
 class DynamoRunStore:
-    """One item per run (``run_id``) with counters ``n_<outcome>``, plus one marker item per
-    finished server (``run_id#server``) so a redelivered job is counted once, and the
-    :data:`OPEN_RUNS` item."""
+    """One item per run (``run_id``) with counters ``n_<outcome>``, the run's rollout limits and its fix
+    counters (:data:`_FIX_COUNTERS`), plus one marker item per finished server (``run_id#server``) so a
+    redelivered job is counted once, one reservation item per admitted fix (``fix#run_id#server``), and
+    the :data:`OPEN_RUNS` item."""
 
     def __init__(self, client: DynamoDBClient, table: str) -> None:
         self.client = client
         self.table = table
 
-    def create(self, run_id: str, mode: str, trigger: str, total: int, started_at: str) -> None:
-        self.client.put_item(
-            TableName=self.table,
-            Item={
-                "run_id": {"S": run_id}, "mode": {"S": mode}, "trigger": {"S": trigger},
-                "total": {"N": str(total)}, "completed": {"N": "0"}, "started_at": {"S": started_at},
-                "expires_at": {"N": str(int(time.time()) + RUN_TTL)},
-            },
-            ConditionExpression="attribute_not_exists(run_id)",
-        )
+    def create(self, run_id: str, mode: str, trigger: str, total: int, started_at: str,
+               *, rollout: Rollout | None = None) -> bool:
+        item: dict[str, Any] = {
+            "run_id": {"S": run_id}, "mode": {"S": mode}, "trigger": {"S": trigger},
+            "total": {"N": str(total)}, "completed": {"N": "0"}, "started_at": {"S": started_at},
+            "expires_at": {"N": str(int(time.time()) + RUN_TTL)},
+            **{name: {"N": "0"} for name in _FIX_COUNTERS},
+        }
+        if rollout is not None:
+            item["canary"] = {"N": str(rollout.canary)}
+            if rollout.max_changes is not None:
+                item["max_changes"] = {"N": str(rollout.max_changes)}
+            if rollout.max_errors is not None:
+                item["max_errors"] = {"S": str(rollout.max_errors)}
+        try:
+            self.client.put_item(TableName=self.table, Item=item, ConditionExpression="attribute_not_exists(run_id)")
+        except ClientError as exc:
+            if _conditional_failed(exc):
+                return False
+            raise
         self._open_set("ADD", run_id)
+        return True
 
     def _open_set(self, action: str, run_id: str) -> None:
         self.client.update_item(TableName=self.table, Key={"run_id": {"S": OPEN_RUNS}},
@@ -136,12 +158,97 @@ class DynamoRunStore:
         )
 
 
+    def reservation(self, run_id: str, server: str) -> str | None:
+        got = self.client.get_item(TableName=self.table, Key=_reservation_key(run_id, server), ConsistentRead=True)
+        item = got.get("Item")
+        return None if item is None else str(item["state"]["S"])
+
+    def reserve(self, run_id: str, server: str, seen: Tally) -> bool:
+        # One transaction: the reservation exists exactly when the run counted it started.
+        seen_values = {"fix_started": seen.started, "fix_finished": seen.finished, "fix_failed": seen.failed}
+        try:
+            self.client.transact_write_items(TransactItems=[
+                {"Put": {
+                    "TableName": self.table,
+                    "Item": {**_reservation_key(run_id, server), "state": {"S": "running"},
+                             "expires_at": {"N": str(int(time.time()) + RUN_TTL)}},
+                    "ConditionExpression": "attribute_not_exists(run_id)",
+                }},
+                {"Update": {
+                    "TableName": self.table,
+                    "Key": {"run_id": {"S": run_id}},
+                    "UpdateExpression": "ADD fix_started :one",
+                    # The counters as read: a worker that admitted or ended a fix meanwhile makes this fail,
+                    # and the gate decides again on fresh numbers. A run created before the counters
+                    # existed has none, which reads as 0.
+                    "ConditionExpression": "attribute_exists(run_id) AND " + " AND ".join(
+                        f"(#{n} = :{n} OR (attribute_not_exists(#{n}) AND :{n} = :zero))" for n in seen_values),
+                    "ExpressionAttributeNames": {f"#{n}": n for n in seen_values},
+                    "ExpressionAttributeValues": {":one": {"N": "1"}, ":zero": {"N": "0"},
+                                                  **{f":{n}": {"N": str(v)} for n, v in seen_values.items()}},
+                }},
+            ])
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "TransactionCanceledException":
+                return False
+            raise
+        return True
+
+    def release(self, run_id: str, server: str, failed: bool) -> None:
+        try:
+            self.client.transact_write_items(TransactItems=[
+                {"Update": {
+                    "TableName": self.table,
+                    "Key": _reservation_key(run_id, server),
+                    "UpdateExpression": "SET #state = :done",
+                    "ConditionExpression": "#state = :running",
+                    "ExpressionAttributeNames": {"#state": "state"},
+                    "ExpressionAttributeValues": {":done": {"S": "done"}, ":running": {"S": "running"}},
+                }},
+                {"Update": {
+                    "TableName": self.table,
+                    "Key": {"run_id": {"S": run_id}},
+                    "UpdateExpression": "ADD fix_finished :one, fix_failed :failed",
+                    "ConditionExpression": "attribute_exists(run_id)",
+                    "ExpressionAttributeValues": {":one": {"N": "1"}, ":failed": {"N": "1" if failed else "0"}},
+                }},
+            ])
+        except ClientError as exc:
+            # No running reservation (never admitted, or ended by an earlier delivery): nothing to end.
+            if exc.response.get("Error", {}).get("Code") != "TransactionCanceledException":
+                raise
+
+    def claim_stop(self, run_id: str, reason: str) -> bool:
+        try:
+            self.client.update_item(
+                TableName=self.table, Key={"run_id": {"S": run_id}}, UpdateExpression="SET stopped = :why",
+                ConditionExpression="attribute_exists(run_id) AND attribute_not_exists(stopped)",
+                ExpressionAttributeValues={":why": {"S": reason}},
+            )
+        except ClientError as exc:
+            if _conditional_failed(exc):
+                return False
+            raise
+        return True
+
+
+def _number(item: dict[str, Any], name: str) -> int:
+    return int(item.get(name, {"N": "0"})["N"])
+
+
 def _progress(item: dict[str, Any]) -> RunProgress:
     counts = {k[2:]: int(v["N"]) for k, v in item.items() if k.startswith("n_")}
+    rollout = Rollout(
+        max_changes=_number(item, "max_changes") if "max_changes" in item else None,
+        max_errors=ErrorBudget.parse(item["max_errors"]["S"]) if "max_errors" in item else None,
+        canary=_number(item, "canary"),
+    )
     return RunProgress(
         run_id=item["run_id"]["S"], mode=item["mode"]["S"], trigger=item["trigger"]["S"],
-        total=int(item["total"]["N"]), completed=int(item.get("completed", {"N": "0"})["N"]), counts=counts,
-        started_at=item["started_at"]["S"],
+        total=int(item["total"]["N"]), completed=_number(item, "completed"), counts=counts,
+        started_at=item["started_at"]["S"], rollout=rollout, fix_started=_number(item, "fix_started"),
+        fix_finished=_number(item, "fix_finished"), fix_failed=_number(item, "fix_failed"),
+        stopped=item.get("stopped", {}).get("S", ""),
     )
 
 

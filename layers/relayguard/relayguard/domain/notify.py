@@ -119,11 +119,17 @@ def server_message(result: dict[str, Any], change: str, run_id: str, trigger: st
     })
 
 
+#: A run-stopped message, and the digest of a stopped run, are at least this severe.
+STOPPED_SEVERITY = "error"
+
+
 def digest_message(run_id: str, *, mode: str, trigger: str, total: int, counts: dict[str, int],
-                   started_at: str, at: str) -> dict[str, Any]:
-    """The run-digest notification document: counts per outcome, the worst severity, and an overall outcome."""
+                   started_at: str, at: str, stopped: str = "") -> dict[str, Any]:
+    """The run-digest notification document: counts per outcome, the worst severity, an overall outcome,
+    and ``stopped``: why the run stopped starting fixes (``error-budget``, ``canary-failed``), or null."""
     failed = sum(n for outcome, n in counts.items() if outcome in FAILURES)
-    worst = max((severity_of(o) for o, n in counts.items() if n), key=_RANK.__getitem__, default="info")
+    severities = [severity_of(o) for o, n in counts.items() if n] + ([STOPPED_SEVERITY] if stopped else [])
+    worst = max(severities, key=_RANK.__getitem__, default="info")
     return check_notification({
         "schema": SCHEMA,
         "event": "run-digest",
@@ -137,7 +143,39 @@ def digest_message(run_id: str, *, mode: str, trigger: str, total: int, counts: 
         "total": total,
         "counts": {k: v for k, v in sorted(counts.items()) if v},
         "failed": failed,
+        "stopped": stopped or None,
     })
+
+
+def run_stopped_message(run_id: str, *, mode: str, trigger: str, reason: str, total: int, fixes: dict[str, int],
+                        limits: dict[str, Any], at: str) -> dict[str, Any]:
+    """The one message that says a run stopped starting fixes, and why (``reason``: ``error-budget`` or
+    ``canary-failed``); ``fixes`` are the run's fix counters then, ``limits`` its rollout limits."""
+    return check_notification({
+        "schema": SCHEMA,
+        "event": "run-stopped",
+        "run_id": run_id,
+        "trigger": trigger,
+        "mode": mode,
+        "at": at,
+        "severity": STOPPED_SEVERITY,
+        "outcome": "stopped",
+        "reason": reason,
+        "total": total,
+        "fixes": fixes,
+        "limits": limits,
+    })
+
+
+def run_stopped_text(doc: dict[str, Any]) -> str:
+    """The plain-text body of a run-stopped notification."""
+    fixes, limits = doc["fixes"], doc["limits"]
+    why = {"error-budget": f"{fixes['failed']} fixes failed, the error budget is {limits['max_errors']}",
+           "canary-failed": f"a canary fix failed (canary of {limits['canary']})"}.get(doc["reason"], doc["reason"])
+    return (f"RelayGuard run {doc['run_id']} ({doc['trigger']}, {doc['mode']}) STOPPED starting fixes: {why}.\n"
+            f"Fixes started: {fixes['started']}, finished: {fixes['finished']}, failed: {fixes['failed']} "
+            f"of {doc['total']} servers. The remaining exposed servers are reported skipped ({doc['reason']}) "
+            "and left untouched; see docs/operations.md, Rolling out fix mode.\n")
 
 
 def server_text(doc: dict[str, Any]) -> str:
@@ -165,8 +203,9 @@ def server_text(doc: dict[str, Any]) -> str:
 def digest_text(doc: dict[str, Any]) -> str:
     """The one-line plain-text body of a run-digest notification."""
     counts = ", ".join(f"{k}: {v}" for k, v in doc["counts"].items()) or "no servers"
+    stopped = f"; STOPPED: {doc['stopped']}" if doc.get("stopped") else ""
     return (f"RelayGuard run {doc['run_id']} ({doc['trigger']}, {doc['mode']}): {doc['total']} servers; {counts}; "
-            f"failed: {doc['failed']}\n")
+            f"failed: {doc['failed']}{stopped}\n")
 
 
 def attributes(doc: dict[str, Any]) -> dict[str, str]:

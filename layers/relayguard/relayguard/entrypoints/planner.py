@@ -24,7 +24,13 @@ def make_handler(planner: Callable[[Settings], SweepPlanner] = bootstrap.planner
     def planner_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         scheduled = parse(event=event, model=EventBridgeModel)
         detail = SweepDetail.model_validate(scheduled.detail)
-        result = planner(settings())(mode=detail.mode)
+        # The event's id names the run: a retried invocation of the same event opens no second run.
+        result = planner(settings())(mode=detail.mode, event_id=scheduled.id, event_time=scheduled.time)
+        if result["duplicate"]:
+            logger.warning("this event's run exists already; nothing queued", run_id=result["run_id"],
+                           event_id=scheduled.id)
+        if result["outside_window"]:
+            logger.info("fix sweep outside the maintenance window; this run only audits")
         for closed in result["closed_overdue"]:
             # Its digest went out with these servers counted failed: their jobs are in a DLQ, or lost.
             logger.warning("run closed past its deadline; servers never counted are counted failed", **closed)

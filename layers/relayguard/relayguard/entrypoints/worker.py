@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from relayguard import bootstrap
 from relayguard.config import Settings
-from relayguard.domain.models import Outcome
+from relayguard.domain.models import HELD_OUTCOMES, OK_OUTCOMES, Outcome
 from relayguard.entrypoints import Handler, logger, metrics, observed, settings
 from relayguard.events import Job
 from relayguard.services import Deferred, LockBusy, Worker
@@ -62,7 +62,7 @@ def _work_record(record: SQSRecord, context: LambdaContext, compose: Callable[[S
         raise
     result = handled.result
     if result is None:
-        logger.info("job finished without an SSH session", status=handled.status, note=handled.note)
+        logger.info("job finished without a result of its own", status=handled.status, note=handled.note)
         return
     metrics.add_metric(name="ServersScanned", unit=MetricUnit.Count, value=1)
     for outcome, name in ((Outcome.NONCOMPLIANT, "NonCompliant"), (Outcome.REMEDIATED, "Remediated")):
@@ -70,7 +70,8 @@ def _work_record(record: SQSRecord, context: LambdaContext, compose: Callable[[S
             metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
     if result.outcome in HOST_KEY_OUTCOMES:
         metrics.add_metric(name="HostKeyProblems", unit=MetricUnit.Count, value=1)
-    if result.outcome not in (Outcome.COMPLIANT, Outcome.REMEDIATED, Outcome.NOT_CPANEL, Outcome.NONCOMPLIANT):
+    # Held outcomes (noncompliant, skipped, excluded) leave a server as it was by design, not by failure.
+    if result.outcome not in OK_OUTCOMES | HELD_OUTCOMES:
         metrics.add_metric(name="Failed", unit=MetricUnit.Count, value=1)
     logger.info("server done", outcome=str(result.outcome), reason=result.reason, restarted=result.restarted)
 
