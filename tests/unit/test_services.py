@@ -84,6 +84,12 @@ def unreachable_engine() -> Engine:
     ("unreachable", "unreachable", "web1: no route to host", None),
     ("failed:whmapi1-refused", "failed", "whmapi1-refused: Tweak locked", None),
     ("unreachable", "not-cpanel", "", "recovered"),
+    (None, "skipped", "error-budget", "noncompliant"),
+    ("noncompliant", "skipped", "max-changes", None),
+    ("failed:exim-restart-failed", "excluded", "excluded", None),
+    (None, "excluded", "excluded", None),
+    ("ok", "reverted", "", "reverted"),
+    ("reverted", "reverted", "", "reverted"),
 ])
 def test_only_changes_are_announced(before, outcome, reason, change):
     assert change_of(before, outcome, reason) == change

@@ -12,8 +12,8 @@ import threading
 from collections.abc import Sequence
 from dataclasses import replace
 
-from relayguard.domain.models import OK_OUTCOMES, Outcome
-from relayguard.domain.rollout import Admission, Decision, Rollout, Tally, admit, stop_reason
+from relayguard.domain.models import Outcome
+from relayguard.domain.rollout import Admission, Decision, Rollout, Tally, admit, fix_failed, stop_reason
 from relayguard.domain.server import Server
 
 
@@ -87,7 +87,7 @@ class LocalGate:
         """An admitted fix ended; anything but a good end counts against the error budget."""
         with self._cond:
             self._tally = replace(self._tally, finished=self._tally.finished + 1,
-                                  failed=self._tally.failed + (outcome not in OK_OUTCOMES))
+                                  failed=self._tally.failed + (fix_failed(outcome)))
             self._cond.notify_all()
 
     def job_ended(self, server: Server) -> None:

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from relayguard.config import Settings
-from relayguard.domain.models import OK_OUTCOMES, Mode, Outcome, Policy
+from relayguard.domain.models import Mode, Outcome, Policy
 from relayguard.domain.notify import (
     announced_status,
     attributes,
@@ -23,7 +23,7 @@ from relayguard.domain.notify import (
     server_message,
     server_text,
 )
-from relayguard.domain.rollout import Admission, Decision, admit, excluded, stop_reason
+from relayguard.domain.rollout import Admission, Decision, admit, excluded, fix_failed, stop_reason
 from relayguard.domain.server import Inventory, Server
 from relayguard.engine import Engine, ServerResult
 from relayguard.errors import FixDeferred, RelayGuardError
@@ -167,7 +167,7 @@ class RunGate:
         return Admission(Decision.WAIT)
 
     def finished(self, server: Server, outcome: Outcome) -> None:
-        self.runs.release(self.run_id, server.name, failed=outcome not in OK_OUTCOMES)
+        self.runs.release(self.run_id, server.name, failed=fix_failed(outcome))
 
 
 def close_overdue_runs(runs: RunStore, publisher: Publisher, now: datetime) -> list[dict[str, Any]]:

@@ -63,21 +63,29 @@ def announced_status(outcome: str, reason: str) -> str:
     """What a notification said about a server, as remembered for change detection."""
     if outcome in OK_OUTCOMES:
         return "ok"
-    if outcome == Outcome.NONCOMPLIANT:
-        return "noncompliant"
+    if outcome in (Outcome.NONCOMPLIANT, Outcome.SKIPPED):
+        return "noncompliant"  # a skipped server is exposed and left so, like an audited one
     if outcome == Outcome.FAILED and reason:
         # Reasons start with a stable code ("whmapi1-refused: <text>"); the text may vary between runs.
         return f"failed:{reason.split(':', 1)[0]}"
     return str(outcome)
 
 
+#: Outcomes whose announcement does not depend on what was announced before.
+_ALWAYS: dict[str, str | None] = {Outcome.EXCLUDED: None, Outcome.REVERTED: "reverted"}
+
+
 def change_of(previous_announced: str | None, outcome: str, reason: str) -> str | None:
-    """The change to announce (remediated, failed, noncompliant, recovered) or None when nothing is news.
+    """The change to announce (remediated, failed, noncompliant, recovered, reverted) or None when nothing is
+    news.
 
     ``previous_announced`` is what the last notification said (None: never announced; treated as ok).
+    An ``excluded`` server is never news: an operator chose to leave it out, and the digest counts it.
     """
     before = previous_announced or "ok"
     now = announced_status(outcome, reason)
+    if outcome in _ALWAYS:
+        return _ALWAYS[outcome]
     if outcome == Outcome.REMEDIATED:
         # A fix after an announced problem closes that story: one "recovered" message, not two.
         return "remediated" if before == "ok" else "recovered"

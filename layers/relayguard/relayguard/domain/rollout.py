@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, time
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from relayguard.domain.models import OK_OUTCOMES, Outcome
 from relayguard.errors import InvalidInput
 
 
@@ -111,6 +112,12 @@ class Admission:
     decision: Decision
     reason: str = ""
     canary: bool = False
+
+
+def fix_failed(outcome: Outcome) -> bool:
+    """Whether an admitted fix that ended with ``outcome`` spends the error budget: anything but a proven
+    fix does (a timeout or a dropped connection mid-fix may have left the server half-changed)."""
+    return outcome not in OK_OUTCOMES
 
 
 def admit(rollout: Rollout, tally: Tally) -> Admission:
