@@ -3,6 +3,7 @@
     relayguard check HOST[:PORT]...            audit, change nothing
     relayguard fix HOST[:PORT]...              close the gate, restart Exim once, prove refusal
     relayguard scan --inventory FILE [--fix]   every server of an inventory, concurrently
+    relayguard revert HOST[:PORT]...           undo the last fix: POP-before-SMTP relaying on again
     relayguard inventory add HOST[:PORT]       fetch, confirm and pin a server's host keys
 
 Exit codes: 0 every host compliant, remediated or not cPanel; 1 an audit found exposed hosts;
@@ -25,6 +26,7 @@ from typing import TextIO
 from relayguard.adapters.ssh_keys import fetch_host_keys, host_keys_from_known_hosts
 from relayguard.bootstrap import build_engine
 from relayguard.domain.models import HELD_OUTCOMES, OK_OUTCOMES, Mode, Outcome, Policy
+from relayguard.domain.revert import before_from_results
 from relayguard.domain.server import Server
 from relayguard.engine import Engine, ServerResult
 from relayguard.enroll import AddRequest, add_server
@@ -32,6 +34,9 @@ from relayguard.errors import RelayGuardError
 from relayguard.inventory import load_inventory
 
 ENV_SSH_KEY = "RELAYGUARD_SSH_KEY"  # private key text (e.g. from a secret store); default: unset
+REVERT_WARNING = ("WARNING: revert turns POP-before-SMTP back on. After it, anyone who shares an address with a "
+                  "POP/IMAP user (NAT, hotspot, VPN exit) can relay mail through the server WITHOUT SMTP AUTH. "
+                  "The next fix sweep or alert closes it again unless the server is excluded from fixing.")
 
 
 @dataclass(frozen=True)
@@ -73,6 +78,11 @@ def _parser() -> argparse.ArgumentParser:
     for name, text in (("check", "audit hosts, change nothing"), ("fix", "remediate hosts")):
         p = sub.add_parser(name, parents=[common], help=text)
         p.add_argument("hosts", nargs="+", metavar="HOST[:PORT]")
+    revert = sub.add_parser("revert", parents=[common], help="undo the last fix: relaying without AUTH again",
+                            description=REVERT_WARNING)
+    revert.add_argument("hosts", nargs="+", metavar="HOST[:PORT]")
+    revert.add_argument("--record", metavar="FILE",
+                        help="saved --json result lines of the fix (default: the record the fix left on the server)")
     scan = sub.add_parser("scan", parents=[common], help="audit (or --fix) every server of an inventory")
     scan.add_argument("--inventory", required=True, metavar="FILE")
     scan.add_argument("--fix", action="store_true")
@@ -207,10 +217,29 @@ def inventory_add(ns: argparse.Namespace) -> int:
     return add_server(request, fetch_host_keys, sys.stdin, sys.stdout, sys.stderr)
 
 
+def revert_hosts(engine: Engine, targets: Sequence[Server], record_lines: Sequence[str] | None) -> list[ServerResult]:
+    """Revert each target in turn (a deliberate, rare act: no concurrency); a target missing from the
+    ``--record`` lines fails rather than falling back to the server's own record."""
+    results = []
+    for target in targets:
+        if record_lines is None:
+            results.append(engine.revert(target))
+            continue
+        before = before_from_results(record_lines, target.name, target.host)
+        if before is None:
+            results.append(ServerResult(name=target.name, address=target.host, mode="revert",
+                                        outcome=Outcome.FAILED, reason="no-revert-record: not in --record"))
+        else:
+            results.append(engine.revert(target, before))
+    return results
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ns = _parser().parse_args(argv)
     if ns.command == "inventory":
         return inventory_add(ns)
+    if ns.command == "revert":
+        print(REVERT_WARNING, file=sys.stderr)
     opts = parse_options(argv)
     try:
         targets = targets_from(opts)
@@ -222,8 +251,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ValueError) as exc:
         print(f"relayguard: {exc}", file=sys.stderr)
         return 2
-    results = run_fleet(engine, targets, opts.policy, opts.concurrency if opts.inventory else len(targets),
-                        progress=None if opts.json else sys.stderr)
+    if ns.command == "revert":
+        try:
+            lines = Path(ns.record).read_text().splitlines() if ns.record else None
+            results = revert_hosts(engine, targets, lines)
+        except (OSError, RelayGuardError) as exc:
+            print(f"relayguard: {exc}", file=sys.stderr)
+            return 2
+    else:
+        results = run_fleet(engine, targets, opts.policy, opts.concurrency if opts.inventory else len(targets),
+                            progress=None if opts.json else sys.stderr)
     if opts.json:
         for r in results:
             print(r.to_json_line())
