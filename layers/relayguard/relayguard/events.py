@@ -34,7 +34,9 @@ ALERT_DETAIL_TYPE = "Spam Alert"
 AlertSource = Literal["cpanel_icontact", "csf_rt", "dnsbl", "abuse_report", "queue_alarm", "cloudwatch_alarm",
                       "manual"]
 AlertKind = Literal["spammers_detected", "hourly_limit", "send_limit", "pop_before_smtp_enabled", "relay_tracking",
-                    "dnsbl_listing", "abuse_report", "queue_size", "alarm"]
+                    "dnsbl_listing", "abuse_report", "queue_size", "alarm", "revert_request"]
+#: The alert kind that asks for a revert of the server's last fix instead of a fix (docs/operations.md).
+REVERT_REQUEST = "revert_request"
 
 
 class _Strict(BaseModel):
@@ -82,6 +84,21 @@ class SpamAlert(_Strict):
     evidence: dict[str, Any] = Field(default_factory=dict)
     raw: dict[str, Any] | str | None = None
 
+    @model_validator(mode="after")
+    def _revert_only_by_an_operator(self) -> SpamAlert:
+        # A revert reopens relaying: no automated source (CSF, alarms, feeds) may ever ask for one.
+        if self.kind == REVERT_REQUEST:
+            if self.source != "manual":
+                raise ValueError("a revert_request comes only from an operator (source manual)")
+            if not str(self.evidence.get("requested_by") or "").strip():
+                raise ValueError("a revert_request needs evidence.requested_by (who asked for it)")
+        return self
+
+    @property
+    def action(self) -> Literal["revert"] | None:
+        """What the urgent job does: ``revert`` for a revert request, else the alert mode's fix or audit."""
+        return "revert" if self.kind == REVERT_REQUEST else None
+
 
 #: What a job message carries of its :class:`Server`, with the limits of the wire. A job needs only
 #: how to reach the server; tags and aliases stay in the inventory.
@@ -127,9 +144,14 @@ class Job(_Strict):
     alert_id: str | None = None
     enqueued_at: datetime
     server: Annotated[Server, GetPydanticSchema(_job_server_schema)]
+    #: Absent (the wire format before revert existed): fix or audit by ``mode``. ``revert``: undo the last fix.
+    action: Literal["revert"] | None = None
 
     def body(self) -> str:
-        return json.dumps(self.model_dump(mode="json", by_alias=True), separators=(",", ":"))
+        data = self.model_dump(mode="json", by_alias=True)
+        if data["action"] is None:
+            del data["action"]  # a fix or audit job's message stays byte-for-byte what it was
+        return json.dumps(data, separators=(",", ":"))
 
 
 class SweepDetail(BaseModel):

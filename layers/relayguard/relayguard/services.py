@@ -58,8 +58,10 @@ class Deferred(RelayGuardError):
     """Not enough Lambda time left to start this server; the job is retried later."""
 
 
-def job_for(server: Server, run_id: str, mode: Mode, trigger: str, alert_id: str | None = None) -> Job:
+def job_for(server: Server, run_id: str, mode: Mode, trigger: str, alert_id: str | None = None, *,
+            action: str | None = None) -> Job:
     return Job.model_validate({
+        "action": action,
         "schema": JOB_SCHEMA,
         "run_id": run_id,
         "job_id": uuid.uuid4().hex,
@@ -191,7 +193,8 @@ class Worker:
                 self._requeue(job, queue_url, delay_seconds=0)
                 return Handled("requeued", note=f"{remaining_ms} ms left; fresh copy enqueued")
             raise Deferred(f"{remaining_ms} ms left, {self.settings.safety_margin_ms} ms needed")
-        reused = self._recent_result(job)
+        # A revert is an operator's explicit request: no other job's result can stand in for it.
+        reused = None if job.action == "revert" else self._recent_result(job)
         if reused is not None:
             self.publisher.count(job.run_id, job.server.name, reused)
             return Handled("reused", note=reused)
@@ -200,7 +203,11 @@ class Worker:
         try:
             # The job must end, recorded and announced, before Lambda's own timeout would kill it.
             deadline = time.monotonic() + max(0, remaining_ms - FINISH_RESERVE_MS) / 1000
-            result = self.engine_factory().run(job.server, self.policy(job), deadline=deadline)
+            engine = self.engine_factory()
+            if job.action == "revert":
+                result = engine.revert(job.server, deadline=deadline)
+            else:
+                result = engine.run(job.server, self.policy(job), deadline=deadline)
             self.publisher.server_result(job, result)
             self.publisher.count(job.run_id, job.server.name, str(result.outcome))
             return Handled("done", result)
@@ -262,7 +269,9 @@ class UrgentJobs:
     def enqueue(self, server: Server, alert: SpamAlert) -> dict[str, Any]:
         """Open a one-server run and put an urgent job on the queue (called once per dedup key)."""
         run_id = f"alert-{alert.alert_id}"[:64]
-        job = job_for(server, run_id, self.settings.alert_mode, "alert", alert.alert_id)
+        # A revert changes the server whatever the alert mode says: its run is a fix-mode run.
+        mode = Mode.FIX if alert.action == "revert" else self.settings.alert_mode
+        job = job_for(server, run_id, mode, "alert", alert.alert_id, action=alert.action)
         self.runs.create(run_id, str(job.mode), "alert", 1, now_iso())
         unsent = self.queue.send(self.settings.urgent_queue_url, [job.body()])
         if unsent:

@@ -70,7 +70,8 @@ def _work_record(record: SQSRecord, context: LambdaContext, compose: Callable[[S
             metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
     if result.outcome in HOST_KEY_OUTCOMES:
         metrics.add_metric(name="HostKeyProblems", unit=MetricUnit.Count, value=1)
-    if result.outcome not in (Outcome.COMPLIANT, Outcome.REMEDIATED, Outcome.NOT_CPANEL, Outcome.NONCOMPLIANT):
+    if result.outcome not in (Outcome.COMPLIANT, Outcome.REMEDIATED, Outcome.NOT_CPANEL, Outcome.NONCOMPLIANT,
+                              Outcome.REVERTED):
         metrics.add_metric(name="Failed", unit=MetricUnit.Count, value=1)
     logger.info("server done", outcome=str(result.outcome), reason=result.reason, restarted=result.restarted)
 
