@@ -28,6 +28,7 @@ REJECTIONS = {
     "alert_intake/malformed_no_host.json": "host needs at least one of hostname, public_ip, instance_id",
     "alert_intake/malformed_bad_ip.json": "does not appear to be an IPv4 or IPv6 address",
     "alert_intake/malformed_alarm_without_server.json": "names no server (dimension Server, Hostname or InstanceId)",
+    "alert_intake/malformed_revert_not_manual.json": "a revert_request comes only from an operator (source manual)",
 }
 SAMPLES = sorted(str(p.relative_to(EVENTS)) for p in EVENTS.glob("*/*.json"))
 ACCEPTED = [s for s in SAMPLES if not Path(s).name.startswith("malformed_")]

@@ -303,3 +303,25 @@ def test_the_put_events_example_is_an_alert_the_intake_accepts() -> None:
     (entry,) = json.loads(block.group(1))
     assert (entry["Source"], entry["DetailType"]) == ("relayguard.alerts", "Spam Alert")
     SpamAlert.model_validate_json(entry["Detail"])
+
+
+def test_every_revert_reason_and_warning_is_documented_in_reverting_a_fix() -> None:
+    # Every kebab-case code domain/revert.py can put in a result, and the engine's own revert reasons.
+    package = REPO / "layers" / "relayguard" / "relayguard"
+    found = {node.value.split(":")[0] for node in ast.walk(ast.parse((package / "domain" / "revert.py").read_text()))
+             if isinstance(node, ast.Constant) and isinstance(node.value, str)
+             and re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)+(:.*)?", node.value)}
+    engine = (package / "engine.py").read_text()
+    found |= {code for code in re.findall(r'Verdict\(Outcome\.FAILED, f?"([a-z0-9-]+)', engine)}
+    assert {"no-revert-record", "relay-probe-refused", "revert-record-not-written"} <= found
+    prose = re.sub(r"```.*?```", "", section(OPERATIONS, "### Reverting a fix"), flags=re.S)
+    documented = {code.split(":")[0] for code in codes(prose)}
+    assert found - documented == set()
+
+
+def test_the_revert_request_example_is_an_alert_that_asks_for_a_revert() -> None:
+    block = re.search(r"aws events put-events --entries '(\[.*?\])'", section(OPERATIONS, "### Reverting a fix"), re.S)
+    assert block is not None
+    (entry,) = json.loads(block.group(1))
+    assert (entry["Source"], entry["DetailType"]) == ("relayguard.alerts", "Spam Alert")
+    assert SpamAlert.model_validate_json(entry["Detail"]).action == "revert"

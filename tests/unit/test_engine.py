@@ -9,6 +9,7 @@ import pytest
 from relayguard.domain.decide import assess, decide
 from relayguard.domain.models import Mode, Outcome, Policy
 from relayguard.domain.probe import PROBE_SCRIPT, parse_probe
+from relayguard.domain.revert import record_of, render_write_record
 from relayguard.domain.rollout import Admission, Decision, SkipReason
 from relayguard.domain.script import render_disable, render_finish
 from relayguard.domain.server import Server
@@ -171,7 +172,10 @@ def test_a_full_modern_fix_closes_the_gate_restarts_exim_once_and_proves_refusal
     assert result.outcome == Outcome.REMEDIATED, result.reason
     assert (result.restarted, result.exim_restarts) == (True, 1)
     assert (result.exposed_before, result.exposed_after) == (True, False)
-    assert session.scripts == [PROBE_SCRIPT, render_disable(plan), render_finish(plan)]
+    # the revert record goes out with the first changing script, before anything changes
+    record = render_write_record(record_of(finding, assess(finding)))
+    assert session.scripts == [PROBE_SCRIPT, render_disable(plan, first=record), render_finish(plan)]
+    assert session.scripts[1].index("run write-revert-record") < session.scripts[1].index("run set-tweak")
     # the read-only probe gets the plain deadline; the changing round trips get FIX_TIMEOUT_FACTOR times it
     assert session.timeouts == [42.0, 42.0 * FIX_TIMEOUT_FACTOR, 42.0 * FIX_TIMEOUT_FACTOR]
     assert result.relay_probe["code"] == 550

@@ -4,6 +4,7 @@
     relayguard fix HOST[:PORT]...              close the gate, restart Exim once, prove refusal
     relayguard scan --inventory FILE [--fix]   every server of an inventory, concurrently
         fix limits: --max-errors N|P%  --max-changes N  --canary K  --window SPEC
+    relayguard revert HOST[:PORT]...           undo the last fix: POP-before-SMTP relaying on again
     relayguard inventory add HOST[:PORT]       fetch, confirm and pin a server's host keys
 
 Exit codes: 0 every host compliant, remediated or not cPanel; 1 exposed hosts were left as they are
@@ -27,6 +28,7 @@ from typing import TextIO
 from relayguard.adapters.ssh_keys import fetch_host_keys, host_keys_from_known_hosts
 from relayguard.bootstrap import build_engine
 from relayguard.domain.models import HELD_OUTCOMES, OK_OUTCOMES, Mode, Outcome, Policy
+from relayguard.domain.revert import before_from_results
 from relayguard.domain.rollout import ErrorBudget, MaintenanceWindow, Rollout, excluded
 from relayguard.domain.server import Server
 from relayguard.engine import Engine, ServerResult
@@ -40,6 +42,9 @@ ENV_SSH_KEY = "RELAYGUARD_SSH_KEY"  # private key text (e.g. from a secret store
 DEFAULT_CONCURRENCY = 10
 #: Added to every result of a fix run that the maintenance window turned into an audit.
 OUTSIDE_WINDOW = "outside-maintenance-window"
+REVERT_WARNING = ("WARNING: revert turns POP-before-SMTP back on. After it, anyone who shares an address with a "
+                  "POP/IMAP user (NAT, hotspot, VPN exit) can relay mail through the server WITHOUT SMTP AUTH. "
+                  "The next fix sweep or alert closes it again unless the server is excluded from fixing.")
 
 
 @dataclass(frozen=True)
@@ -101,6 +106,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("hosts", nargs="+", metavar="HOST[:PORT]")
     p = sub.add_parser("fix", parents=[common, limits], help="remediate hosts")
     p.add_argument("hosts", nargs="+", metavar="HOST[:PORT]")
+    revert = sub.add_parser("revert", parents=[common], help="undo the last fix: relaying without AUTH again",
+                            description=REVERT_WARNING)
+    revert.add_argument("hosts", nargs="+", metavar="HOST[:PORT]")
+    revert.add_argument("--record", metavar="FILE",
+                        help="saved --json result lines of the fix (default: the record the fix left on the server)")
     scan = sub.add_parser("scan", parents=[common, limits], help="audit (or --fix) every server of an inventory")
     scan.add_argument("--inventory", required=True, metavar="FILE")
     scan.add_argument("--fix", action="store_true")
@@ -301,21 +311,25 @@ def inventory_add(ns: argparse.Namespace) -> int:
     return add_server(request, fetch_host_keys, sys.stdin, sys.stdout, sys.stderr)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    ns = _parser().parse_args(argv)
-    if ns.command == "inventory":
-        return inventory_add(ns)
-    opts = parse_options(argv)
-    try:
-        targets = targets_from(opts)
-        engine = build_engine(key_path=opts.identity, key_text=None if opts.identity else os.environ.get(ENV_SSH_KEY),
-                              sudo=opts.sudo, timeout=opts.timeout)
-    except RelayGuardError as exc:
-        print(f"relayguard: {exc}", file=sys.stderr)
-        return 2
-    except (OSError, ValueError) as exc:
-        print(f"relayguard: {exc}", file=sys.stderr)
-        return 2
+def revert_hosts(engine: Engine, targets: Sequence[Server], record_lines: Sequence[str] | None) -> list[ServerResult]:
+    """Revert each target in turn (a deliberate, rare act: no concurrency); a target missing from the
+    ``--record`` lines fails rather than falling back to the server's own record."""
+    results = []
+    for target in targets:
+        if record_lines is None:
+            results.append(engine.revert(target))
+            continue
+        before = before_from_results(record_lines, target.name, target.host)
+        if before is None:
+            results.append(ServerResult(name=target.name, address=target.host, mode="revert",
+                                        outcome=Outcome.FAILED, reason="no-revert-record: not in --record"))
+        else:
+            results.append(engine.revert(target, before))
+    return results
+
+
+def _run(opts: Options, engine: Engine, targets: list[Server]) -> list[ServerResult]:
+    """check, fix or scan: the fleet under the run's rollout limits and maintenance window."""
     policy, warning = policy_at(opts, datetime.now(UTC))
     if warning:
         print("relayguard: outside the --window maintenance window: auditing only, nothing is changed",
@@ -329,6 +343,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     summary = run_summary(gate, results) if gate is not None else ""
     if summary:
         print(summary, file=sys.stderr)
+    return results
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ns = _parser().parse_args(argv)
+    if ns.command == "inventory":
+        return inventory_add(ns)
+    if ns.command == "revert":
+        print(REVERT_WARNING, file=sys.stderr)
+    opts = parse_options(argv)
+    try:
+        targets = targets_from(opts)
+        engine = build_engine(key_path=opts.identity, key_text=None if opts.identity else os.environ.get(ENV_SSH_KEY),
+                              sudo=opts.sudo, timeout=opts.timeout)
+    except RelayGuardError as exc:
+        print(f"relayguard: {exc}", file=sys.stderr)
+        return 2
+    except (OSError, ValueError) as exc:
+        print(f"relayguard: {exc}", file=sys.stderr)
+        return 2
+    if ns.command == "revert":
+        try:
+            lines = Path(ns.record).read_text().splitlines() if ns.record else None
+            results = revert_hosts(engine, targets, lines)
+        except (OSError, RelayGuardError) as exc:
+            print(f"relayguard: {exc}", file=sys.stderr)
+            return 2
+    else:
+        results = _run(opts, engine, targets)
     if opts.json:
         for r in results:
             print(r.to_json_line())

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -23,6 +24,17 @@ from relayguard.domain.record import (
     revert_of,
     state_of,
 )
+from relayguard.domain.revert import (
+    REVERT_PROBE_SCRIPT,
+    plan_revert,
+    record_from,
+    record_of,
+    record_warnings,
+    render_revert,
+    render_write_record,
+    revert_verdict,
+    server_record,
+)
 from relayguard.domain.rollout import Decision
 from relayguard.domain.script import parse_steps, relay_probe_reply, render_disable, render_finish
 from relayguard.domain.server import Server
@@ -32,9 +44,10 @@ from relayguard.domain.verdict import (
     fix_verdict,
     probe_verdict,
     skipped_verdict,
+    unfit_for_changes,
     verdict_before_fix,
 )
-from relayguard.errors import FixDeferred, RelayGuardError, Timeout, TransportError
+from relayguard.errors import FixDeferred, InvalidInput, RelayGuardError, Timeout, TransportError
 from relayguard.ports import CommandResult, Connector, FixGate, Session
 
 FIX_TIMEOUT_FACTOR = 5
@@ -198,7 +211,9 @@ class Engine:
         self._fix(session, decide(finding, before, policy), finding, before, result)
 
     def _fix(self, session: Session, plan: Plan, finding: Finding, before: Assessment, result: ServerResult) -> None:
-        disable = render_disable(plan)
+        # The revert record goes on the server with the first script that changes anything.
+        write_record = render_write_record(record_of(finding, before))
+        disable = render_disable(plan, first=write_record)
         if disable:
             res = self._exec(session, StepName.DISABLE, disable, result)
             steps = parse_steps(res.stdout)
@@ -207,7 +222,7 @@ class Engine:
             if refused is not None:
                 _record(result, refused)
                 return
-        res = self._exec(session, StepName.FINISH, render_finish(plan), result)
+        res = self._exec(session, StepName.FINISH, render_finish(plan, first="" if disable else write_record), result)
         steps = parse_steps(res.stdout)
         result.steps += [clipped(step) for step in steps]
         result.exim_restarts = exim_restarts(steps)
@@ -221,6 +236,83 @@ class Engine:
         result.relay_probe = relay_probe_record(plan, code, reply, banner)
         _record(result, fix_verdict(before, steps, after_finding, after,
                                     relay_code=code, relay_reply=reply, smtp_banner=banner))
+        result.warnings += record_warnings(result.steps)
+
+    def revert(self, target: Server, before: Mapping[str, Any] | None = None,
+               deadline: float | None = None) -> ServerResult:
+        """Undo the last fix on one server: restore the before-state recorded on the server (or ``before``,
+        a fix result's ``before`` field), restart Exim once, and prove POP-before-SMTP relaying works again.
+
+        Never part of a sweep: only an operator's ``relayguard revert`` or revert request runs it."""
+        started = time.monotonic()
+        result = ServerResult(
+            name=target.name, address=target.host, mode="revert", outcome=Outcome.FAILED,
+            started_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        )
+        try:
+            session = self.connector.connect(target)
+        except TransportError as exc:
+            result.outcome = Outcome(exc.outcome)
+            result.reason = str(exc)
+            result.duration = time.monotonic() - started
+            return result
+        if deadline is not None:
+            session = _DeadlineSession(session, deadline)
+        try:
+            self._revert(session, before, result)
+        except TransportError as exc:
+            result.outcome = Outcome(exc.outcome)
+            result.reason = str(exc)
+        except RelayGuardError as exc:
+            result.outcome = Outcome.FAILED
+            result.reason = str(exc)
+        finally:
+            session.close()
+            result.duration = time.monotonic() - started
+        return result
+
+    def _revert(self, session: Session, given: Mapping[str, Any] | None, result: ServerResult) -> None:
+        probe = self._exec(session, StepName.PROBE, REVERT_PROBE_SCRIPT, result)
+        finding = parse_probe(probe.stdout)
+        unreadable = probe_verdict(finding, probe.stderr)
+        if unreadable is not None:
+            _record(result, unreadable)
+            return
+        now = assess(finding)
+        result.generation = str(now.generation)
+        result.exposed_before = now.exposed
+        result.warnings = list(now.warnings)
+        result.before = state_of(finding, now)
+        unfit = unfit_for_changes(finding, now)
+        if unfit is not None:
+            _record(result, unfit)
+            return
+        try:
+            recorded = given if given is not None else server_record(probe.stdout)
+            if recorded is None:
+                _record(result, Verdict(Outcome.FAILED, "no-revert-record", now.warnings, now.exposed))
+                return
+            record = record_from(recorded)
+        except InvalidInput as exc:
+            _record(result, Verdict(Outcome.FAILED, f"invalid-revert-record: {exc}", now.warnings, now.exposed))
+            return
+        if record.generation != now.generation:
+            _record(result, Verdict(Outcome.FAILED, "revert-record-generation-mismatch", now.warnings, now.exposed))
+            return
+        plan = plan_revert(record, finding, now)
+        res = self._exec(session, StepName.REVERT, render_revert(plan), result)
+        steps = parse_steps(res.stdout)
+        result.steps += [clipped(step) for step in steps]
+        result.exim_restarts = exim_restarts(steps)
+        result.restarted = result.exim_restarts > 0
+        after_finding = parse_probe(res.stdout)
+        after = assess(after_finding)
+        result.after = state_of(after_finding, after)
+        code, reply = relay_probe_reply(steps)
+        banner = self.banner_check(result.address)
+        result.relay_probe = {"ip": plan.verify_ip, "sender": plan.verify_sender, "code": code, "reply": reply,
+                              "smtp_banner": banner}
+        _record(result, revert_verdict(plan, now, steps, after_finding, after, relay_code=code, smtp_banner=banner))
 
 
 class _Ticket:

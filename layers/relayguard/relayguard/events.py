@@ -34,7 +34,9 @@ ALERT_DETAIL_TYPE = "Spam Alert"
 AlertSource = Literal["cpanel_icontact", "csf_rt", "dnsbl", "abuse_report", "queue_alarm", "cloudwatch_alarm",
                       "manual"]
 AlertKind = Literal["spammers_detected", "hourly_limit", "send_limit", "pop_before_smtp_enabled", "relay_tracking",
-                    "dnsbl_listing", "abuse_report", "queue_size", "alarm"]
+                    "dnsbl_listing", "abuse_report", "queue_size", "alarm", "revert_request"]
+#: The alert kind that asks for a revert of the server's last fix instead of a fix (docs/operations.md).
+REVERT_REQUEST = "revert_request"
 
 
 class _Strict(BaseModel):
@@ -81,6 +83,21 @@ class SpamAlert(_Strict):
     metrics: dict[str, Any] = Field(default_factory=dict)
     evidence: dict[str, Any] = Field(default_factory=dict)
     raw: dict[str, Any] | str | None = None
+
+    @model_validator(mode="after")
+    def _revert_only_by_an_operator(self) -> SpamAlert:
+        # A revert reopens relaying: no automated source (CSF, alarms, feeds) may ever ask for one.
+        if self.kind == REVERT_REQUEST:
+            if self.source != "manual":
+                raise ValueError("a revert_request comes only from an operator (source manual)")
+            if not str(self.evidence.get("requested_by") or "").strip():
+                raise ValueError("a revert_request needs evidence.requested_by (who asked for it)")
+        return self
+
+    @property
+    def action(self) -> Literal["revert"] | None:
+        """What the urgent job does: ``revert`` for a revert request, else the alert mode's fix or audit."""
+        return "revert" if self.kind == REVERT_REQUEST else None
 
 
 #: What a job message carries of its :class:`Server`, with the limits of the wire. A job needs only
@@ -130,13 +147,17 @@ class Job(_Strict):
     #: The inventory excludes the server from fixing (the planner or the alert intake decided it from its
     #: tags): the worker probes and reports it ``excluded``. Optional, so messages without it still parse.
     excluded: bool = False
+    #: Absent (the wire format before revert existed): fix or audit by ``mode``. ``revert``: undo the last fix.
+    action: Literal["revert"] | None = None
 
     def body(self) -> str:
         doc = self.model_dump(mode="json", by_alias=True)
+        # Optional fields at their defaults are left out, so a plain fix or audit job is the message it
+        # always was and a worker of the previous release still takes it during a deployment.
         if not doc["excluded"]:
-            # Left out when false, so a job of a server that is not excluded is the message it always was
-            # and a worker of the previous release still takes it during a deployment.
             del doc["excluded"]
+        if doc["action"] is None:
+            del doc["action"]
         return json.dumps(doc, separators=(",", ":"))
 
 

@@ -67,9 +67,10 @@ class Deferred(RelayGuardError):
 
 
 def job_for(server: Server, run_id: str, mode: Mode, trigger: str, alert_id: str | None = None,
-            *, excluded: bool = False) -> Job:
+            *, excluded: bool = False, action: str | None = None) -> Job:
     return Job.model_validate({
         "excluded": excluded,
+        "action": action,
         "schema": JOB_SCHEMA,
         "run_id": run_id,
         "job_id": uuid.uuid4().hex,
@@ -279,7 +280,8 @@ class Worker:
                 self._requeue(job, queue_url, delay_seconds=0)
                 return Handled("requeued", note=f"{remaining_ms} ms left; fresh copy enqueued")
             raise Deferred(f"{remaining_ms} ms left, {self.settings.safety_margin_ms} ms needed")
-        reused = self._recent_result(job)
+        # A revert is an operator's explicit request: no other job's result can stand in for it.
+        reused = None if job.action == "revert" else self._recent_result(job)
         if reused is not None:
             self.publisher.count(job.run_id, job.server.name, reused)
             return Handled("reused", note=reused)
@@ -288,11 +290,15 @@ class Worker:
         try:
             # The job must end, recorded and announced, before Lambda's own timeout would kill it.
             deadline = time.monotonic() + max(0, remaining_ms - FINISH_RESERVE_MS) / 1000
-            try:
-                result = self.engine_factory().run(job.server, self.policy(job), deadline=deadline,
-                                                   gate=self.gate(job))
-            except FixDeferred as exc:
-                return self._held(job, queue_url, exc)
+            engine = self.engine_factory()
+            if job.action == "revert":
+                # An operator's explicit request (manual source, requested_by): no rollout gate applies.
+                result = engine.revert(job.server, deadline=deadline)
+            else:
+                try:
+                    result = engine.run(job.server, self.policy(job), deadline=deadline, gate=self.gate(job))
+                except FixDeferred as exc:
+                    return self._held(job, queue_url, exc)
             self.publisher.server_result(job, result)
             self.publisher.count(job.run_id, job.server.name, str(result.outcome))
             return Handled("done", result)
@@ -368,8 +374,10 @@ class UrgentJobs:
         """Open a one-server run and put an urgent job on the queue (called once per dedup key)."""
         run_id = f"alert-{alert.alert_id}"[:64]
         # An alert's own rule: no run limits and no maintenance window (a spam incident is under way),
-        # but an excluded server is only probed and reported.
-        job = job_for(server, run_id, self.settings.alert_mode, "alert", alert.alert_id,
+        # but an excluded server is only probed and reported. A revert changes the server whatever the
+        # alert mode says: its run is a fix-mode run.
+        mode = Mode.FIX if alert.action == "revert" else self.settings.alert_mode
+        job = job_for(server, run_id, mode, "alert", alert.alert_id, action=alert.action,
                       excluded=excluded(server.tags, (self.settings.exclude_tag,)))
         if not self.runs.create(run_id, str(job.mode), "alert", 1, now_iso()):
             raise RelayGuardError(f"run {run_id} exists already: alert {alert.alert_id} was taken in before")

@@ -136,6 +136,18 @@ class StepName(enum.StrEnum):
     EXIM_STATUS = "exim-status"
     EXIM_BV = "exim-bv"
     RELAY_PROBE = "relay-probe"
+    WRITE_RECORD = "write-revert-record"
+    REVERT = "revert"
+    SET_TWEAK_ON = "set-tweak-popbeforesmtp-1"
+    ENABLE_TRACKER = "enable-tracker"
+    ENABLE_ANTIRELAYD = "enable-antirelayd"
+    UNSET_SKIPANTIRELAYD = "unset-skipantirelayd"
+    RESTORE_RECENT_AUTHED_MAIL_IPS = "restore-recent-authed-mail-ips"
+    RESTORE_RECENT_AUTHED_MAIL_IPS_USERS = "restore-recent-authed-mail-ips-users"
+    RESTORE_RELAYHOSTS = "restore-relayhosts"
+    RESTORE_RELAYHOSTSUSERS = "restore-relayhostsusers"
+    ADD_PROBE_IP = "add-probe-ip"
+    REMOVE_PROBE_IP = "remove-probe-ip"
 
 
 @dataclass(frozen=True)

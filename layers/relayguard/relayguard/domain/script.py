@@ -63,8 +63,10 @@ def _q(argv: tuple[str, ...]) -> str:
     return shlex.join(argv)
 
 
-def render_disable(plan: Plan) -> str:
-    """Round trip 2: close the gate. Empty string when the plan has nothing to disable."""
+def render_disable(plan: Plan, first: str = "") -> str:
+    """Round trip 2: close the gate. Empty string when the plan has nothing to disable.
+
+    ``first``: script lines that run before any change (the fix's revert record, domain.revert)."""
     lines: list[str] = []
     for step in plan.steps:
         if step.name == StepName.SET_TWEAK:
@@ -81,7 +83,7 @@ def render_disable(plan: Plan) -> str:
             ]
     if not lines:
         return ""
-    return PRELUDE + STEP_HELPERS + "kv scan.schema 1\n" + "\n".join(lines) + "\nkv scan.end 1\n"
+    return PRELUDE + STEP_HELPERS + first + "kv scan.schema 1\n" + "\n".join(lines) + "\nkv scan.end 1\n"
 
 
 def validate_probe_values(ip: str, sender: str) -> tuple[str, str]:
@@ -95,8 +97,10 @@ def validate_probe_values(ip: str, sender: str) -> tuple[str, str]:
     return ip, sender
 
 
-def render_finish(plan: Plan) -> str:
-    """Round trip 3: finish the fix, restart Exim once (``--hard`` once more on failure), verify."""
+def render_finish(plan: Plan, first: str = "") -> str:
+    """Round trip 3: finish the fix, restart Exim once (``--hard`` once more on failure), verify.
+
+    ``first`` as for :func:`render_disable`, when the fix has no disable round trip."""
     ip, sender = validate_probe_values(plan.verify_ip, plan.verify_sender)
     lines: list[str] = []
     for step in plan.steps:
@@ -118,7 +122,7 @@ def render_finish(plan: Plan) -> str:
         "printf 'EHLO relayguard.invalid\\r\\nMAIL FROM:<%s>\\r\\nRCPT TO:<%s>\\r\\nQUIT\\r\\n' "
         f"{shlex.quote(sender)} {shlex.quote(PROBE_RCPT)} | run {StepName.RELAY_PROBE} {EXIM} -bh {shlex.quote(ip)}",
     ]
-    return PRELUDE + STEP_HELPERS + "\n".join(lines) + "\n" + _probe_body()
+    return PRELUDE + STEP_HELPERS + first + "\n".join(lines) + "\n" + _probe_body()
 
 
 def parse_steps(output: str) -> list[StepResult]:

@@ -43,7 +43,7 @@ def probe_verdict(finding: Finding, probe_stderr: str) -> Verdict | None:
 def verdict_before_fix(finding: Finding, assessment: Assessment, policy: Policy) -> Verdict | None:
     """The outcome reached without changing anything, or None when the server is to be fixed."""
     warnings = assessment.warnings
-    unfit = _unfit_for_fixing(finding, assessment)
+    unfit = unfit_for_changes(finding, assessment)
     if unfit is not None:
         return unfit
     if policy.excluded:
@@ -55,7 +55,7 @@ def verdict_before_fix(finding: Finding, assessment: Assessment, policy: Policy)
     return None
 
 
-def _unfit_for_fixing(finding: Finding, assessment: Assessment) -> Verdict | None:
+def unfit_for_changes(finding: Finding, assessment: Assessment) -> Verdict | None:
     """Not cPanel, a generation RelayGuard cannot tell, or a login that is not root: nothing to judge."""
     warnings = assessment.warnings
     if assessment.generation == Generation.NONE:
