@@ -2,7 +2,22 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+#: A well-formed pinned host key line, for servers of the unit tests.
+HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
+#: The stack's RG_* environment, as template.yaml gives the functions (names and ARNs are made up).
+STACK_ENV = {
+    "RG_INVENTORY_BUCKET": "inv", "RG_WORK_QUEUE_URL": "https://sqs/q/work", "RG_URGENT_QUEUE_URL": "https://sqs/q/urgent",
+    "RG_RUNS_TABLE": "runs", "RG_STATE_TABLE": "state", "RG_LOCKS_TABLE": "locks", "RG_IDEMPOTENCY_TABLE": "idem",
+    "RG_TOPIC_ARN": "arn:aws:sns:eu-west-1:123456789012:results",
+}
+#: The published notification schema (docs/schemas/ links to the package's copy).
+NOTIFICATION_SCHEMA: dict[str, Any] = json.loads(
+    (Path(__file__).parents[2] / "docs" / "schemas" / "notification.v1.json").read_text())
 
 
 def hx(text: str) -> str:

@@ -28,14 +28,10 @@ from tests.fakes import (
     FakeStateStore,
     ok,
 )
-from tests.unit.samples import MODERN_EXPOSED, probe_text
+from tests.unit.samples import HOST_KEY, MODERN_EXPOSED, STACK_ENV, probe_text
 
-KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
-SETTINGS = load_settings({
-    "RG_INVENTORY_BUCKET": "inv", "RG_WORK_QUEUE_URL": "https://sqs/q/work", "RG_URGENT_QUEUE_URL": "https://sqs/q/urgent",
-    "RG_RUNS_TABLE": "runs", "RG_STATE_TABLE": "state", "RG_LOCKS_TABLE": "locks", "RG_IDEMPOTENCY_TABLE": "idem",
-    "RG_TOPIC_ARN": "arn:aws:sns:eu-west-1:123456789012:results", "RG_ALERT_MODE": "audit",
-})
+KEY = HOST_KEY
+SETTINGS = load_settings({**STACK_ENV, "RG_ALERT_MODE": "audit"})
 WEB1 = Server(name="web1", host="203.0.113.10", host_keys=(KEY,))
 
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import jsonschema
 import pytest
@@ -41,14 +39,11 @@ from tests.fakes import (
     FakeRunStore,
     FakeStateStore,
 )
+from tests.unit.samples import HOST_KEY, NOTIFICATION_SCHEMA, STACK_ENV
 
-SCHEMA = json.loads((Path(__file__).parents[2] / "docs" / "schemas" / "notification.v1.json").read_text())
-KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
-ENV = {
-    "RG_INVENTORY_BUCKET": "inv", "RG_WORK_QUEUE_URL": "https://sqs/q/work", "RG_URGENT_QUEUE_URL": "https://sqs/q/urgent",
-    "RG_RUNS_TABLE": "runs", "RG_STATE_TABLE": "state", "RG_LOCKS_TABLE": "locks", "RG_IDEMPOTENCY_TABLE": "idem",
-    "RG_TOPIC_ARN": "arn:aws:sns:eu-west-1:123456789012:results",
-}
+SCHEMA = NOTIFICATION_SCHEMA
+KEY = HOST_KEY
+ENV = STACK_ENV
 SETTINGS = load_settings(ENV)
 WORK = ENV["RG_WORK_QUEUE_URL"]
 INVENTORY = parse_inventory({"servers": [

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -41,15 +40,11 @@ from tests.fakes import (
     FakeStateStore,
     ok,
 )
-from tests.unit.samples import MODERN_EXPOSED, probe_text
+from tests.unit.samples import HOST_KEY, MODERN_EXPOSED, NOTIFICATION_SCHEMA, STACK_ENV, probe_text
 
-SCHEMA = json.loads((Path(__file__).parents[2] / "docs" / "schemas" / "notification.v1.json").read_text())
-KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
-ENV = {
-    "RG_INVENTORY_BUCKET": "inv", "RG_WORK_QUEUE_URL": "https://sqs/q/work", "RG_URGENT_QUEUE_URL": "https://sqs/q/urgent",
-    "RG_RUNS_TABLE": "runs", "RG_STATE_TABLE": "state", "RG_LOCKS_TABLE": "locks", "RG_IDEMPOTENCY_TABLE": "idem",
-    "RG_TOPIC_ARN": "arn:aws:sns:eu-west-1:123456789012:results",
-}
+SCHEMA = NOTIFICATION_SCHEMA
+KEY = HOST_KEY
+ENV = STACK_ENV
 WORK = ENV["RG_WORK_QUEUE_URL"]
 INVENTORY = parse_inventory({"servers": [
     {"name": "web1", "host": "198.51.100.1", "host_keys": [KEY]},

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -148,9 +148,17 @@ class Engine:
         ``gate`` is the run's rollout policy: asked once the probe shows a fix is due, and told how an
         admitted fix ended, whatever ended it. When it says wait, :class:`FixDeferred` propagates with
         nothing changed on the server."""
+        ticket = _Ticket(gate, target)
+        return self._in_session(target, str(policy.mode), deadline,
+                                lambda session, result: self._job(session, policy, result, ticket), ticket)
+
+    def _in_session(self, target: Server, mode: str, deadline: float | None,
+                    job: Callable[[Session, ServerResult], None], ticket: _Ticket | None = None) -> ServerResult:
+        """Connect, run ``job`` on the session, and turn a transport or RelayGuard error into the result's
+        outcome; the session is closed and an admitted fix's ticket closed, whatever happened."""
         started = time.monotonic()
         result = ServerResult(
-            name=target.name, address=target.host, mode=str(policy.mode), outcome=Outcome.FAILED,
+            name=target.name, address=target.host, mode=mode, outcome=Outcome.FAILED,
             started_at=datetime.now(UTC).isoformat(timespec="seconds"),
         )
         try:
@@ -162,9 +170,8 @@ class Engine:
             return result
         if deadline is not None:
             session = _DeadlineSession(session, deadline)
-        ticket = _Ticket(gate, target)
         try:
-            self._job(session, policy, result, ticket)
+            job(session, result)
         except FixDeferred:
             raise
         except TransportError as exc:
@@ -176,8 +183,23 @@ class Engine:
         finally:
             session.close()
             result.duration = time.monotonic() - started
-            ticket.close(result.outcome)
+            if ticket is not None:
+                ticket.close(result.outcome)
         return result
+
+    def _change(self, session: Session, name: StepName, script: str,
+                result: ServerResult) -> tuple[list[StepResult], Finding, Assessment]:
+        """A changing round trip whose script ends with a probe (finish, revert): its steps, Exim restarts
+        and after-state go into the record; returns the parsed steps and the after-state."""
+        res = self._exec(session, name, script, result)
+        steps = parse_steps(res.stdout)
+        result.steps += [clipped(step) for step in steps]
+        result.exim_restarts = exim_restarts(steps)
+        result.restarted = result.exim_restarts > 0
+        after_finding = parse_probe(res.stdout)
+        after = assess(after_finding)
+        result.after = state_of(after_finding, after)
+        return steps, after_finding, after
 
     def _exec(self, session: Session, name: StepName, script: str, result: ServerResult) -> CommandResult:
         # Changing round trips may legitimately take long: a tailwatchd stop waits up to 30 s and
@@ -222,14 +244,8 @@ class Engine:
             if refused is not None:
                 _record(result, refused)
                 return
-        res = self._exec(session, StepName.FINISH, render_finish(plan, first="" if disable else write_record), result)
-        steps = parse_steps(res.stdout)
-        result.steps += [clipped(step) for step in steps]
-        result.exim_restarts = exim_restarts(steps)
-        result.restarted = result.exim_restarts > 0
-        after_finding = parse_probe(res.stdout)
-        after = assess(after_finding)
-        result.after = state_of(after_finding, after)
+        steps, after_finding, after = self._change(
+            session, StepName.FINISH, render_finish(plan, first="" if disable else write_record), result)
         result.revert = list(revert_of(plan, finding, before, steps))
         code, reply = relay_probe_reply(steps)
         banner = self.banner_check(result.address)
@@ -244,32 +260,8 @@ class Engine:
         a fix result's ``before`` field), restart Exim once, and prove POP-before-SMTP relaying works again.
 
         Never part of a sweep: only an operator's ``relayguard revert`` or revert request runs it."""
-        started = time.monotonic()
-        result = ServerResult(
-            name=target.name, address=target.host, mode="revert", outcome=Outcome.FAILED,
-            started_at=datetime.now(UTC).isoformat(timespec="seconds"),
-        )
-        try:
-            session = self.connector.connect(target)
-        except TransportError as exc:
-            result.outcome = Outcome(exc.outcome)
-            result.reason = str(exc)
-            result.duration = time.monotonic() - started
-            return result
-        if deadline is not None:
-            session = _DeadlineSession(session, deadline)
-        try:
-            self._revert(session, before, result)
-        except TransportError as exc:
-            result.outcome = Outcome(exc.outcome)
-            result.reason = str(exc)
-        except RelayGuardError as exc:
-            result.outcome = Outcome.FAILED
-            result.reason = str(exc)
-        finally:
-            session.close()
-            result.duration = time.monotonic() - started
-        return result
+        return self._in_session(target, "revert", deadline,
+                                lambda session, result: self._revert(session, before, result))
 
     def _revert(self, session: Session, given: Mapping[str, Any] | None, result: ServerResult) -> None:
         probe = self._exec(session, StepName.PROBE, REVERT_PROBE_SCRIPT, result)
@@ -300,14 +292,7 @@ class Engine:
             _record(result, Verdict(Outcome.FAILED, "revert-record-generation-mismatch", now.warnings, now.exposed))
             return
         plan = plan_revert(record, finding, now)
-        res = self._exec(session, StepName.REVERT, render_revert(plan), result)
-        steps = parse_steps(res.stdout)
-        result.steps += [clipped(step) for step in steps]
-        result.exim_restarts = exim_restarts(steps)
-        result.restarted = result.exim_restarts > 0
-        after_finding = parse_probe(res.stdout)
-        after = assess(after_finding)
-        result.after = state_of(after_finding, after)
+        steps, after_finding, after = self._change(session, StepName.REVERT, render_revert(plan), result)
         code, reply = relay_probe_reply(steps)
         banner = self.banner_check(result.address)
         result.relay_probe = {"ip": plan.verify_ip, "sender": plan.verify_sender, "code": code, "reply": reply,

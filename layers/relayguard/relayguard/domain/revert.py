@@ -28,14 +28,13 @@ from relayguard.domain.cpanel_paths import (
     LISTS,
     MODERN_TAILWATCHD,
     RESTARTSRV_EXIM,
-    RESTARTSRV_TAILWATCHD,
     UPDATE_EXIM_REJECTS,
     WHMAPI1,
 )
 from relayguard.domain.decide import ANTIRELAYD, FALLBACK_PROBE_IP, TRACKER, Assessment, valid_ip, verify_sender
-from relayguard.domain.models import Finding, Generation, Outcome, StepName, StepResult
+from relayguard.domain.models import Finding, Generation, Outcome, Step, StepName, StepResult
 from relayguard.domain.probe import PRELUDE, PROBE_SCRIPT, _probe_body, _unhex, parse_kv
-from relayguard.domain.script import PROBE_RCPT, STEP_HELPERS, validate_probe_values
+from relayguard.domain.script import PROBE_RCPT, STEP_HELPERS, validate_probe_values, with_fallback
 from relayguard.domain.verdict import Verdict
 from relayguard.errors import InvalidInput
 
@@ -213,19 +212,11 @@ def before_from_results(lines: Iterable[str], name: str, address: str) -> dict[s
 
 
 @dataclass(frozen=True)
-class RevertStep:
-    """One restoring action: its step name and argv (a shell function or a fixed tool path)."""
-
-    name: StepName
-    argv: tuple[str, ...]
-
-
-@dataclass(frozen=True)
 class RevertPlan:
     """What a revert runs on one server, from its record and what the probe shows now."""
 
     record: RevertRecord
-    steps: tuple[RevertStep, ...]
+    steps: tuple[Step, ...]
     restored: tuple[str, ...]  # names of the lists written back
     verify_ip: str
     verify_sender: str
@@ -242,29 +233,29 @@ def plan_revert(record: RevertRecord, finding: Finding, assessment: Assessment) 
 
     A list is written back only when it is empty now (the fix emptied it): a list the tracker has
     refilled since holds current logins, which a revert must not replace."""
-    steps: list[RevertStep] = []
+    steps: list[Step] = []
     if record.generation == Generation.MODERN:
         if record.popbeforesmtp and not (finding.gate_file and _truthy(finding.config.get("popbeforesmtp"))):
-            steps.append(RevertStep(StepName.SET_TWEAK_ON, (WHMAPI1, "--output=json", "set_tweaksetting",
+            steps.append(Step(StepName.SET_TWEAK_ON, (WHMAPI1, "--output=json", "set_tweaksetting",
                                                             "key=popbeforesmtp", "value=1")))
         if record.tracker_active and not assessment.tracker_active:
-            steps.append(RevertStep(StepName.ENABLE_TRACKER,
+            steps.append(Step(StepName.ENABLE_TRACKER,
                                     (MODERN_TAILWATCHD, f"--enable=Cpanel::TailWatch::{TRACKER}")))
     elif record.antirelayd_active and not assessment.antirelayd_active:
-        steps.append(RevertStep(StepName.ENABLE_ANTIRELAYD,
+        steps.append(Step(StepName.ENABLE_ANTIRELAYD,
                                 (LEGACY_TAILWATCHD, f"--enable=Cpanel::TailWatch::{ANTIRELAYD}")))
     restored: list[str] = []
     for name in RESTORABLE[record.generation]:
         lines = record.lists.get(name, ())
         current = finding.lists.get(name)
         if lines and current is not None and current.kind == "file" and not current.entries:
-            steps.append(RevertStep(RESTORE_STEPS[name], ("write_list", LISTS[name], *lines)))
+            steps.append(Step(RESTORE_STEPS[name], ("write_list", LISTS[name], *lines)))
             restored.append(name)
     usable = [ip for ip in record.relay_ips()
               if not ipaddress.ip_address(ip).is_loopback and ip not in assessment.exception_ips]
     if steps:
-        steps.append(RevertStep(StepName.UPDATE_EXIM_REJECTS, (UPDATE_EXIM_REJECTS,)))
-        steps.append(RevertStep(StepName.RESTART_EXIM, (RESTARTSRV_EXIM,)))
+        steps.append(Step(StepName.UPDATE_EXIM_REJECTS, (UPDATE_EXIM_REJECTS,)))
+        steps.append(Step(StepName.RESTART_EXIM, (RESTARTSRV_EXIM,)))
     return RevertPlan(record=record, steps=tuple(steps), restored=tuple(restored),
                       verify_ip=usable[0] if usable else FALLBACK_PROBE_IP, verify_sender=verify_sender(finding),
                       temporary_ip=not usable)
@@ -277,13 +268,8 @@ def render_revert(plan: RevertPlan) -> str:
     lines: list[str] = []
     for step in plan.steps:
         if step.name == StepName.ENABLE_ANTIRELAYD:
-            # The mirror of the fix's fallback: the documented command, else the key by hand and a restart.
-            lines += [
-                f"if [ -x {LEGACY_TAILWATCHD} ] && run {step.name} {shlex.join(step.argv)}; then :; else",
-                f"  run {StepName.UNSET_SKIPANTIRELAYD} unset_skipantirelayd",
-                f"  run {StepName.RESTART_TAILWATCHD} {RESTARTSRV_TAILWATCHD}",
-                "fi",
-            ]
+            lines += with_fallback(step.name, shlex.join(step.argv), StepName.UNSET_SKIPANTIRELAYD,
+                                   "unset_skipantirelayd")
         elif step.name == StepName.RESTART_EXIM:
             lines.append(f"if run {StepName.RESTART_EXIM} {RESTARTSRV_EXIM}; then :; "
                          f"else run {StepName.RESTART_EXIM_HARD} {RESTARTSRV_EXIM} --hard; fi")

@@ -63,6 +63,18 @@ def _q(argv: tuple[str, ...]) -> str:
     return shlex.join(argv)
 
 
+def with_fallback(step: StepName, command: str, fallback: StepName, fallback_function: str) -> list[str]:
+    """Shell lines running the documented legacy tailwatchd ``command`` as ``step``, or, when that tool is
+    missing or fails, ``fallback_function`` (which edits the skip key by hand) and a tailwatchd restart
+    so the change takes effect (cpanel.md §6 step 3). The fix and the revert mirror each other here."""
+    return [
+        f"if [ -x {LEGACY_TAILWATCHD} ] && run {step} {command}; then :; else",
+        f"  run {fallback} {fallback_function}",
+        f"  run {StepName.RESTART_TAILWATCHD} {RESTARTSRV_TAILWATCHD}",
+        "fi",
+    ]
+
+
 def render_disable(plan: Plan, first: str = "") -> str:
     """Round trip 2: close the gate. Empty string when the plan has nothing to disable.
 
@@ -73,14 +85,8 @@ def render_disable(plan: Plan, first: str = "") -> str:
             lines.append(f"run {step.name} {_q(step.argv)}")
             lines.append(f"flag file.popbeforesmtp {GATE_FILE}")
         elif step.name == StepName.DISABLE_ANTIRELAYD:
-            # cpanel.md §6 step 3: if the documented command fails, set the skip key by hand
-            # (temp file + rename keeps owner and mode) and restart tailwatchd so it takes effect.
-            lines += [
-                f"if [ -x {LEGACY_TAILWATCHD} ] && run {step.name} {_q(step.argv)}; then :; else",
-                f"  run {StepName.SET_SKIPANTIRELAYD} set_skipantirelayd",
-                f"  run {StepName.RESTART_TAILWATCHD} {RESTARTSRV_TAILWATCHD}",
-                "fi",
-            ]
+            # set_skipantirelayd writes a temp file and renames it, which keeps owner and mode.
+            lines += with_fallback(step.name, _q(step.argv), StepName.SET_SKIPANTIRELAYD, "set_skipantirelayd")
     if not lines:
         return ""
     return PRELUDE + STEP_HELPERS + first + "kv scan.schema 1\n" + "\n".join(lines) + "\nkv scan.end 1\n"
