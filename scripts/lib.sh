@@ -30,6 +30,22 @@ rg_python() {
   exit 1
 }
 
+# rg_lambda_python: print a python3.13 (the template's Lambda runtime) to precompile the layers' bytecode
+# with, or nothing. pyenv's even where sudo's secure_path hides pyenv (its root is then $PYENV_ROOT or
+# ~/.pyenv), else python3.13 on PATH. The build targets python3.13/arm64 either way; without one the
+# layers ship without .pyc files and every cold start compiles (layers/deps/Makefile warns).
+rg_lambda_python() {
+  local root candidate
+  root=${PYENV_ROOT:-$HOME/.pyenv}
+  if command -v pyenv >/dev/null 2>&1; then root=$(pyenv root); fi
+  for candidate in "$root"/versions/3.13.*/bin/python3.13 "$(command -v python3.13 2>/dev/null || true)"; do
+    if [ -n "$candidate" ] && [ -x "$candidate" ] && "$candidate" -c '' 2>/dev/null; then
+      echo "$candidate"
+      return 0
+    fi
+  done
+}
+
 # rg_as_root SCRIPT ARGS...: return if root; otherwise re-run SCRIPT through sudo, saying so; with no
 # sudo, say what to do and exit 1. sudo resets PATH to its secure_path, so the re-run uses the
 # system Python (see rg_python).

@@ -62,7 +62,9 @@ def test_the_supported_pythons_are_what_pyproject_admits():
 def test_each_lock_resolves_to_exactly_its_pins_on_each_supported_python(lock: str, python: str, tmp_path: Path):
     out = tmp_path / "resolved.txt"
     done = subprocess.run(
-        [str(UV), "pip", "compile", "--quiet", "--no-header", "--no-annotate", "--no-config",
+        # --system-certs: the machine trusts its registry through the system store (pip has it from pip.conf);
+        # uv's own roots, or SSL_CERT_FILE, which sudo resets, are not enough.
+        [str(UV), "pip", "compile", "--quiet", "--no-header", "--no-annotate", "--no-config", "--system-certs",
          "--python-version", python, "--only-binary", ":all:", *LOCKS[lock], "-o", str(out)],
         cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
     )

@@ -132,17 +132,23 @@ def builds(tmp_path_factory: pytest.TempPathFactory) -> Builds:
 
 
 def _interpreter(version: tuple[int, int]) -> str:
-    """A base interpreter (not a venv) of the Lambda runtime's Python version."""
+    """A base interpreter (not a venv) of the Lambda runtime's Python version: this one, pyenv's (also
+    where sudo's secure_path hides pyenv: its root is then $PYENV_ROOT or ~/.pyenv, as scripts/lib.sh's
+    rg_lambda_python finds it for the build), or one on PATH."""
     if sys.version_info[:2] == version:
         return str(getattr(sys, "_base_executable", sys.executable))
     wanted = "{}.{}".format(*version)
     pyenv = shutil.which("pyenv")
+    root = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv")
     if pyenv:
-        bare = subprocess.run([pyenv, "versions", "--bare"], capture_output=True, text=True, check=False).stdout
-        for v in reversed(bare.split()):
-            if re.fullmatch(re.escape(wanted) + r"(\.\d+)?", v):
-                prefix = subprocess.run([pyenv, "prefix", v], capture_output=True, text=True, check=True).stdout
-                return str(Path(prefix.strip()) / "bin" / "python")
+        root = Path(subprocess.run([pyenv, "root"], capture_output=True, text=True, check=True).stdout.strip())
+    candidates = [str(p) for p in sorted(root.glob(f"versions/{wanted}.*/bin/python{wanted}"), reverse=True)]
+    on_path = shutil.which(f"python{wanted}")
+    if on_path:
+        candidates.append(on_path)
+    for candidate in candidates:
+        if subprocess.run([candidate, "-c", ""], capture_output=True, check=False).returncode == 0:
+            return candidate
     pytest.skip(f"no Python {wanted} here to import the x86_64 build with")
 
 
