@@ -11,9 +11,11 @@ import argparse
 import json
 import os
 import sys
+from datetime import datetime
 from pathlib import Path
 
 from lab.fleet import Lab, LabError
+from lab.spam import spam_lines
 from lab.spec import PROFILES, SWITCHES, HostSpec
 
 DEFAULT_DIR = Path(os.environ.get("RELAYGUARD_LAB_DIR", "/tmp/relayguard-lab"))
@@ -31,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
                     help=f"failure switch ({', '.join(sorted(SWITCHES))}, slow_<tool>=SECONDS)")
     up.add_argument("--net", type=int, default=77, help="second octet of the 127.x.0.0/16 range (%(default)s)")
     up.add_argument("--prefix", default="h", help="host name prefix (%(default)s)")
+    up.add_argument("--spam", type=int, default=0, metavar="N",
+                    help="seed N queued messages, N send-limit hits and N relay rejects 5 minutes before now")
     sub.add_parser("status", help="list hosts as JSON")
     sub.add_parser("down", help="stop every host and remove the work directory (idempotent)")
     args = parser.parse_args(argv)
@@ -42,7 +46,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "up":
             lab = Lab(args.dir, net=args.net)
             switches = dict(s.split("=", 1) if "=" in s else (s, "") for s in args.switch)
-            spec = HostSpec(profile=args.profile, exposed=not args.compliant, switches=switches)
+            spam = spam_lines(datetime.now(), send_limit_hits=args.spam, relay_rejects=args.spam) if args.spam else ()
+            spec = HostSpec(profile=args.profile, exposed=not args.compliant, switches=switches,
+                            queue_size=args.spam, mainlog_lines=spam)
             hosts = lab.up({f"{args.prefix}{i + 1:02d}": spec for i in range(args.hosts)})
             for h in hosts:
                 print(f"{h.name}\t{h.address}\t{h.spec.profile}\t{'exposed' if h.spec.exposed else 'compliant'}")

@@ -83,6 +83,25 @@ def test_render_table_shows_one_aligned_row_per_host() -> None:
     ]
 
 
+def test_render_table_puts_the_plan_and_nonzero_spam_signals_under_their_host() -> None:
+    # GIVEN an audited exposed host with relay rejects, and a quiet compliant one
+    signals = {"window_minutes": 60, "since": "2026-12-01 02:00:00", "queue": 0, "send_limit_hits": 0,
+               "relay_rejects": 40, "partial": False}
+    rows = [
+        result("web1", Outcome.NONCOMPLIANT, generation="modern", exposed_before=True, exposed_after=True,
+               plan=["set popbeforesmtp=0", "run update_exim_rejects", "restart exim"], signals=signals),
+        result("web2", Outcome.COMPLIANT, generation="modern", exposed_before=False, exposed_after=False,
+               signals={**signals, "relay_rejects": 0}),
+    ]
+    # WHEN rendered  THEN web1's plan and signals follow its row; web2 has neither to show
+    assert render_table(rows).splitlines()[1:] == [
+        "web1  noncompliant  modern  yes→yes  no         ",
+        "  plan: set popbeforesmtp=0; run update_exim_rejects; restart exim",
+        "  signals: queue 0, send-limit hits 0, relay rejects 40 in the last 60 min",
+        "web2  compliant     modern  no→no    no         ",
+    ]
+
+
 def test_render_table_shows_exposure_without_an_after_value() -> None:
     row = render_table([result("web1", Outcome.NONCOMPLIANT, generation="legacy", exposed_before=True)])
     assert row.splitlines()[1].split()[:4] == ["web1", "noncompliant", "legacy", "yes"]

@@ -17,11 +17,15 @@ from typing import Any
 import pytest
 from relayguard import config
 from relayguard.domain import notify
-from relayguard.domain.models import Mode, Outcome
+from relayguard.domain.decide import assess
+from relayguard.domain.models import Mode, Outcome, Policy
+from relayguard.domain.plan import plan_steps, would_fix
+from relayguard.domain.probe import parse_probe
 from relayguard.engine import ServerResult
 from relayguard.events import AlertHost, SpamAlert
 
 from harness.template import load_template
+from tests.unit.samples import LEGACY_EXPOSED, MODERN_EXPOSED, probe_text
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = (REPO / "docs" / "deploy.md").read_text()
@@ -325,3 +329,26 @@ def test_the_revert_request_example_is_an_alert_that_asks_for_a_revert() -> None
     (entry,) = json.loads(block.group(1))
     assert (entry["Source"], entry["DetailType"]) == ("relayguard.alerts", "Spam Alert")
     assert SpamAlert.model_validate_json(entry["Detail"]).action == "revert"
+
+
+# -- result record, plan ------------------------------------------------------------------------
+
+CLI = (REPO / "docs" / "cli.md").read_text()
+
+
+def test_the_json_field_table_lists_every_field_of_a_result() -> None:
+    rows = tables(section(CLI, "### JSON"))[0]
+    fields = ServerResult(name="web1", address="203.0.113.10", mode="audit", outcome=Outcome.COMPLIANT).to_json()
+    assert [codes(row[0])[0] for row in rows] == list(fields)
+
+
+def test_the_plan_table_lists_every_line_and_step_a_plan_can_have() -> None:
+    documented = {(line, step) for row in tables(section(CLI, "### The plan"))[0]
+                  for line, step in zip(codes(row[0]), codes(row[1]), strict=True)}
+    produced: set[tuple[str, str]] = set()
+    for facts in (MODERN_EXPOSED, LEGACY_EXPOSED):
+        finding = parse_probe(probe_text(facts))
+        for disable_tracker in (False, True):
+            plan = would_fix(finding, assess(finding), Policy(mode=Mode.AUDIT, disable_tracker=disable_tracker))
+            produced |= {(line, str(name)) for name, line in plan_steps(plan)}
+    assert produced == documented

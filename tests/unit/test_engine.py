@@ -137,6 +137,33 @@ def test_an_audit_of_an_exposed_server_reports_noncompliant_and_changes_nothing(
     assert session.scripts == [PROBE_SCRIPT]
 
 
+def test_an_audit_reports_the_plan_a_fix_would_run_and_the_fix_reports_and_runs_the_same() -> None:
+    # GIVEN an exposed modern server, audited and then fixed
+    audit_session = FakeSession([ok(probe_text(MODERN_EXPOSED))])
+    audit = run(audit_session, AUDIT)
+    fix = run(FakeSession([ok(probe_text(MODERN_EXPOSED)), ok(disable_output()), ok(finish_output())]))
+    # THEN the audit names the fix's steps while running only the probe, and the fix carries the same plan
+    assert audit.plan == ["set popbeforesmtp=0", "run update_exim_rejects", "restart exim"]
+    assert audit_session.scripts == [PROBE_SCRIPT]
+    assert fix.outcome == Outcome.REMEDIATED
+    assert fix.plan == audit.plan
+    assert audit.to_json()["plan"] == audit.plan
+
+
+def test_a_compliant_server_has_no_plan_and_reports_its_spam_signals() -> None:
+    facts = {**MODERN_COMPLIANT, "signals.since": "2026-12-01 02:00:00", "signals.send_limit": "2",
+             "signals.relay_reject": "7", "signals.partial": "0"}
+    result = run(FakeSession([ok(probe_text(facts))]))
+    assert result.plan == []
+    assert result.to_json()["signals"] == {"window_minutes": 60, "since": "2026-12-01 02:00:00", "queue": 3,
+                                           "send_limit_hits": 2, "relay_rejects": 7, "partial": False}
+
+
+def test_a_job_whose_probe_did_not_finish_has_no_signals() -> None:
+    result = run(FakeSession([ok(probe_text(MODERN_EXPOSED, end=False))]))
+    assert (result.outcome, result.signals, result.plan) == (Outcome.FAILED, None, [])
+
+
 def test_whmapi1_refusing_the_tweak_fails_the_job_before_the_finish_script() -> None:
     # GIVEN whmapi1 answers result 0 inside a zero exit status
     session = FakeSession([ok(probe_text(MODERN_EXPOSED)),

@@ -31,7 +31,7 @@ from tests.fakes import (
     FakeStateStore,
     ok,
 )
-from tests.unit.samples import MODERN_COMPLIANT, probe_text
+from tests.unit.samples import MODERN_COMPLIANT, hx, probe_text
 
 EVENTS = Path(__file__).parents[2] / "events"
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
@@ -129,7 +129,35 @@ def test_worker_audits_each_server_of_the_batch(capsys: pytest.CaptureFixture[st
     assert {name: s.outcome for name, s in state.states.items()} == {"web1": Outcome.COMPLIANT,
                                                                      "web2": Outcome.COMPLIANT}
     session.assert_all_consumed()
-    assert emitted_metrics(capsys.readouterr().out) == {"JobsReceived": 2, "ServersScanned": 2}
+    # Each sample server has 3 messages queued: its spam signals are published too.
+    assert emitted_metrics(capsys.readouterr().out) == {"JobsReceived": 2, "ServersScanned": 2, "QueueSize": 6}
+
+
+def server_signals(stdout: str) -> dict[str, dict[str, float]]:
+    """The EMF documents carrying a ``server`` dimension: server → metric → value."""
+    found: dict[str, dict[str, float]] = {}
+    for line in stdout.splitlines():
+        blob = json.loads(line) if line.startswith("{") else {}
+        for directive in blob.get("_aws", {}).get("CloudWatchMetrics", []):
+            if ["server", "service"] in [sorted(d) for d in directive["Dimensions"]]:
+                assert directive["Namespace"] == "RelayGuard"
+                values = {m["Name"]: sum(blob[m["Name"]]) for m in directive["Metrics"]}
+                found.setdefault(blob["server"], {}).update(values)
+    return found
+
+
+def test_worker_publishes_each_servers_nonzero_spam_signals_under_its_name(capsys: pytest.CaptureFixture[str]) -> None:
+    # GIVEN web1 with send-limit hits and relay rejects but an empty queue, and web2 quiet
+    noisy = {**MODERN_COMPLIANT, "exim.queue.hex": hx("0\n"), "signals.since": "2026-12-01 02:00:00",
+             "signals.send_limit": "2", "signals.relay_reject": "41", "signals.partial": "0"}
+    quiet = {**noisy, "signals.send_limit": "0", "signals.relay_reject": "0"}
+    session = FakeSession([ok(probe_text(noisy)), ok(probe_text(quiet))])
+    handler = worker_handler(session, FakeStateStore(), FakeJobQueue())
+
+    handler(event("worker/sweep_batch.json"), FakeLambdaContext())
+
+    # THEN only web1's non-zero counts are metrics, dimensioned by its name; zeros and web2 make none
+    assert server_signals(capsys.readouterr().out) == {"web1": {"SendLimitHits": 2, "RelayRejects": 41}}
 
 
 def test_worker_fails_only_the_malformed_record(capsys: pytest.CaptureFixture[str]) -> None:
@@ -141,7 +169,8 @@ def test_worker_fails_only_the_malformed_record(capsys: pytest.CaptureFixture[st
 
     assert answer == {"batchItemFailures": [{"itemIdentifier": poison}]}
     assert list(state.states) == ["web1"]
-    assert emitted_metrics(capsys.readouterr().out) == {"JobsReceived": 2, "ServersScanned": 1, "MalformedJobs": 1}
+    assert emitted_metrics(capsys.readouterr().out) == {"JobsReceived": 2, "ServersScanned": 1, "MalformedJobs": 1,
+                                                        "QueueSize": 3}
 
 
 def test_worker_short_of_time_hands_the_job_straight_back_to_its_queue() -> None:

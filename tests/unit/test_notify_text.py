@@ -88,3 +88,27 @@ def test_sns_gets_text_for_email_and_the_document_for_every_machine_protocol():
     assert {k: v["StringValue"] for k, v in call["MessageAttributes"].items()} == {
         "event": "server-result", "outcome": "remediated", "severity": doc["severity"], "server": "web1",
         "mode": "fix"}
+
+
+def test_an_audit_message_carries_the_plan_a_fix_would_run_and_the_spam_signals():
+    # GIVEN an audited exposed server with a queue and relay rejects
+    signals = {"window_minutes": 60, "since": "2026-11-25 12:23:10", "queue": 12, "send_limit_hits": 0,
+               "relay_rejects": 40, "partial": False}
+    result = ServerResult(name="web1", address="203.0.113.10", mode="audit", outcome=Outcome.NONCOMPLIANT,
+                          generation="modern", exposed_before=True, exposed_after=True,
+                          plan=["set popbeforesmtp=0", "run update_exim_rejects", "restart exim"], signals=signals)
+    # WHEN announced
+    doc = server_message(result.to_json(), "noncompliant", "sweep-1", "sweep", AT)
+    # THEN the document and the email both carry them, the window stated
+    assert (doc["plan"], doc["signals"]) == (result.plan, signals)
+    lines = server_text(doc).splitlines()
+    assert "A fix would run: set popbeforesmtp=0; run update_exim_rejects; restart exim" in lines
+    assert "Spam signals: queue 12, send-limit hits 0, relay rejects 40 in the last 60 min" in lines
+
+
+def test_a_record_stored_before_plan_and_signals_existed_still_announces():
+    full = ServerResult(name="web1", address="203.0.113.10", mode="audit", outcome=Outcome.NONCOMPLIANT).to_json()
+    old = {k: v for k, v in full.items() if k not in ("plan", "signals")}
+    doc = server_message(old, "noncompliant", "sweep-1", "sweep", AT)
+    assert (doc["plan"], doc["signals"]) == ([], None)
+    assert "Spam signals" not in server_text(doc)

@@ -31,6 +31,7 @@ from relayguard.domain.models import HELD_OUTCOMES, OK_OUTCOMES, Mode, Outcome, 
 from relayguard.domain.revert import before_from_results
 from relayguard.domain.rollout import ErrorBudget, MaintenanceWindow, Rollout, excluded
 from relayguard.domain.server import Server
+from relayguard.domain.signals import signal_metrics, signals_text
 from relayguard.engine import Engine, ServerResult
 from relayguard.enroll import AddRequest, add_server
 from relayguard.errors import InvalidInput, RelayGuardError
@@ -294,9 +295,16 @@ def render_table(results: list[ServerResult]) -> str:
         rows.append((r.name, str(r.outcome), r.generation or "-", exposed,
                      "yes" if r.restarted else "no", detail))
     widths = [max(len(row[i]) for row in rows) for i in range(5)]
-    return "\n".join(
-        "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:5])) + "  " + row[5] for row in rows
-    )
+    lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:5])) + "  " + row[5] for row in rows]
+    # The plan and the spam signals go on indented lines under their host: a column would not fit.
+    out = lines[:1]
+    for r, line in zip(results, lines[1:], strict=True):
+        out.append(line)
+        if r.plan:
+            out.append(f"  plan: {'; '.join(r.plan)}")
+        if r.signals and signal_metrics(r.signals):
+            out.append(f"  signals: {signals_text(r.signals)}")
+    return "\n".join(out)
 
 
 def inventory_add(ns: argparse.Namespace) -> int:

@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from relayguard.domain.decide import Assessment, assess, decide
+from relayguard.domain.decide import Assessment, assess
 from relayguard.domain.models import Finding, Outcome, Plan, Policy, StepName, StepResult
+from relayguard.domain.plan import plan_lines, would_fix
 from relayguard.domain.probe import PROBE_SCRIPT, parse_probe
 from relayguard.domain.record import (
     OUTPUT_LIMIT,
@@ -38,6 +39,7 @@ from relayguard.domain.revert import (
 from relayguard.domain.rollout import Decision
 from relayguard.domain.script import parse_steps, relay_probe_reply, render_disable, render_finish
 from relayguard.domain.server import Server
+from relayguard.domain.signals import signals_of
 from relayguard.domain.verdict import (
     Verdict,
     disable_verdict,
@@ -85,6 +87,10 @@ class ServerResult:
     revert: list[str] = field(default_factory=list)
     started_at: str = ""
     duration: float = 0.0
+    #: The steps a fix runs (audit: would run) on this server, as domain.plan renders them; empty: no change.
+    plan: list[str] = field(default_factory=list)
+    #: Spam signals the first probe counted (domain.signals); None when the probe did not finish.
+    signals: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The result record: the documented JSON the CLI prints and the worker stores and notifies from."""
@@ -108,6 +114,8 @@ class ServerResult:
             "revert": self.revert,
             "started_at": self.started_at,
             "duration": round(self.duration, 3),
+            "plan": self.plan,
+            "signals": self.signals,
         }
 
     def to_json_line(self) -> str:
@@ -222,6 +230,10 @@ class Engine:
         result.warnings = list(before.warnings)
         result.before = state_of(finding, before)
         result.affected_mailboxes = list(before.affected_mailboxes)
+        result.signals = signals_of(finding)
+        # Pure, so an audit computes it too and reports what a fix would run; a fix runs this very plan.
+        plan = would_fix(finding, before, policy)
+        result.plan = list(plan_lines(plan))
         settled = verdict_before_fix(finding, before, policy)
         if settled is not None:
             _record(result, settled)
@@ -230,7 +242,7 @@ class Engine:
         if skip_reason:
             _record(result, skipped_verdict(before, skip_reason))
             return
-        self._fix(session, decide(finding, before, policy), finding, before, result)
+        self._fix(session, plan, finding, before, result)
 
     def _fix(self, session: Session, plan: Plan, finding: Finding, before: Assessment, result: ServerResult) -> None:
         # The revert record goes on the server with the first script that changes anything.
@@ -275,6 +287,7 @@ class Engine:
         result.exposed_before = now.exposed
         result.warnings = list(now.warnings)
         result.before = state_of(finding, now)
+        result.signals = signals_of(finding)
         unfit = unfit_for_changes(finding, now)
         if unfit is not None:
             _record(result, unfit)

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
-from relayguard.domain.models import ListFile
-from relayguard.domain.probe import parse_probe, parse_tailwatchd_status
+from relayguard.domain.models import SIGNALS_WINDOW_MINUTES, ListFile, Signals
+from relayguard.domain.probe import (
+    PROBE_SCRIPT,
+    RELAY_REJECT_TEXTS,
+    SEND_LIMIT_TEXTS,
+    SIGNALS_MAX_LINES,
+    parse_probe,
+    parse_tailwatchd_status,
+)
 
 from tests.unit.samples import (
     LEGACY_COMPLIANT,
@@ -153,3 +160,25 @@ def test_parses_a_disabled_stopped_tailwatchd() -> None:
 
 def test_empty_tailwatchd_status_is_unknown() -> None:
     assert parse_tailwatchd_status("") == (None, None, {})
+
+
+def test_spam_signals_parse_with_their_window() -> None:
+    # GIVEN the signal lines the probe's awk pass prints after the window's start
+    f = parse_probe(probe_text({**MODERN_COMPLIANT, "signals.since": "2026-12-01 02:00:00", "signals.send_limit": "3",
+                                "signals.relay_reject": "41", "signals.partial": "1"}))
+    # THEN they land in the finding's signals, the window being the probe's
+    assert f.signals == Signals(window_minutes=SIGNALS_WINDOW_MINUTES, since="2026-12-01 02:00:00", send_limit_hits=3,
+                                relay_rejects=41, partial=True)
+
+
+def test_spam_signals_without_a_readable_log_or_gnu_date_are_unmeasured_not_zero() -> None:
+    f = parse_probe(probe_text(MODERN_COMPLIANT))
+    assert (f.signals.since, f.signals.send_limit_hits, f.signals.relay_rejects, f.signals.partial) == (
+        "", None, None, False)
+
+
+def test_the_probe_counts_spam_signals_over_its_window_from_the_servers_clock() -> None:
+    # The window's start comes from the server's own clock, the counts from one pass over a bounded tail
+    assert f"date -d '-{SIGNALS_WINDOW_MINUTES} minutes' '+%Y-%m-%d %H:%M:%S'" in PROBE_SCRIPT
+    assert f"tail -n {SIGNALS_MAX_LINES} /var/log/exim_mainlog |" in PROBE_SCRIPT
+    assert all(f'index($0, "{text}")' in PROBE_SCRIPT for text in (*SEND_LIMIT_TEXTS, *RELAY_REJECT_TEXTS))

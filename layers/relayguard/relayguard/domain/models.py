@@ -80,6 +80,29 @@ class ListFile:
         return tuple(line.strip() for line in self.lines if line.strip() and not line.lstrip().startswith("#"))
 
 
+#: Spam signals are counted over the last hour: cPanel's send limits are hourly ("max emails per hour",
+#: "max defers and failures per hour"), and an alert-triggered job wants what is happening now, not
+#: yesterday. An hour of a busy server's log is also small enough to read on every probe.
+SIGNALS_WINDOW_MINUTES = 60
+
+
+@dataclass(frozen=True)
+class Signals:
+    """Spam signals counted in Exim's main log over the window that ends when the probe ran (domain/probe.py).
+
+    A count is None when it was not measured: no readable ``/var/log/exim_mainlog``, or no ``date -d`` on
+    the server to compute the window's start.
+    """
+
+    window_minutes: int = SIGNALS_WINDOW_MINUTES
+    #: The window's start as the server's clock writes log timestamps (``YYYY-MM-DD HH:MM:SS``); "" if unknown.
+    since: str = ""
+    send_limit_hits: int | None = None
+    relay_rejects: int | None = None
+    #: The probe's line bound ended inside the window: the counts are lower bounds.
+    partial: bool = False
+
+
 @dataclass(frozen=True)
 class Finding:
     """Every fact one read-only probe collected (cpanel.md §5), already parsed."""
@@ -110,6 +133,7 @@ class Finding:
     local_domain: str = ""
     smtp_restrictions: str = ""
     indicators: Mapping[str, int] = field(default_factory=dict)
+    signals: Signals = Signals()
 
     @property
     def exim_running(self) -> bool:

@@ -14,6 +14,7 @@ from typing import Any
 
 from relayguard.domain.models import HELD_OUTCOMES, OK_OUTCOMES, Outcome
 from relayguard.domain.schema import Validator
+from relayguard.domain.signals import signals_text
 from relayguard.errors import RelayGuardError
 
 SCHEMA = "relayguard.notification/v1"
@@ -124,6 +125,9 @@ def server_message(result: dict[str, Any], change: str, run_id: str, trigger: st
         "warnings": list(result["warnings"]),
         "affected_mailboxes": list(result["affected_mailboxes"]),
         "relay_probe": {k: result["relay_probe"].get(k) for k in ("ip", "code", "reply")},
+        # A record stored before these fields existed has neither: an empty plan, unmeasured signals.
+        "plan": list(result.get("plan") or []),
+        "signals": result.get("signals"),
     })
 
 
@@ -202,6 +206,11 @@ def server_text(doc: dict[str, Any]) -> str:
         lines.append(f"Relay probe from {probe.get('ip')}: {probe.get('reply')}")
     if doc["warnings"]:
         lines.append("Warnings: " + ", ".join(doc["warnings"]))
+    if doc.get("plan"):
+        verb = "A fix would run" if doc["mode"] == "audit" else "Planned steps"
+        lines.append(f"{verb}: " + "; ".join(doc["plan"]))
+    if doc.get("signals"):
+        lines.append("Spam signals: " + signals_text(doc["signals"]))
     if doc["affected_mailboxes"]:
         lines += ["", "These mailboxes relied on POP-before-SMTP; ask their owners to enable SMTP authentication:",
                   *(f"  - {m}" for m in doc["affected_mailboxes"])]

@@ -28,7 +28,7 @@ from relayguard.domain.cpanel_paths import (
     TRACKER_MODULE,
     VERSION,
 )
-from relayguard.domain.models import Finding, ListFile
+from relayguard.domain.models import SIGNALS_WINDOW_MINUTES, Finding, ListFile, Signals
 
 SCHEMA = "1"
 CONFIG_KEYS = (
@@ -52,6 +52,32 @@ INDICATORS = {
     "dovecot_auth": "A=dovecot_",
     "auth_failed": "authenticator failed",
 }
+
+#: Lines of the main log read for the signals at most: about an hour of a busy server (a few thousand
+#: messages). When the bound ends inside the window the counts are reported as lower bounds (``partial``).
+SIGNALS_MAX_LINES = 200000
+#: Main-log substrings counted as a send-limit hit (cPanel's hourly limits) and as a refused relay attempt
+#: (cPanel's ``log_message``, cPanel's 550 text, stock Exim's text). A line counts once however many match.
+SEND_LIMIT_TEXTS = ("has exceeded the max emails per hour", "max defers and failures per hour")
+RELAY_REJECT_TEXTS = ("Rejected relay attempt", "is not permitted to relay", "relay not permitted")
+
+
+def _awk_any(texts: tuple[str, ...]) -> str:
+    return " || ".join(f'index($0, "{t}")' for t in texts)
+
+
+# One pass over the bounded tail. Exim stamps each line "YYYY-MM-DD HH:MM:SS" in the server's local time,
+# the clock ``date`` uses, so the window is a string comparison; lines without a stamp are skipped.
+_SIGNALS_AWK = (
+    "{ t = substr($0, 1, 19); "
+    "if (t !~ /^[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9] [0-9][0-9]:[0-9][0-9]:[0-9][0-9]$/) next; "
+    "if (!seen) { seen = 1; first = t } "
+    "if (t < s) next; "
+    f"if ({_awk_any(SEND_LIMIT_TEXTS)}) l++; "
+    f"if ({_awk_any(RELAY_REJECT_TEXTS)}) r++ }} "
+    'END { printf "signals.send_limit=%d\\nsignals.relay_reject=%d\\nsignals.partial=%d\\n", '
+    "l, r, (NR >= m && seen && first >= s) }"
+)
 
 # Shell helpers shared by every script RelayGuard sends. Fixed text: nothing is interpolated.
 PRELUDE = r"""
@@ -119,6 +145,15 @@ def _probe_body() -> str:
     # A bounded tail, read once per pattern: the probe writes nothing, not even a temp file.
     lines += [f"  kv indicator.{k} \"$(tail -n 20000 {EXIM_MAINLOG} | grep -c -F '{v}')\""
               for k, v in INDICATORS.items()]
+    # GNU date computes the window's start; without it (busybox) the signals are reported unmeasured.
+    lines += [
+        f"  rg_since=$(date -d '-{SIGNALS_WINDOW_MINUTES} minutes' '+%Y-%m-%d %H:%M:%S' 2>/dev/null)",
+        '  if [ -n "$rg_since" ]; then',
+        '    kv signals.since "$rg_since"',
+        f"    tail -n {SIGNALS_MAX_LINES} {EXIM_MAINLOG} |",
+        f"      awk -v s=\"$rg_since\" -v m={SIGNALS_MAX_LINES} '{_SIGNALS_AWK}'",
+        "  fi",
+    ]
     lines += ["fi", "kv scan.end 1"]
     return "\n".join(lines) + "\n"
 
@@ -188,6 +223,8 @@ def parse_probe(output: str) -> Finding:
         local_domain=kv.get("localdomain", ""),
         smtp_restrictions=_unhex(kv.get("smtpmailgidonly.hex", "")).strip(),
         indicators={k: n for k in INDICATORS if (n := _int(kv.get(f"indicator.{k}"))) is not None},
+        signals=Signals(since=kv.get("signals.since", ""), send_limit_hits=_int(kv.get("signals.send_limit")),
+                        relay_rejects=_int(kv.get("signals.relay_reject")), partial=kv.get("signals.partial") == "1"),
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from relayguard import bootstrap
 from relayguard.config import Settings
 from relayguard.domain.models import HELD_OUTCOMES, OK_OUTCOMES, Outcome
+from relayguard.domain.signals import signal_metrics
 from relayguard.entrypoints import Handler, logger, metrics, observed, settings
 from relayguard.events import Job
 from relayguard.services import Deferred, LockBusy, Worker
@@ -73,7 +74,23 @@ def _work_record(record: SQSRecord, context: LambdaContext, compose: Callable[[S
     # Held outcomes (noncompliant, skipped, excluded) leave a server as it was by design, not by failure.
     if result.outcome not in OK_OUTCOMES | HELD_OUTCOMES:
         metrics.add_metric(name="Failed", unit=MetricUnit.Count, value=1)
+    _publish_signals(result.name, result.signals)
     logger.info("server done", outcome=str(result.outcome), reason=result.reason, restarted=result.restarted)
+
+
+def _publish_signals(server: str, signals: dict[str, Any] | None) -> None:
+    """One EMF document of the server's non-zero spam signals, with the dimension ``server``.
+
+    Its own metrics object: the handler's shared one carries only the ``service`` dimension, and a
+    ``server`` dimension there would split every fleet-wide count by server."""
+    values = signal_metrics(signals or {})
+    if not values:
+        return
+    per_server = EphemeralMetrics()
+    per_server.add_dimension(name="server", value=server)
+    for name, value in values.items():
+        per_server.add_metric(name=name, unit=MetricUnit.Count, value=value)
+    per_server.flush_metrics()
 
 
 def make_handler(worker: Callable[[Settings], Worker] = bootstrap.worker) -> Handler:
