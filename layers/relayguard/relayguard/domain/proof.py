@@ -84,10 +84,12 @@ def alwaysrelay_targets(finding: Finding) -> tuple[tuple[str, ...], int]:
 
 
 def auth_ehlo_step(port: int) -> str:
+    """The step name of the EHLO session on ``port``."""
     return f"{StepName.AUTH_EHLO}-{port}"
 
 
 def alwaysrelay_step(index: int) -> str:
+    """The step name of the relay session from the ``index``-th (1-based) alwaysrelay address."""
     return f"{StepName.ALWAYSRELAY_PROBE}-{index}"
 
 
@@ -176,7 +178,8 @@ class PostFixProof:
     alwaysrelay_not_probed: int = 0
 
     def auth_problems(self) -> tuple[str, ...]:
-        """Why authenticated submission is broken ("" parts only for definite failures), in check order."""
+        """Why authenticated submission is broken, in check order; only definite failures (a missing AUTH
+        capability in an EHLO reply, a 5xx to the authenticated RCPT), never a check that got no answer."""
         problems = [f"no AUTH on {port}" for port, offered in self.auth_advertised.items() if offered is False]
         if relay_class(self.authenticated_relay) == RelayClass.REFUSED:
             problems.append(f"authenticated relay refused ({self.authenticated_relay})")
