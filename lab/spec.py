@@ -24,6 +24,7 @@ SWITCHES = frozenset(
         "whmapi_fail",
         "hang",
         "no_timeout",
+        "tweak_breaks_auth",
     }
 )
 

@@ -35,6 +35,10 @@ Failure switches: flag files ``/etc/sim/fail/<name>`` (content is an optional va
 * ``tailwatchd_globally_disabled``: treated like ``skiptailwatchd=1``.
 * ``tailwatchd_not_running``: ``boot()`` does not start the daemon.
 * ``exim_bad_config``: ``exim ... -bV`` prints a configuration error and exits 1 (no exec).
+* ``tweak_breaks_auth``: the gate change (``set_tweaksetting key=popbeforesmtp``, or tailwatchd
+  ``--disable`` of Antirelayd on legacy) also rewrites ``/etc/exim.conf`` the way a configuration
+  rebuild that lost cPanel's authenticators would: AUTH is no longer advertised and the
+  ``accept authenticated = *`` ACL line is gone, so authenticated submission breaks.
 * ``no_tailwatchd``, ``nonroot``, ``exim_down_at_start``, ``no_timeout``: handled by the launcher.
 
 Repopulation hook (start of every ``main()``, end of ``boot()``; root only). When
@@ -103,6 +107,7 @@ SMTPGIDONLY = "/var/cpanel/smtpgidonlytweak"
 CHKSERVD_CONF = "/etc/chkserv.d/chkservd.conf"
 
 EXIM_REAL = "/usr/sbin/exim4"
+EXIM_CONF = "/etc/exim.conf"
 EXIM_PIDFILE = "/var/spool/exim/exim-daemon.pid"
 EXIM_CMDLINE = "/usr/sbin/exim -bd -q1h"
 
@@ -570,8 +575,20 @@ def _driver_of(ns: str) -> str | None:
     return name
 
 
+def break_auth_if_switched() -> None:
+    """``tweak_breaks_auth``: the change leaves Exim without working authenticated submission."""
+    if switch("tweak_breaks_auth") is None:
+        return
+    text = read_text(EXIM_CONF) or ""
+    text = text.replace("  accept authenticated = *\n", "")
+    text = re.sub(r"(?m)^(\s*server_advertise_condition = ).*$", r"\1false", text)
+    atomic_write(EXIM_CONF, text, like=EXIM_CONF)
+
+
 def _tw_disable(name: str) -> None:
     set_config(f"skip{name.lower()}", "1")
+    if name == LEGACY_TRACKER:
+        break_auth_if_switched()
     if name == MODERN_TRACKER:
         truncate(RECENT_IPS)
         truncate(RECENT_USERS)
@@ -747,6 +764,7 @@ def _whm_call(fn: str, params: dict[str, str]) -> tuple[Any, str | None]:
                 touch(POPBEFORESMTP)
             else:
                 remove(POPBEFORESMTP)
+                break_auth_if_switched()
         set_config(key, value)
         return None, None
     if fn == "servicestatus":

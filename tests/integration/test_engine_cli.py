@@ -53,9 +53,9 @@ READ_ONLY = {("tailwatchd", ("--status",)), ("restartsrv_exim", ("--status",)), 
 
 
 def writes(records: list[dict[str, Any]]) -> list[tuple[str, list[str]]]:
-    """Journal records of calls that may change something (``exim -bh`` only simulates a session)."""
+    """Journal records of calls that may change something (``exim -bh`` only simulates a session, ``-bP`` reads)."""
     return [(r["tool"], r["argv"][1:]) for r in records
-            if (r["tool"], tuple(r["argv"][1:])) not in READ_ONLY and r["argv"][1:2] != ["-bh"]]
+            if (r["tool"], tuple(r["argv"][1:])) not in READ_ONLY and r["argv"][1:2] not in (["-bh"], ["-bP"])]
 
 
 def fingerprint(public_key: Path) -> str:
@@ -342,7 +342,8 @@ def test_exim_restart_failing_once_is_retried_hard(lab, make_host):
     host = make_host(profile="modern", switches={"exim_restart_fail_once": ""})
     _, (res,), _ = rg(lab, "fix", host)
     assert res["outcome"] == "remediated"
-    assert res["exim_restarts"] == 2
+    # two attempts, one restart: the first attempt left Exim stopped, the --hard retry restarted it
+    assert (res["restarted"], res["exim_restarts"], res["exim_restart_attempts"]) == (True, 1, 2)
     assert restarts(host) == [[], ["--hard"]]
 
 
@@ -351,6 +352,8 @@ def test_exim_restart_failing_always_is_failed_with_evidence(lab, make_host):
     code, (res,), _ = rg(lab, "fix", host)
     assert (code, res["outcome"], res["reason"]) == (2, "failed", "exim-restart-failed")
     assert restarts(host) == [[], ["--hard"]]
+    # both attempts exited non-zero and left Exim down: not restarted
+    assert (res["restarted"], res["exim_restarts"], res["exim_restart_attempts"]) == (False, 0, 2)
     steps = {s["name"]: s for s in res["steps"]}
     assert steps["restart-exim"]["rc"] != 0
     assert "failed to restart" in steps["restart-exim-hard"]["stderr"]

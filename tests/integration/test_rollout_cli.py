@@ -35,15 +35,15 @@ READ_ONLY = {("tailwatchd", ("--status",)), ("restartsrv_exim", ("--status",)), 
 
 
 def writes(host: Host) -> list[tuple[str, list[str]]]:
-    """Journal records of calls that may change something (``exim -bh`` only simulates a session)."""
+    """Journal records of calls that may change something (``exim -bh`` only simulates a session, ``-bP`` reads)."""
     return [(r["tool"], r["argv"][1:]) for r in host.journal()
-            if (r["tool"], tuple(r["argv"][1:])) not in READ_ONLY and r["argv"][1:2] != ["-bh"]]
+            if (r["tool"], tuple(r["argv"][1:])) not in READ_ONLY and r["argv"][1:2] not in (["-bh"], ["-bP"])]
 
 
 def fix_window(host: Host) -> tuple[float, float] | None:
     """From the start of the host's first changing call to the end of its last one, if any."""
     records = [r for r in host.journal()
-               if (r["tool"], tuple(r["argv"][1:])) not in READ_ONLY and r["argv"][1:2] != ["-bh"]]
+               if (r["tool"], tuple(r["argv"][1:])) not in READ_ONLY and r["argv"][1:2] not in (["-bh"], ["-bP"])]
     return (min(r["start"] for r in records), max(r["end"] or r["start"] for r in records)) if records else None
 
 

@@ -156,3 +156,34 @@ RELAY_REFUSED = (
     "550 authentication.\n"
     "221 web1.example.com closing connection\n"
 )
+
+# -- the post-fix proof (domain/proof.py): what each exim -bh session of the finish script prints -------------
+
+_BH_HEAD = ("\n**** SMTP testing session as if from host 127.0.0.1\n**** This is not for real!\n\n"
+            "220-web1.example.com ESMTP Exim 4.98 #2 Mon, 01 Jan 2024 10:00:00 +0000\n"
+            "220 and/or bulk e-mail.\n")
+#: EHLO from loopback on a cPanel server: the dovecot authenticators are offered.
+EHLO_WITH_AUTH = (_BH_HEAD + "250-web1.example.com Hello relayguard.invalid [127.0.0.1]\n250-SIZE 52428800\n"
+                  "250-PIPELINING\n250-AUTH PLAIN LOGIN\n250-STARTTLS\n250 HELP\n221 web1.example.com closing\n")
+#: The same EHLO after a change lost the authenticators.
+EHLO_WITHOUT_AUTH = EHLO_WITH_AUTH.replace("250-AUTH PLAIN LOGIN\n", "")
+#: ``exim -bP daemon_smtp_ports tls_on_connect_ports`` on a stock cPanel server.
+CPANEL_PORTS = "daemon_smtp_ports = 25 : 465 : 587\ntls_on_connect_ports = 465\n"
+
+
+def rcpt_dialogue(rcpt_reply: str) -> str:
+    """An ``exim -bh`` relay dialogue whose RCPT got ``rcpt_reply`` (one line, code first)."""
+    return (_BH_HEAD + "250-web1.example.com Hello relayguard.invalid [203.0.113.7]\n250 HELP\n250 OK\n"
+            f"{rcpt_reply}\n221 web1.example.com closing connection\n")
+
+
+RELAY_ACCEPTED = rcpt_dialogue("250 Accepted")
+
+
+def proof_steps(*, ports: str = CPANEL_PORTS, ehlo: str = EHLO_WITH_AUTH, authenticated: str = RELAY_ACCEPTED,
+                alwaysrelay: tuple[str, ...] = ()) -> str:
+    """The step markers of the post-fix proof: ports, EHLO on 587 and 465, the authenticated relay, then one
+    relay dialogue per alwaysrelay address (in the order the script was given them)."""
+    return (step_text("exim-ports", 0, out=ports) + step_text("auth-ehlo-587", 0, out=ehlo)
+            + step_text("auth-ehlo-465", 0, out=ehlo) + step_text("auth-relay-probe", 0, out=authenticated)
+            + "".join(step_text(f"alwaysrelay-probe-{i}", 0, out=out) for i, out in enumerate(alwaysrelay, 1)))

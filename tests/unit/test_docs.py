@@ -192,7 +192,8 @@ def test_the_troubleshooting_table_covers_every_outcome_once() -> None:
 
 def reason_codes_the_engine_sets() -> set[str]:
     """String reasons the engine can record: the reason of every ``Verdict(...)`` built in domain/verdict.py,
-    what ``disable_refusal`` returns there, and any constant assigned to ``result.reason`` in engine.py."""
+    what ``disable_refusal`` and ``proof_refusal`` return there, and any constant assigned to ``result.reason``
+    in engine.py."""
     package = REPO / "layers" / "relayguard" / "relayguard"
     found: set[str] = set()
 
@@ -210,7 +211,7 @@ def reason_codes_the_engine_sets() -> set[str]:
             reasons = node.args[1:2] + [kw.value for kw in node.keywords if kw.arg == "reason"]
             for reason in reasons:
                 found.update(strings(reason))
-        elif isinstance(node, ast.FunctionDef) and node.name == "disable_refusal":
+        elif isinstance(node, ast.FunctionDef) and node.name in ("disable_refusal", "proof_refusal"):
             for ret in ast.walk(node):
                 if isinstance(ret, ast.Return) and ret.value is not None:
                     found.update(strings(ret.value))
@@ -238,6 +239,12 @@ def test_the_severity_table_is_the_one_the_code_uses() -> None:
     (rows,) = tables(section(OPERATIONS, "### Outcome → severity"))
     assert {codes(row[0])[0]: codes(row[1])[0] for row in rows} == {str(k): v for k, v in notify.SEVERITY.items()}
     assert set(notify.SEVERITY) == set(Outcome)
+
+
+def test_the_reason_severity_table_is_the_one_the_code_uses_and_names_real_reasons() -> None:
+    (rows,) = tables(section(OPERATIONS, "### Failure reason → severity"))
+    assert {codes(row[0])[0]: codes(row[1])[0] for row in rows} == notify.REASON_SEVERITY
+    assert set(notify.REASON_SEVERITY) <= reason_codes_the_engine_sets()
 
 
 # -- notifications and alerts -------------------------------------------------------------------

@@ -26,14 +26,19 @@ from relayguard.errors import (
 
 from tests.fakes import FakeBannerCheck, FakeConnector, FakeGate, FakeSession, ok
 from tests.unit.samples import (
+    EHLO_WITHOUT_AUTH,
     EXIM_UP,
     LEGACY_EXPOSED,
     MODERN_COMPLIANT,
     MODERN_EXPOSED,
     NOT_CPANEL,
+    RELAY_ACCEPTED,
     RELAY_REFUSED,
     UNKNOWN_GENERATION,
+    hx,
     probe_text,
+    proof_steps,
+    rcpt_dialogue,
     step_text,
 )
 
@@ -52,13 +57,15 @@ def disable_output(result: int = 1, reason: str = "OK", gate: str = "0") -> str:
     return f"scan.schema=1\n{step_text(TWEAK, 0, out=whmapi1(result, reason))}file.popbeforesmtp={gate}\nscan.end=1\n"
 
 
-def finish_output(reply: str = RELAY_REFUSED, after: dict[str, str] = MODERN_COMPLIANT) -> str:
+def finish_output(reply: str = RELAY_REFUSED, after: dict[str, str] = MODERN_COMPLIANT, *,
+                  restarts: str = step_text("restart-exim", 0), proof: str = proof_steps()) -> str:
     return (
         step_text("update-exim-rejects", 0)
-        + step_text("restart-exim", 0)
+        + restarts
         + step_text("exim-status", 0, out=EXIM_UP + "\n")
         + step_text("exim-bv", 0, out="Exim version 4.98 #2\nConfiguration file is /etc/exim.conf\n")
         + step_text("relay-probe", 0, out=reply)
+        + proof
         + probe_text(after)
     )
 
@@ -197,8 +204,10 @@ def test_a_full_modern_fix_closes_the_gate_restarts_exim_once_and_proves_refusal
     result = Engine(FakeConnector(session), banner, timeout=42.0).run(WEB1, FIX)
     # THEN the server is remediated with one Exim restart, and the scripts were exactly the rendered ones
     assert result.outcome == Outcome.REMEDIATED, result.reason
-    assert (result.restarted, result.exim_restarts) == (True, 1)
+    assert (result.restarted, result.exim_restarts, result.exim_restart_attempts) == (True, 1, 1)
     assert (result.exposed_before, result.exposed_after) == (True, False)
+    assert result.warnings == []  # the post-fix proof found nothing inconclusive
+    assert result.post_fix["auth_advertised"] == {"587": True, "465": True}
     # the revert record goes out with the first changing script, before anything changes
     record = render_write_record(record_of(finding, assess(finding)))
     assert session.scripts == [PROBE_SCRIPT, render_disable(plan, first=record), render_finish(plan)]
@@ -213,6 +222,62 @@ def test_a_full_modern_fix_closes_the_gate_restarts_exim_once_and_proves_refusal
     assert result.revert[0].endswith("set_tweaksetting key=popbeforesmtp value=1")
     session.assert_all_consumed()
     assert session.closed
+
+
+def test_a_fix_records_its_post_fix_proof_and_fails_when_auth_submission_broke() -> None:
+    # GIVEN a fix after which EHLO no longer offers AUTH and authenticated relay is refused
+    proof = proof_steps(ehlo=EHLO_WITHOUT_AUTH, authenticated=RELAY_REFUSED)
+    session = FakeSession([ok(probe_text(MODERN_EXPOSED)), ok(disable_output()), ok(finish_output(proof=proof))])
+    # WHEN fixing
+    result = run(session)
+    # THEN the gate is closed but the job failed with the precise reason, and the record holds the evidence
+    assert (result.outcome, result.exposed_after) == (Outcome.FAILED, False)
+    assert result.reason == "auth-submission-broken: no AUTH on 587; no AUTH on 465; authenticated relay refused (550)"
+    record = result.to_json()
+    assert record["post_fix"]["auth_advertised"] == {"587": False, "465": False}
+    assert record["post_fix"]["authenticated_relay"]["code"] == 550
+    assert record["post_fix"]["unauthenticated_relay"] == {"code": 550, "verdict": "refused"}
+    assert record["relay_probe"]["verdict"] == "refused"
+
+
+def test_every_alwaysrelay_address_is_proven_and_one_refused_fails_the_fix() -> None:
+    # GIVEN a server with two admin alwaysrelay addresses, one of which stops relaying after the fix
+    before = {**MODERN_EXPOSED, "exc.alwaysrelay.kind": "file",
+              "exc.alwaysrelay.hex": hx("192.0.2.77: backups\n127.0.0.1\n198.51.100.4\n")}
+    finding = parse_probe(probe_text(before))
+    plan = decide(finding, assess(finding), FIX)
+    proof = proof_steps(alwaysrelay=(RELAY_ACCEPTED, RELAY_REFUSED))
+    session = FakeSession([ok(probe_text(before)), ok(disable_output()), ok(finish_output(proof=proof))])
+    # WHEN fixing
+    result = run(session)
+    # THEN the finish script proved exactly the non-loopback addresses, in file order
+    assert session.scripts[2] == render_finish(plan, alwaysrelay=("192.0.2.77", "198.51.100.4"))
+    assert result.post_fix["alwaysrelay"] == {"192.0.2.77": 250, "198.51.100.4": 550}
+    assert result.post_fix["alwaysrelay_not_probed"] == 1
+    assert (result.outcome, result.reason) == (Outcome.FAILED, "alwaysrelay-broken: 198.51.100.4")
+
+
+def test_a_deferred_relay_probe_fails_the_fix_as_deferred_not_accepted() -> None:
+    reply = rcpt_dialogue("451 Temporary local problem - please try later")
+    session = FakeSession([ok(probe_text(MODERN_EXPOSED)), ok(disable_output()), ok(finish_output(reply))])
+    result = run(session)
+    assert (result.outcome, result.reason) == (Outcome.FAILED, "relay-probe-deferred")
+    assert (result.relay_probe["code"], result.relay_probe["verdict"]) == (451, "inconclusive")
+
+
+def test_restarted_counts_only_a_restart_that_succeeded_and_attempts_count_apart() -> None:
+    # GIVEN a restart and its --hard retry that both exit non-zero
+    failing = step_text("restart-exim", 1) + step_text("restart-exim-hard", 1)
+    session = FakeSession([ok(probe_text(MODERN_EXPOSED)), ok(disable_output()), ok(finish_output(restarts=failing))])
+    result = run(session)
+    # THEN Exim was not restarted, twice tried
+    assert (result.restarted, result.exim_restarts, result.exim_restart_attempts) == (False, 0, 2)
+    # AND a --hard retry that works is one restart after two attempts
+    retried = step_text("restart-exim", 1) + step_text("restart-exim-hard", 0)
+    session = FakeSession([ok(probe_text(MODERN_EXPOSED)), ok(disable_output()), ok(finish_output(restarts=retried))])
+    result = run(session)
+    assert (result.restarted, result.exim_restarts, result.exim_restart_attempts) == (True, 1, 2)
+    assert result.to_json()["exim_restart_attempts"] == 2
 
 
 def test_a_550_without_cpanels_text_still_remediates_but_warns() -> None:

@@ -8,7 +8,14 @@ from typing import TYPE_CHECKING, Any, cast
 
 from relayguard.adapters.notify_sns import SnsNotifier
 from relayguard.domain.models import Outcome
-from relayguard.domain.notify import attributes, digest_message, digest_text, server_message, server_text
+from relayguard.domain.notify import (
+    attributes,
+    digest_message,
+    digest_text,
+    server_message,
+    server_text,
+    severity_of,
+)
 from relayguard.engine import ServerResult
 from relayguard.ports import Notification
 
@@ -112,3 +119,16 @@ def test_a_record_stored_before_plan_and_signals_existed_still_announces():
     doc = server_message(old, "noncompliant", "sweep-1", "sweep", AT)
     assert (doc["plan"], doc["signals"]) == ([], None)
     assert "Spam signals" not in server_text(doc)
+
+
+def test_a_post_fix_regression_is_announced_at_error_and_other_failures_stay_critical():
+    def severity(reason: str) -> str:
+        result = ServerResult(name="web3", address="203.0.113.13", mode="fix", outcome=Outcome.FAILED, reason=reason)
+        return str(server_message(result.to_json(), "failed", "sweep-1", "sweep", AT)["severity"])
+
+    assert severity("auth-submission-broken: no AUTH on 587") == "error"
+    assert severity("alwaysrelay-broken: 192.0.2.77, 192.0.2.78") == "error"
+    assert severity("relay-probe-deferred") == "error"
+    assert severity("relay-probe-accepted") == "critical"
+    assert severity("exim-restart-failed") == "critical"
+    assert severity_of("remediated", "auth-submission-broken") == "info"  # a reason only matters on a failure

@@ -17,9 +17,11 @@ from relayguard.domain.decide import Assessment, assess
 from relayguard.domain.models import Finding, Outcome, Plan, Policy, StepName, StepResult
 from relayguard.domain.plan import plan_lines, would_fix
 from relayguard.domain.probe import PROBE_SCRIPT, parse_probe
+from relayguard.domain.proof import alwaysrelay_targets, post_fix_proof, relay_class
 from relayguard.domain.record import (
     OUTPUT_LIMIT,
     clipped,
+    exim_restart_attempts,
     exim_restarts,
     relay_probe_record,
     revert_of,
@@ -91,6 +93,10 @@ class ServerResult:
     plan: list[str] = field(default_factory=list)
     #: Spam signals the first probe counted (domain.signals); None when the probe did not finish.
     signals: dict[str, Any] | None = None
+    #: Restarts tried, successful or not; ``exim_restarts`` counts the ones that succeeded.
+    exim_restart_attempts: int = 0
+    #: The post-fix proof (domain/proof.py); empty when no fix reached the finish round trip.
+    post_fix: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """The result record: the documented JSON the CLI prints and the worker stores and notifies from."""
@@ -116,6 +122,8 @@ class ServerResult:
             "duration": round(self.duration, 3),
             "plan": self.plan,
             "signals": self.signals,
+            "exim_restart_attempts": self.exim_restart_attempts,
+            "post_fix": self.post_fix,
         }
 
     def to_json_line(self) -> str:
@@ -198,11 +206,14 @@ class Engine:
     def _change(self, session: Session, name: StepName, script: str,
                 result: ServerResult) -> tuple[list[StepResult], Finding, Assessment]:
         """A changing round trip whose script ends with a probe (finish, revert): its steps, Exim restarts
-        and after-state go into the record; returns the parsed steps and the after-state."""
+        and after-state go into the record; returns the parsed steps and the after-state.
+
+        ``restarted`` is true only when a restart exited 0: a failed attempt left Exim not restarted."""
         res = self._exec(session, name, script, result)
         steps = parse_steps(res.stdout)
         result.steps += [clipped(step) for step in steps]
         result.exim_restarts = exim_restarts(steps)
+        result.exim_restart_attempts = exim_restart_attempts(steps)
         result.restarted = result.exim_restarts > 0
         after_finding = parse_probe(res.stdout)
         after = assess(after_finding)
@@ -256,14 +267,17 @@ class Engine:
             if refused is not None:
                 _record(result, refused)
                 return
-        steps, after_finding, after = self._change(
-            session, StepName.FINISH, render_finish(plan, first="" if disable else write_record), result)
+        alwaysrelay, not_probed = alwaysrelay_targets(finding)
+        finish = render_finish(plan, first="" if disable else write_record, alwaysrelay=alwaysrelay)
+        steps, after_finding, after = self._change(session, StepName.FINISH, finish, result)
         result.revert = list(revert_of(plan, finding, before, steps))
         code, reply = relay_probe_reply(steps)
         banner = self.banner_check(result.address)
         result.relay_probe = relay_probe_record(plan, code, reply, banner)
+        proof = post_fix_proof(steps, alwaysrelay, unauthenticated_relay=code, not_probed=not_probed)
+        result.post_fix = proof.to_json()
         _record(result, fix_verdict(before, steps, after_finding, after,
-                                    relay_code=code, relay_reply=reply, smtp_banner=banner))
+                                    relay_code=code, relay_reply=reply, smtp_banner=banner, proof=proof))
         result.warnings += record_warnings(result.steps)
 
     def revert(self, target: Server, before: Mapping[str, Any] | None = None,
@@ -309,7 +323,7 @@ class Engine:
         code, reply = relay_probe_reply(steps)
         banner = self.banner_check(result.address)
         result.relay_probe = {"ip": plan.verify_ip, "sender": plan.verify_sender, "code": code, "reply": reply,
-                              "smtp_banner": banner}
+                              "verdict": str(relay_class(code)), "smtp_banner": banner}
         _record(result, revert_verdict(plan, now, steps, after_finding, after, relay_code=code, smtp_banner=banner))
 
 

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from relayguard.domain.decide import assess
 from relayguard.domain.models import Finding, Generation, ListFile, Plan, StepName, StepResult
-from relayguard.domain.record import OUTPUT_LIMIT, clipped, exim_restarts, relay_probe_record, revert_of, state_of
+from relayguard.domain.record import (
+    OUTPUT_LIMIT,
+    clipped,
+    exim_restart_attempts,
+    exim_restarts,
+    relay_probe_record,
+    revert_of,
+    state_of,
+)
 
 LEGACY = Finding(
     complete=True, uid=0, version_present=True, version="11.40.1.3", bin_tailwatchd=True, antirelayd_module=True,
@@ -35,16 +43,26 @@ def test_a_clipped_step_keeps_at_most_the_output_limit_per_stream() -> None:
     assert clipped(step_result) == StepResult(StepName.RELAY_PROBE, 0, 1.5, "o" * OUTPUT_LIMIT, "short")
 
 
-def test_the_hard_retry_counts_as_a_second_exim_restart() -> None:
-    assert exim_restarts([step(StepName.RESTART_EXIM, rc=1), step(StepName.RESTART_EXIM_HARD)]) == 2
-    assert exim_restarts([step(StepName.UPDATE_EXIM_REJECTS), step(StepName.EXIM_STATUS)]) == 0
+def test_the_hard_retry_is_a_second_attempt_but_only_a_successful_restart_counts_as_one() -> None:
+    retried = [step(StepName.RESTART_EXIM, rc=1), step(StepName.RESTART_EXIM_HARD)]
+    assert (exim_restart_attempts(retried), exim_restarts(retried)) == (2, 1)
+    failed = [step(StepName.RESTART_EXIM, rc=1), step(StepName.RESTART_EXIM_HARD, rc=1)]
+    assert (exim_restart_attempts(failed), exim_restarts(failed)) == (2, 0)
+    untouched = [step(StepName.UPDATE_EXIM_REJECTS), step(StepName.EXIM_STATUS)]
+    assert (exim_restart_attempts(untouched), exim_restarts(untouched)) == (0, 0)
 
 
 def test_the_relay_probe_record_names_the_probed_ip_sender_reply_and_greeting() -> None:
     assert relay_probe_record(MODERN_PLAN, 550, "550 denied", 220) == {
         "ip": "203.0.113.7", "sender": "relayguard-probe@example.com", "code": 550, "reply": "550 denied",
-        "smtp_banner": 220,
+        "verdict": "refused", "smtp_banner": 220,
     }
+
+
+def test_a_deferred_relay_probe_is_recorded_inconclusive_never_accepted_or_refused() -> None:
+    assert relay_probe_record(MODERN_PLAN, 451, "451 try later", 220)["verdict"] == "inconclusive"
+    assert relay_probe_record(MODERN_PLAN, None, "", 220)["verdict"] == "inconclusive"
+    assert relay_probe_record(MODERN_PLAN, 250, "250 Accepted", 220)["verdict"] == "accepted"
 
 
 def test_a_legacy_revert_restores_the_former_lists() -> None:

@@ -234,6 +234,7 @@ def test_a_revert_with_its_state_back_and_relaying_accepted_is_reverted() -> Non
     (RESTORED, {**LEGACY_EXPOSED, "list.relayhosts.hex": hx("10.0.0.5\n")}, 250, 220, "relay-list-not-restored"),
     (RESTORED, LEGACY_EXPOSED, 550, 220, "relay-probe-refused"),
     (RESTORED, LEGACY_EXPOSED, None, 220, "relay-probe-inconclusive"),
+    (RESTORED, LEGACY_EXPOSED, 451, 220, "relay-probe-deferred"),  # a 4xx is not a refusal
 ])
 def test_a_revert_that_did_not_reopen_relaying_fails_with_its_reason(
         steps: list[StepResult], after: dict[str, str], code: int | None, banner: int | None, reason: str) -> None:

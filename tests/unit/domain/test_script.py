@@ -8,9 +8,9 @@ import pytest
 from relayguard.domain.decide import assess, decide
 from relayguard.domain.models import Generation, Mode, Plan, Policy, Step, StepName, StepResult
 from relayguard.domain.probe import parse_probe
+from relayguard.domain.proof import rcpt_reply
 from relayguard.domain.script import (
     parse_steps,
-    rcpt_reply,
     render_disable,
     render_finish,
     revert_commands,

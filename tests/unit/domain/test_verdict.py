@@ -9,6 +9,7 @@ from dataclasses import replace
 import pytest
 from relayguard.domain.decide import assess
 from relayguard.domain.models import Finding, Generation, ListFile, Mode, Outcome, Plan, Policy, StepName, StepResult
+from relayguard.domain.proof import PostFixProof
 from relayguard.domain.verdict import (
     Verdict,
     disable_refusal,
@@ -45,9 +46,15 @@ FINISHED = (step(StepName.UPDATE_EXIM_REJECTS), step(StepName.RESTART_EXIM), ste
 
 
 def finished(before: Finding = MODERN_OPEN, after: Finding = MODERN_CLOSED, *, steps: Sequence[StepResult] = FINISHED,
-             code: int | None = 550, reply: str = f"550 {CPANEL_REFUSAL}", banner: int | None = 220) -> Verdict:
+             code: int | None = 550, reply: str = f"550 {CPANEL_REFUSAL}", banner: int | None = 220,
+             proof: PostFixProof | None = None) -> Verdict:
     return fix_verdict(assess(before), steps, after, assess(after), relay_code=code, relay_reply=reply,
-                       smtp_banner=banner)
+                       smtp_banner=banner, proof=proof)
+
+
+#: What the post-fix proof sees on a server the fix left working.
+HEALTHY = PostFixProof(ports=(25, 465, 587), auth_advertised={587: True, 465: True}, authenticated_relay=250,
+                       unauthenticated_relay=550, alwaysrelay={"192.0.2.77": 250})
 
 
 # --- probe_verdict -----------------------------------------------------------------------------
@@ -188,3 +195,42 @@ def test_an_unreadable_re_probe_fails_as_still_exposed_with_exposure_unknown() -
 def test_a_relay_probe_that_is_not_refused_fails_the_fix(code: int | None, reason: str) -> None:
     verdict = finished(code=code, reply="" if code is None else "250 Accepted")
     assert (verdict.outcome, verdict.reason, verdict.exposed_after) == (Outcome.FAILED, reason, False)
+
+
+@pytest.mark.parametrize("code", [421, 450, 451, 452])
+def test_a_4xx_relay_probe_is_deferred_neither_accepted_nor_refused(code: int) -> None:
+    # GIVEN a fix whose relay probe got a temporary answer, with everything else proven
+    verdict = finished(code=code, reply=f"{code} Temporary local problem - please try later", proof=HEALTHY)
+    # THEN it is not remediated (refusal is unproven) and not "accepted" either: its own reason
+    assert (verdict.outcome, verdict.reason) == (Outcome.FAILED, "relay-probe-deferred")
+    assert "unexpected-reject-text" not in verdict.warnings
+
+
+def test_a_fix_with_a_healthy_post_fix_proof_is_remediated() -> None:
+    assert finished(proof=HEALTHY) == Verdict(Outcome.REMEDIATED, "", (), exposed_after=False)
+
+
+def test_lost_auth_after_the_change_fails_the_fix_as_auth_submission_broken() -> None:
+    proof = replace(HEALTHY, auth_advertised={587: False, 465: True}, authenticated_relay=550)
+    verdict = finished(proof=proof)
+    assert (verdict.outcome, verdict.reason) == (
+        Outcome.FAILED, "auth-submission-broken: no AUTH on 587; authenticated relay refused (550)")
+
+
+def test_an_alwaysrelay_address_refused_after_the_change_fails_the_fix_naming_it() -> None:
+    proof = replace(HEALTHY, alwaysrelay={"192.0.2.77": 550, "192.0.2.78": 250, "192.0.2.79": 550})
+    verdict = finished(proof=proof)
+    assert (verdict.outcome, verdict.reason) == (Outcome.FAILED, "alwaysrelay-broken: 192.0.2.77, 192.0.2.79")
+
+
+def test_the_relay_probe_and_a_failed_restart_come_before_the_post_fix_proof() -> None:
+    broken = replace(HEALTHY, auth_advertised={587: False})
+    assert finished(code=250, reply="250 Accepted", proof=broken).reason == "relay-probe-accepted"
+    assert finished(banner=None, proof=broken).reason == "exim-restart-failed"
+
+
+def test_an_inconclusive_post_fix_check_is_a_warning_not_a_failure() -> None:
+    proof = replace(HEALTHY, auth_advertised={587: None}, alwaysrelay={"192.0.2.77": 451})
+    verdict = finished(proof=proof)
+    assert verdict.outcome == Outcome.REMEDIATED
+    assert verdict.warnings == ("post-fix-auth-inconclusive:587", "post-fix-alwaysrelay-inconclusive:192.0.2.77")

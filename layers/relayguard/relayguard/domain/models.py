@@ -160,6 +160,11 @@ class StepName(enum.StrEnum):
     EXIM_STATUS = "exim-status"
     EXIM_BV = "exim-bv"
     RELAY_PROBE = "relay-probe"
+    # The post-fix proof (domain/proof.py); AUTH_EHLO and ALWAYSRELAY_PROBE get a suffix: the port, the index.
+    EXIM_PORTS = "exim-ports"
+    AUTH_EHLO = "auth-ehlo"
+    AUTH_RELAY_PROBE = "auth-relay-probe"
+    ALWAYSRELAY_PROBE = "alwaysrelay-probe"
     WRITE_RECORD = "write-revert-record"
     REVERT = "revert"
     SET_TWEAK_ON = "set-tweak-popbeforesmtp-1"

@@ -52,6 +52,14 @@ SEVERITY: dict[str, str] = {
     Outcome.EXCLUDED: "info",
     Outcome.REVERTED: "warning",
 }
+#: Failure reasons reported at ``error`` rather than the ``critical`` of ``failed`` (documented in
+#: docs/operations.md, Failure reason → severity): the gate is closed and relaying without AUTH is not
+#: proven open, but the post-fix proof found something customers notice, or could not prove refusal.
+REASON_SEVERITY: dict[str, str] = {
+    "auth-submission-broken": "error",
+    "alwaysrelay-broken": "error",
+    "relay-probe-deferred": "error",
+}
 #: ``error`` is a run's own trouble (stopped by its error budget or a failed canary), between a server's
 #: warning and a server's critical failure.
 _RANK = {"info": 0, "warning": 1, "error": 2, "critical": 3}
@@ -99,8 +107,11 @@ def change_of(previous_announced: str | None, outcome: str, reason: str) -> str 
     return "failed"
 
 
-def severity_of(outcome: str) -> str:
-    """The notification severity of an outcome; an unknown outcome is critical."""
+def severity_of(outcome: str, reason: str = "") -> str:
+    """The notification severity of an outcome, or of a ``failed`` reason listed in :data:`REASON_SEVERITY`
+    (its stable code, before any ``:``); an unknown outcome is critical."""
+    if outcome == Outcome.FAILED and reason.split(":", 1)[0] in REASON_SEVERITY:
+        return REASON_SEVERITY[reason.split(":", 1)[0]]
     return SEVERITY.get(outcome, "critical")
 
 
@@ -117,7 +128,7 @@ def server_message(result: dict[str, Any], change: str, run_id: str, trigger: st
         "server": result["host"],
         "outcome": result["outcome"],
         "reason": result["reason"],
-        "severity": "info" if change == "recovered" else severity_of(result["outcome"]),
+        "severity": "info" if change == "recovered" else severity_of(result["outcome"], result["reason"]),
         "generation": result["generation"],
         "exposed_before": result["exposed_before"],
         "exposed_after": result["exposed_after"],

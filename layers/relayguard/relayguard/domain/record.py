@@ -7,6 +7,7 @@ from typing import Any
 
 from relayguard.domain.decide import Assessment
 from relayguard.domain.models import Finding, Generation, Plan, StepName, StepResult
+from relayguard.domain.proof import relay_class
 from relayguard.domain.script import revert_commands
 
 #: Characters of command output kept per stream in a record: enough to diagnose, small enough for SNS.
@@ -43,15 +44,25 @@ def clipped(step: StepResult) -> StepResult:
     return StepResult(step.name, step.rc, step.duration, step.stdout[:OUTPUT_LIMIT], step.stderr[:OUTPUT_LIMIT])
 
 
+_RESTART_STEPS = (StepName.RESTART_EXIM, StepName.RESTART_EXIM_HARD)
+
+
+def exim_restart_attempts(steps: Sequence[StepResult]) -> int:
+    """How many restarts a changing script tried (the ``--hard`` retry counts as a second attempt)."""
+    return sum(1 for step in steps if step.name in _RESTART_STEPS)
+
+
 def exim_restarts(steps: Sequence[StepResult]) -> int:
-    """How many times the finish script restarted Exim (the ``--hard`` retry counts as a second)."""
-    return sum(1 for step in steps if step.name in (StepName.RESTART_EXIM, StepName.RESTART_EXIM_HARD))
+    """How many restarts succeeded: a restart that exited non-zero did not restart Exim (0 or 1, as the
+    ``--hard`` retry runs only after a failed first attempt)."""
+    return sum(1 for step in steps if step.name in _RESTART_STEPS and step.rc == 0)
 
 
 def relay_probe_record(plan: Plan, code: int | None, reply: str, smtp_banner: int | None) -> dict[str, Any]:
-    """The relay proof as recorded: who was probed as whom, the RCPT reply and the SMTP greeting."""
+    """The relay proof as recorded: who was probed as whom, the RCPT reply, what it says (``verdict``:
+    accepted, refused or inconclusive, a 4xx being inconclusive) and the SMTP greeting."""
     return {"ip": plan.verify_ip, "sender": plan.verify_sender, "code": code, "reply": reply,
-            "smtp_banner": smtp_banner}
+            "verdict": str(relay_class(code)), "smtp_banner": smtp_banner}
 
 
 def revert_of(plan: Plan, before_finding: Finding, before: Assessment, steps: Sequence[StepResult]) -> tuple[str, ...]:

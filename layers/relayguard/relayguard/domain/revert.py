@@ -34,6 +34,7 @@ from relayguard.domain.cpanel_paths import (
 from relayguard.domain.decide import ANTIRELAYD, FALLBACK_PROBE_IP, TRACKER, Assessment, valid_ip, verify_sender
 from relayguard.domain.models import Finding, Generation, Outcome, Step, StepName, StepResult
 from relayguard.domain.probe import PRELUDE, PROBE_SCRIPT, _probe_body, _unhex, parse_kv
+from relayguard.domain.proof import RelayClass, deferred, relay_class
 from relayguard.domain.script import PROBE_RCPT, STEP_HELPERS, validate_probe_values, with_fallback
 from relayguard.domain.verdict import Verdict
 from relayguard.errors import InvalidInput
@@ -343,9 +344,11 @@ def _exim_problem(before: Assessment, steps: Sequence[StepResult], smtp_banner: 
 
 
 def _relay_problem(relay_code: int | None) -> str:
-    if relay_code is None:
-        return "relay-probe-inconclusive"
-    return "" if 200 <= relay_code < 300 else "relay-probe-refused"
+    relay = relay_class(relay_code)
+    if relay == RelayClass.INCONCLUSIVE:
+        # A 4xx is a temporary answer: it neither proves relaying open again nor refused.
+        return "relay-probe-deferred" if deferred(relay_code) else "relay-probe-inconclusive"
+    return "" if relay == RelayClass.ACCEPTED else "relay-probe-refused"
 
 
 def revert_verdict(plan: RevertPlan, before: Assessment, steps: Sequence[StepResult], after_finding: Finding,

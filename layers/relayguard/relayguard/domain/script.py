@@ -3,8 +3,9 @@
 A fix is at most three round trips on one SSH connection: the probe, :func:`render_disable`
 (close the gate; its result is checked in Python before anything else happens), and
 :func:`render_finish` (truncate, refresh the reject text, restart Exim once with one ``--hard``
-retry, then re-probe and prove refusal with ``exim -bh``). Commands and branches are fixed text;
-the only values that enter a script are the relay-probe IP and sender, validated and quoted once.
+retry, prove refusal with ``exim -bh``, run the post-fix proof of domain/proof.py, then re-probe).
+Commands and branches are fixed text; the only values that enter a script are the relay-probe IP
+and sender, and the ``/etc/alwaysrelay`` addresses of the post-fix proof, each validated and quoted once.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from relayguard.domain.cpanel_paths import (
 )
 from relayguard.domain.models import Generation, Plan, StepName, StepResult
 from relayguard.domain.probe import PRELUDE, _probe_body, _unhex, parse_kv
+from relayguard.domain.proof import rcpt_reply, render_proof
 from relayguard.errors import InvalidInput
 
 #: Files the fix may truncate, with the step that does it: fixed names, never taken from the server.
@@ -103,8 +105,9 @@ def validate_probe_values(ip: str, sender: str) -> tuple[str, str]:
     return ip, sender
 
 
-def render_finish(plan: Plan, first: str = "") -> str:
-    """Round trip 3: finish the fix, restart Exim once (``--hard`` once more on failure), verify.
+def render_finish(plan: Plan, first: str = "", alwaysrelay: Sequence[str] = ()) -> str:
+    """Round trip 3: finish the fix, restart Exim once (``--hard`` once more on failure), verify: the
+    relay probe, then the post-fix proof (domain/proof.py) with the ``alwaysrelay`` addresses to prove.
 
     ``first`` as for :func:`render_disable`, when the fix has no disable round trip."""
     ip, sender = validate_probe_values(plan.verify_ip, plan.verify_sender)
@@ -127,6 +130,7 @@ def render_finish(plan: Plan, first: str = "") -> str:
         f"run {StepName.EXIM_BV} {EXIM} -bV",
         "printf 'EHLO relayguard.invalid\\r\\nMAIL FROM:<%s>\\r\\nRCPT TO:<%s>\\r\\nQUIT\\r\\n' "
         f"{shlex.quote(sender)} {shlex.quote(PROBE_RCPT)} | run {StepName.RELAY_PROBE} {EXIM} -bh {shlex.quote(ip)}",
+        *render_proof(ip, sender, PROBE_RCPT, alwaysrelay),
     ]
     return PRELUDE + STEP_HELPERS + first + "\n".join(lines) + "\n" + _probe_body()
 
@@ -156,22 +160,6 @@ def parse_steps(output: str) -> list[StepResult]:
     return results
 
 
-def rcpt_reply(exim_bh_stdout: str) -> tuple[int | None, str]:
-    """The reply to RCPT in an ``exim -bh`` dialogue: banner, EHLO, MAIL, then RCPT."""
-    replies: list[list[str]] = []
-    current: list[str] = []
-    for line in exim_bh_stdout.splitlines():
-        m = re.match(r"^(\d{3})([ -])(.*)$", line)
-        if not m:
-            continue
-        current.append(m.group(3).strip())
-        if m.group(2) == " ":  # "NNN text" ends a reply; "NNN-text" lines continue it
-            replies.append([m.group(1), " ".join(current)])
-            current = []
-    if len(replies) < 4:
-        return None, " | ".join(" ".join(r) for r in replies)
-    code, text = replies[3]
-    return int(code), f"{code} {text}"
 
 
 def relay_probe_reply(steps: Sequence[StepResult]) -> tuple[int | None, str]:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from relayguard.domain.decide import Assessment
 from relayguard.domain.models import Finding, Generation, Mode, Outcome, Plan, Policy, StepName, StepResult
+from relayguard.domain.proof import PostFixProof, RelayClass, deferred, relay_class
 
 #: The end of cPanel's own relay refusal text; a 5xx without it means a custom ACL answered.
 RELAY_REFUSAL_SUFFIX = "is not permitted to relay through this server without authentication."
@@ -100,14 +101,35 @@ def disable_verdict(plan: Plan, before: Assessment, steps: Sequence[StepResult],
     return Verdict(Outcome.FAILED, refusal, before.warnings) if refusal else None
 
 
+def proof_refusal(relay_code: int | None, proof: PostFixProof | None) -> str:
+    """Why the proofs after a fix fail, or "": the relay probe must be refused (a 4xx is only deferred),
+    then authenticated submission and every probed alwaysrelay address must still work."""
+    relay = relay_class(relay_code)
+    if relay == RelayClass.ACCEPTED:
+        return "relay-probe-accepted"
+    if relay == RelayClass.INCONCLUSIVE:
+        # A 4xx is a temporary answer (a rate limit, a full spool): neither refusal nor acceptance.
+        return "relay-probe-deferred" if deferred(relay_code) else "relay-probe-inconclusive"
+    if proof is not None and (broken := proof.auth_problems()):
+        return f"auth-submission-broken: {'; '.join(broken)}"
+    if proof is not None and (refused := proof.alwaysrelay_refused()):
+        return f"alwaysrelay-broken: {', '.join(refused)}"
+    return ""
+
+
 def fix_verdict(before: Assessment, steps: Sequence[StepResult], after_finding: Finding, after: Assessment, *,
-                relay_code: int | None, relay_reply: str, smtp_banner: int | None) -> Verdict:
-    """The outcome of a finished fix: remediated only with Exim back up, the gate closed and relaying refused."""
+                relay_code: int | None, relay_reply: str, smtp_banner: int | None,
+                proof: PostFixProof | None = None) -> Verdict:
+    """The outcome of a finished fix: remediated only with Exim back up, the gate closed, relaying without
+    AUTH refused, and the post-fix ``proof`` showing authenticated submission and every alwaysrelay
+    address still working."""
     status = {step.name: step for step in steps}.get(StepName.EXIM_STATUS)
     exim_up = status is not None and status.rc == 0 and "is running" in status.stdout
     warnings = before.warnings
     if relay_code is not None and relay_code >= 500 and RELAY_REFUSAL_SUFFIX not in relay_reply:
         warnings += ("unexpected-reject-text",)
+    if proof is not None:
+        warnings += proof.warnings()
     exposed_after = after.exposed if after_finding.complete else None
     if not exim_up or smtp_banner != 220:
         was_down = "exim-down-before-run" in before.warnings
@@ -115,7 +137,7 @@ def fix_verdict(before: Assessment, steps: Sequence[StepResult], after_finding: 
                        warnings, exposed_after)
     if not after_finding.complete or after.exposed:
         return Verdict(Outcome.FAILED, "still-exposed", warnings, exposed_after)
-    if relay_code is None or relay_code < 500:
-        return Verdict(Outcome.FAILED, "relay-probe-accepted" if relay_code else "relay-probe-inconclusive",
-                       warnings, exposed_after)
+    refusal = proof_refusal(relay_code, proof)
+    if refusal:
+        return Verdict(Outcome.FAILED, refusal, warnings, exposed_after)
     return Verdict(Outcome.REMEDIATED, "", warnings, exposed_after)
