@@ -17,8 +17,6 @@ from relayguard.domain.decide import Assessment, assess, decide
 from relayguard.domain.models import Finding, Outcome, Plan, Policy, StepName, StepResult
 from relayguard.domain.probe import PROBE_SCRIPT, parse_probe
 from relayguard.domain.record import (
-    OUTPUT_LIMIT,
-    clipped,
     exim_restarts,
     relay_probe_record,
     revert_of,
@@ -193,7 +191,7 @@ class Engine:
         and after-state go into the record; returns the parsed steps and the after-state."""
         res = self._exec(session, name, script, result)
         steps = parse_steps(res.stdout)
-        result.steps += [clipped(step) for step in steps]
+        result.steps += steps  # whole: the record keeps all, views clip (domain.bounds)
         result.exim_restarts = exim_restarts(steps)
         result.restarted = result.exim_restarts > 0
         after_finding = parse_probe(res.stdout)
@@ -206,7 +204,7 @@ class Engine:
         # restartsrv_exim retries internally. The read-only probe gets the plain deadline.
         deadline = self.timeout if name == StepName.PROBE else self.timeout * FIX_TIMEOUT_FACTOR
         res = session.run(script, deadline)
-        result.steps.append(StepResult(name, res.rc, res.duration, "", res.stderr[:OUTPUT_LIMIT]))
+        result.steps.append(StepResult(name, res.rc, res.duration, "", res.stderr))
         return res
 
     def _job(self, session: Session, policy: Policy, result: ServerResult, ticket: _Ticket) -> None:
@@ -239,7 +237,7 @@ class Engine:
         if disable:
             res = self._exec(session, StepName.DISABLE, disable, result)
             steps = parse_steps(res.stdout)
-            result.steps += [clipped(step) for step in steps]
+            result.steps += steps  # whole: the record keeps all, views clip (domain.bounds)
             refused = disable_verdict(plan, before, steps, res.stdout)
             if refused is not None:
                 _record(result, refused)
