@@ -26,6 +26,7 @@ from tests.fakes import (
     FakeLambdaContext,
     FakeLockStore,
     FakeNotifier,
+    FakeRecordStore,
     FakeRunStore,
     FakeSession,
     FakeStateStore,
@@ -40,7 +41,8 @@ URGENT = "https://sqs.eu-west-1.amazonaws.com/123456789012/relayguard-UrgentQueu
 ENV = {
     "RG_INVENTORY_BUCKET": "inv", "RG_WORK_QUEUE_URL": WORK, "RG_URGENT_QUEUE_URL": URGENT, "RG_RUNS_TABLE": "runs",
     "RG_STATE_TABLE": "state", "RG_LOCKS_TABLE": "locks", "RG_IDEMPOTENCY_TABLE": "idem",
-    "RG_TOPIC_ARN": "arn:aws:sns:eu-west-1:123456789012:results", "POWERTOOLS_SERVICE_NAME": "relayguard",
+    "RG_TOPIC_ARN": "arn:aws:sns:eu-west-1:123456789012:results", "RG_RECORDS_BUCKET": "records",
+    "POWERTOOLS_SERVICE_NAME": "relayguard",
     "POWERTOOLS_TRACE_DISABLED": "true",
     # template.yaml's Globals; Lambda sets them before the handler module is imported, and so does entrypoint().
     "POWERTOOLS_METRICS_NAMESPACE": "RelayGuard",
@@ -99,7 +101,7 @@ def test_planner_fans_out_one_job_per_server_and_reports_them(capsys: pytest.Cap
     runs, queue, notifier = FakeRunStore(), FakeJobQueue(), FakeNotifier()
     handler = entrypoint("planner").make_handler(functools.partial(
         bootstrap.planner, inventory=FakeInventoryStore(INVENTORY), runs=runs, queue=queue,
-        publisher=Publisher(notifier, runs, FakeStateStore())))
+        publisher=Publisher(notifier, runs, FakeStateStore(), FakeRecordStore())))
 
     result = handler(event("planner/manual_fix_sweep.json"), FakeLambdaContext())
 
@@ -116,7 +118,8 @@ def worker_handler(session: FakeSession, state: FakeStateStore, queue: FakeJobQu
     runs = FakeRunStore()
     return entrypoint("worker").make_handler(functools.partial(
         bootstrap.worker, engine_factory=lambda: Engine(FakeConnector(session), FakeBannerCheck()),
-        locks=FakeLockStore(), state=state, publisher=Publisher(FakeNotifier(), runs, state), queue=queue))
+        locks=FakeLockStore(), state=state, queue=queue,
+        publisher=Publisher(FakeNotifier(), runs, state, FakeRecordStore()), inventory=FakeInventoryStore(INVENTORY)))
 
 
 def test_worker_audits_each_server_of_the_batch(capsys: pytest.CaptureFixture[str]) -> None:
