@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from relayguard.adapters.local_records import DirectoryRecordStore
+from relayguard.cli import report
 from relayguard.config import load_settings
 from relayguard.domain.bounds import MAILBOX_LIMIT
 from relayguard.domain.evidence import RECORD_SCHEMA, key_part, record_document, record_key
@@ -238,3 +239,36 @@ def test_a_record_file_is_created_once_and_never_overwritten(tmp_path: Path) -> 
         store.put({**doc, "result": {"host": "web1", "forged": True}})
     assert Path(location).read_bytes() == written
     assert Path(location).stat().st_mode & 0o777 == 0o600
+
+
+def test_the_cli_writes_one_record_per_host_and_prints_bounded_lines_that_point_at_them(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    mailboxes = [f"user{i}@example.com" for i in range(10_000)]
+    results = [ServerResult(name="web1", address="198.51.100.1", mode="audit", outcome=Outcome.NONCOMPLIANT,
+                            affected_mailboxes=mailboxes),
+               ServerResult(name="web2:2222", address="198.51.100.2", mode="audit", outcome=Outcome.COMPLIANT)]
+    assert report(results, as_json=True, record_dir=str(tmp_path)) == 1
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["affected_mailboxes_total"] for line in lines] == [10_000, 0]
+    assert len(lines[0]["affected_mailboxes"]) == MAILBOX_LIMIT
+    for line in lines:
+        document = json.loads(Path(line["record"]).read_text())
+        assert document["result"]["host"] == line["host"]
+        assert Path(line["record"]).is_relative_to(tmp_path)
+    assert json.loads(Path(lines[0]["record"]).read_text())["result"]["affected_mailboxes"] == mailboxes
+    # A second run writes new files beside the first run's, which stay as they were.
+    first = {p: p.read_bytes() for p in tmp_path.rglob("*.json")}
+    assert report(results, as_json=True, record_dir=str(tmp_path)) == 1
+    assert len(list(tmp_path.rglob("*.json"))) == 4
+    assert all(p.read_bytes() == data for p, data in first.items())
+
+
+def test_a_record_the_cli_cannot_write_fails_the_run_but_still_prints_every_result(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    results = [ServerResult(name="web1", address="198.51.100.1", mode="audit", outcome=Outcome.COMPLIANT)]
+    assert report(results, as_json=True, record_dir=str(blocker)) == 2
+    out, err = capsys.readouterr()
+    assert json.loads(out)["record"] is None
+    assert err.startswith("relayguard: --record-dir: ")
