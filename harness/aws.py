@@ -1,7 +1,7 @@
 """The stack of ``template.yaml`` on a moto server, for local runs.
 
 ``deploy()`` creates the template's stateful resources (SQS queues with their redrive policies, DynamoDB
-tables with their keys and TTLs, SNS topics, the S3 bucket) in moto *from the template's own
+tables with their keys and TTLs, SNS topics, the S3 buckets) in moto *from the template's own
 properties*, so a queue's visibility timeout or a table's key in the test is the one the template
 declares. It returns a :class:`Stack` whose ``resolve`` map feeds :func:`harness.invoke.invoke`.
 
@@ -212,5 +212,8 @@ def _create(stack: Stack, logical_id: str, kind: str, props: dict[str, Any], nam
         stack.resolve.update({logical_id: arn, f"{logical_id}.TopicName": name, f"{logical_id}.TopicArn": arn})
     elif kind == "AWS::S3::Bucket":
         bucket = name.lower()
-        stack.client("s3").create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
+        s3 = stack.client("s3")
+        s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
+        if "VersioningConfiguration" in props:  # the records bucket keeps every version, in moto too
+            s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration=props["VersioningConfiguration"])
         stack.resolve.update({logical_id: bucket, f"{logical_id}.Arn": f"arn:aws:s3:::{bucket}"})

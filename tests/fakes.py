@@ -6,10 +6,11 @@ from collections.abc import Iterable
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from relayguard.domain.evidence import record_key
 from relayguard.domain.models import Outcome
 from relayguard.domain.rollout import Admission, Rollout, Tally
 from relayguard.domain.server import Inventory, Server
-from relayguard.errors import TransportError
+from relayguard.errors import RecordExists, TransportError
 from relayguard.events import SpamAlert
 from relayguard.ports import CommandResult, Notification, RunProgress, ServerState
 from relayguard.services import UrgentJobs
@@ -106,8 +107,10 @@ class FakeBannerCheck:
 class FakeInventoryStore:
     def __init__(self, inventory: Inventory) -> None:
         self.inventory = inventory
+        self.loads = 0
 
     def load(self) -> Inventory:
+        self.loads += 1
         return self.inventory
 
 
@@ -224,6 +227,25 @@ class FakeStateStore:
             self.results[state.server] = result
 
 
+class FakeRecordStore:
+    """Records in memory, written once under the real key rule; ``puts`` keeps them in order."""
+
+    def __init__(self) -> None:
+        self.documents: dict[str, dict[str, Any]] = {}
+        self.puts: list[str] = []
+
+    def put(self, document: dict[str, Any]) -> str:
+        location = f"memory://records/{record_key(document)}"
+        if location in self.documents:
+            raise RecordExists(location)
+        self.documents[location] = document
+        self.puts.append(location)
+        return location
+
+    def get(self, location: str) -> dict[str, Any]:
+        return self.documents[location]
+
+
 class FakeLockStore:
     def __init__(self, held: Iterable[str] = ()) -> None:
         self.held = dict.fromkeys(held, "someone-else")
@@ -243,10 +265,16 @@ class FakeLockStore:
 
 
 class FakeNotifier:
-    def __init__(self) -> None:
+    """Keeps what it is given; the next ``failures`` publishes raise instead, as SNS refusing would."""
+
+    def __init__(self, failures: int = 0) -> None:
         self.published: list[Notification] = []
+        self.failures = failures
 
     def publish(self, notification: Notification) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("SNS refused the publish")
         self.published.append(notification)
 
 

@@ -13,7 +13,7 @@ HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9ok
 STACK_ENV = {
     "RG_INVENTORY_BUCKET": "inv", "RG_WORK_QUEUE_URL": "https://sqs/q/work", "RG_URGENT_QUEUE_URL": "https://sqs/q/urgent",
     "RG_RUNS_TABLE": "runs", "RG_STATE_TABLE": "state", "RG_LOCKS_TABLE": "locks", "RG_IDEMPOTENCY_TABLE": "idem",
-    "RG_TOPIC_ARN": "arn:aws:sns:eu-west-1:123456789012:results",
+    "RG_TOPIC_ARN": "arn:aws:sns:eu-west-1:123456789012:results", "RG_RECORDS_BUCKET": "records",
 }
 #: The published notification schema (docs/schemas/ links to the package's copy).
 NOTIFICATION_SCHEMA: dict[str, Any] = json.loads(

@@ -26,6 +26,7 @@ from tests.fakes import (
     FakeLambdaContext,
     FakeLockStore,
     FakeNotifier,
+    FakeRecordStore,
     FakeRunStore,
     FakeSession,
     FakeStateStore,
@@ -40,7 +41,8 @@ URGENT = "https://sqs.eu-west-1.amazonaws.com/123456789012/relayguard-UrgentQueu
 ENV = {
     "RG_INVENTORY_BUCKET": "inv", "RG_WORK_QUEUE_URL": WORK, "RG_URGENT_QUEUE_URL": URGENT, "RG_RUNS_TABLE": "runs",
     "RG_STATE_TABLE": "state", "RG_LOCKS_TABLE": "locks", "RG_IDEMPOTENCY_TABLE": "idem",
-    "RG_TOPIC_ARN": "arn:aws:sns:eu-west-1:123456789012:results", "POWERTOOLS_SERVICE_NAME": "relayguard",
+    "RG_TOPIC_ARN": "arn:aws:sns:eu-west-1:123456789012:results", "RG_RECORDS_BUCKET": "records",
+    "POWERTOOLS_SERVICE_NAME": "relayguard",
     "POWERTOOLS_TRACE_DISABLED": "true",
     # template.yaml's Globals; Lambda sets them before the handler module is imported, and so does entrypoint().
     "POWERTOOLS_METRICS_NAMESPACE": "RelayGuard",
@@ -99,7 +101,7 @@ def test_planner_fans_out_one_job_per_server_and_reports_them(capsys: pytest.Cap
     runs, queue, notifier = FakeRunStore(), FakeJobQueue(), FakeNotifier()
     handler = entrypoint("planner").make_handler(functools.partial(
         bootstrap.planner, inventory=FakeInventoryStore(INVENTORY), runs=runs, queue=queue,
-        publisher=Publisher(notifier, runs, FakeStateStore())))
+        publisher=Publisher(notifier, runs, FakeStateStore(), FakeRecordStore())))
 
     result = handler(event("planner/manual_fix_sweep.json"), FakeLambdaContext())
 
@@ -116,7 +118,8 @@ def worker_handler(session: FakeSession, state: FakeStateStore, queue: FakeJobQu
     runs = FakeRunStore()
     return entrypoint("worker").make_handler(functools.partial(
         bootstrap.worker, engine_factory=lambda: Engine(FakeConnector(session), FakeBannerCheck()),
-        locks=FakeLockStore(), state=state, publisher=Publisher(FakeNotifier(), runs, state), queue=queue))
+        locks=FakeLockStore(), state=state, queue=queue,
+        publisher=Publisher(FakeNotifier(), runs, state, FakeRecordStore()), inventory=FakeInventoryStore(INVENTORY)))
 
 
 def test_worker_audits_each_server_of_the_batch(capsys: pytest.CaptureFixture[str]) -> None:
@@ -236,3 +239,33 @@ def test_a_cloudwatch_alarm_becomes_an_alert_and_its_ok_is_ignored() -> None:
 def test_an_alarm_naming_no_server_is_rejected() -> None:
     with pytest.raises(ValueError, match="names no server"):
         intake_handler(FakeJobQueue())(event("alert_intake/malformed_alarm_without_server.json"), FakeLambdaContext())
+
+
+def test_worker_reads_the_inventory_once_per_batch_and_refuses_a_tampered_job_with_a_log_line(
+        capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:
+    # GIVEN a batch whose second job sends web2's SSH session to another address
+    batch = event("worker/sweep_batch.json")
+    tampered = json.loads(batch["Records"][1]["body"])
+    tampered["server"]["host"] = "192.0.2.66"
+    batch["Records"][1]["body"] = json.dumps(tampered)
+    session, state = FakeSession([ok(probe_text(MODERN_COMPLIANT))]), FakeStateStore()
+    connector = FakeConnector(session)
+    inventory = FakeInventoryStore(INVENTORY)
+    handler = entrypoint("worker").make_handler(functools.partial(
+        bootstrap.worker, engine_factory=lambda: Engine(connector, FakeBannerCheck()), locks=FakeLockStore(),
+        state=state, queue=FakeJobQueue(), inventory=inventory,
+        publisher=Publisher(FakeNotifier(), FakeRunStore(), state, FakeRecordStore())))
+
+    answer = handler(batch, FakeLambdaContext())
+
+    # THEN web1 is audited, web2's job is refused without a connection, and one inventory read served both
+    assert answer == {"batchItemFailures": []}
+    assert [t.host for t in connector.targets] == ["203.0.113.10"]
+    assert inventory.loads == 1
+    assert state.states["web2"].outcome == Outcome.FAILED
+    (refusal,) = [r for r in caplog.records if r.getMessage().startswith("job refused")]
+    assert refusal.levelname == "WARNING"
+    assert refusal.reason == "inventory-mismatch: the job's host differ from the inventory's"  # type: ignore[attr-defined]
+    assert refusal.address == "192.0.2.66"  # type: ignore[attr-defined]
+    assert emitted_metrics(capsys.readouterr().out) == {"JobsReceived": 2, "ServersScanned": 2, "JobsRefused": 1,
+                                                        "Failed": 1, "QueueSize": 3}

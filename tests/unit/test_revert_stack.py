@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from relayguard.config import load_settings
 from relayguard.domain.models import Mode, Outcome
 from relayguard.domain.revert import REVERT_PROBE_SCRIPT
-from relayguard.domain.server import Server
+from relayguard.domain.server import Inventory, Server
 from relayguard.engine import Engine
 from relayguard.events import Job, SpamAlert
 from relayguard.ports import ServerState
@@ -20,9 +20,11 @@ from relayguard.services import Publisher, UrgentJobs, Worker, job_for
 from tests.fakes import (
     FakeBannerCheck,
     FakeConnector,
+    FakeInventoryStore,
     FakeJobQueue,
     FakeLockStore,
     FakeNotifier,
+    FakeRecordStore,
     FakeRunStore,
     FakeSession,
     FakeStateStore,
@@ -73,7 +75,8 @@ def test_the_worker_runs_a_revert_job_through_engine_revert_never_reusing_a_fix_
     session = FakeSession([ok(probe_text(MODERN_EXPOSED) + "revert.record.kind=missing\n")])
     runs, state, notifier = FakeRunStore(), FakeStateStore(), FakeNotifier()
     worker = Worker(SETTINGS, lambda: Engine(FakeConnector(session), FakeBannerCheck()), FakeLockStore(), state,
-                    Publisher(notifier, runs, state), FakeJobQueue())
+                    Publisher(notifier, runs, state, FakeRecordStore()), FakeJobQueue(),
+                    FakeInventoryStore(Inventory((WEB1,))))
     runs.create("alert-revert-web1-1", "fix", "alert", 1, "2026-12-01T10:00:00+00:00")
     job = job_for(WEB1, "alert-revert-web1-1", Mode.FIX, "alert", "revert-web1-1", action="revert")
     state.put(ServerState(server="web1", outcome="remediated", announced="ok",

@@ -36,6 +36,7 @@ from tests.fakes import (
     FakeJobQueue,
     FakeLockStore,
     FakeNotifier,
+    FakeRecordStore,
     FakeRunStore,
     FakeStateStore,
 )
@@ -55,7 +56,7 @@ INVENTORY = parse_inventory({"servers": [
 
 def make_publisher() -> tuple[Publisher, FakeNotifier, FakeRunStore, FakeStateStore]:
     notifier, runs, state = FakeNotifier(), FakeRunStore(), FakeStateStore()
-    return Publisher(notifier, runs, state), notifier, runs, state
+    return Publisher(notifier, runs, state, FakeRecordStore()), notifier, runs, state
 
 
 def unreachable_engine() -> Engine:
@@ -179,7 +180,8 @@ def test_a_run_a_worker_counts_into_while_it_is_being_closed_is_left_for_the_nex
 
 def make_worker(locks: FakeLockStore | None = None) -> tuple[Worker, FakeNotifier, FakeRunStore, FakeStateStore]:
     publisher, notifier, runs, state = make_publisher()
-    worker = Worker(SETTINGS, unreachable_engine, locks or FakeLockStore(), state, publisher, FakeJobQueue())
+    worker = Worker(SETTINGS, unreachable_engine, locks or FakeLockStore(), state, publisher, FakeJobQueue(),
+                    FakeInventoryStore(INVENTORY))
     return worker, notifier, runs, state
 
 
@@ -254,7 +256,8 @@ def test_a_fresher_result_of_a_strong_enough_job_is_reused_without_ssh():
         raise AssertionError("no SSH session expected")
 
     publisher, notifier, runs, state = make_publisher()
-    worker = Worker(SETTINGS, no_engine, FakeLockStore(), state, publisher, FakeJobQueue())
+    worker = Worker(SETTINGS, no_engine, FakeLockStore(), state, publisher, FakeJobQueue(),
+                    FakeInventoryStore(INVENTORY))
     job = a_job(runs)
     later = (job.enqueued_at + timedelta(seconds=1)).isoformat()
     state.put(ServerState("web1", "remediated", "ok", later, "fix"))
@@ -265,7 +268,8 @@ def test_a_fresher_result_of_a_strong_enough_job_is_reused_without_ssh():
 
 def test_an_older_or_weaker_result_is_not_reused():
     publisher, _, runs, state = make_publisher()
-    worker = Worker(SETTINGS, unreachable_engine, FakeLockStore(), state, publisher, FakeJobQueue())
+    worker = Worker(SETTINGS, unreachable_engine, FakeLockStore(), state, publisher, FakeJobQueue(),
+                    FakeInventoryStore(INVENTORY))
     job = a_job(runs)
     state.put(ServerState("web1", "noncompliant", "noncompliant",
                           (job.enqueued_at + timedelta(seconds=1)).isoformat(), "audit"))
@@ -337,7 +341,7 @@ def test_the_worker_gives_the_engine_a_deadline_inside_the_lambda_time_left():
     session = FakeSession([ok(probe_text(MODERN_COMPLIANT))])
     publisher, _, runs, state = make_publisher()
     worker = Worker(SETTINGS, lambda: Engine(FakeConnector(session), FakeBannerCheck()), FakeLockStore(), state,
-                    publisher, FakeJobQueue())
+                    publisher, FakeJobQueue(), FakeInventoryStore(INVENTORY))
     remaining_ms = SETTINGS.safety_margin_ms + 1_000
     handled = worker.handle(a_job(runs), receive_count=1, remaining_ms=remaining_ms, queue_url=WORK)
     assert handled.result is not None

@@ -35,6 +35,7 @@ from tests.fakes import (
     FakeJobQueue,
     FakeLockStore,
     FakeNotifier,
+    FakeRecordStore,
     FakeRunStore,
     FakeSession,
     FakeStateStore,
@@ -173,7 +174,7 @@ def test_a_job_of_no_run_record_is_not_limited() -> None:
 
 def test_the_stop_is_one_error_message_and_the_digest_says_stopped() -> None:
     notifier, runs = FakeNotifier(), FakeRunStore()
-    publisher = Publisher(notifier, runs, FakeStateStore())
+    publisher = Publisher(notifier, runs, FakeStateStore(), FakeRecordStore())
     open_run(runs, Rollout(max_errors=ErrorBudget(count=1), canary=1), total=3)
     gate = RunGate(runs, RUN, publisher.run_stopped)
     assert gate.admit(WEB1).decision == Decision.START
@@ -201,7 +202,7 @@ def test_the_stop_is_one_error_message_and_the_digest_says_stopped() -> None:
 
 def test_a_digest_of_a_stopped_run_without_failures_is_at_least_an_error() -> None:
     notifier, runs = FakeNotifier(), FakeRunStore()
-    publisher = Publisher(notifier, runs, FakeStateStore())
+    publisher = Publisher(notifier, runs, FakeStateStore(), FakeRecordStore())
     open_run(runs, Rollout(), total=1)
     assert runs.claim_stop(RUN, "error-budget")
     publisher.count(RUN, "web1", "skipped")
@@ -213,7 +214,7 @@ def test_a_digest_of_a_stopped_run_without_failures_is_at_least_an_error() -> No
 
 
 def planned(cfg: Settings, runs: FakeRunStore, queue: FakeJobQueue, **kwargs: Any) -> dict[str, Any]:
-    publisher = Publisher(FakeNotifier(), runs, FakeStateStore())
+    publisher = Publisher(FakeNotifier(), runs, FakeStateStore(), FakeRecordStore())
     return plan_sweep(cfg, FakeInventoryStore(INVENTORY), runs, queue, publisher, **kwargs)
 
 
@@ -277,9 +278,9 @@ def exposed_engine(session: FakeSession) -> Engine:
 
 def make_worker(runs: FakeRunStore, session: FakeSession, cfg: Settings | None = None) -> tuple[Worker, FakeNotifier]:
     notifier = FakeNotifier()
-    publisher = Publisher(notifier, runs, FakeStateStore())
+    publisher = Publisher(notifier, runs, FakeStateStore(), FakeRecordStore())
     worker = Worker(cfg or settings(), lambda: exposed_engine(session), FakeLockStore(), publisher.state, publisher,
-                    FakeJobQueue())
+                    FakeJobQueue(), FakeInventoryStore(INVENTORY))
     return worker, notifier
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
 from relayguard.adapters.dynamo import DynamoLockStore, DynamoRunStore
+from relayguard.adapters.s3_records import PREFIX
 from relayguard.config import ALL_VARIABLES, load_settings
 from samtranslator.translator.transform import transform
 
@@ -299,6 +300,33 @@ def test_results_topic_is_kms_encrypted(cfn: dict[str, Any]) -> None:
         assert fn["Properties"]["Environment"]["Variables"]["RG_TOPIC_ARN"] == {"Ref": "ResultsTopic"}
 
 
+def test_job_records_go_to_a_retained_versioned_private_encrypted_bucket(cfn: dict[str, Any]) -> None:
+    bucket = cfn["Resources"]["RecordsBucket"]
+    props = bucket["Properties"]
+    assert (bucket["DeletionPolicy"], bucket["UpdateReplacePolicy"]) == ("Retain", "Retain")
+    assert props["VersioningConfiguration"] == {"Status": "Enabled"}
+    (sse,) = props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert sse["ServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
+    assert set(props["PublicAccessBlockConfiguration"].values()) == {True}
+    assert len(props["PublicAccessBlockConfiguration"]) == 4
+    (deny,) = _props(cfn, "RecordsBucketPolicy")["PolicyDocument"]["Statement"]
+    assert (deny["Effect"], deny["Condition"]) == ("Deny", {"Bool": {"aws:SecureTransport": "false"}})
+    for fn in _of_type(cfn, "AWS::Lambda::Function").values():
+        assert fn["Properties"]["Environment"]["Variables"]["RG_RECORDS_BUCKET"] == {"Ref": "RecordsBucket"}
+
+
+def test_the_worker_may_write_and_read_records_below_their_prefix_and_never_delete_one(cfn: dict[str, Any]) -> None:
+    on_records = [s for s in _statements(cfn, "WorkerFunctionRole")
+                  if "RecordsBucket" in str(s["Resource"])]
+    (statement,) = on_records
+    assert sorted(_as_list(statement["Action"])) == ["s3:GetObject", "s3:PutObject"]
+    text, variables = statement["Resource"]["Fn::Sub"]
+    assert text == "arn:${AWS::Partition}:s3:::${Bucket}/" + PREFIX + "*"
+    assert variables == {"Bucket": {"Ref": "RecordsBucket"}}
+    for role in ("PlannerFunctionRole", "AlertIntakeFunctionRole"):
+        assert "RecordsBucket" not in str(_statements(cfn, role)), role
+
+
 def test_vpc_placement_is_off_by_default_and_on_when_subnets_are_given(cfn: dict[str, Any]) -> None:
     functions = _of_type(cfn, "AWS::Lambda::Function")
     default = _resolver(cfn)
@@ -330,7 +358,7 @@ MANAGED_POLICIES = {
 EXPECTED_ACCESS = {
     "PlannerFunctionRole": {"InventoryBucket", "WorkQueue", "RunsTable", "ResultsTopic"},
     "WorkerFunctionRole": {"WorkQueue", "UrgentQueue", "RunsTable", "StateTable", "LocksTable", "ResultsTopic",
-                           "secret"},
+                           "secret", "InventoryBucket", "RecordsBucket"},
     "AlertIntakeFunctionRole": {"InventoryBucket", "UrgentQueue", "IdempotencyTable", "RunsTable", "AlertIntakeDLQ"},
 }
 
@@ -362,7 +390,7 @@ def _own_resource(resource: Any, ours: set[str]) -> str:
     assert target in ours, resource
     # An ARN of this account and region whose only wildcard is a suffix within the named resource.
     assert text.startswith("arn:${AWS::Partition}:"), text
-    assert re.fullmatch(r"[^*]*\$\{" + name + r"\}(/index/\*|/\*)?", text), text
+    assert re.fullmatch(r"[^*]*\$\{" + name + r"\}(/index/\*|/\*|/records/\*)?", text), text
     placeholders = set(re.findall(r"\$\{([^}]+)\}", text)) - {name}
     assert placeholders <= set(PSEUDO), text
     return str(target)

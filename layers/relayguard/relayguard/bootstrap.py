@@ -25,6 +25,7 @@ from relayguard.ports import (
     JobQueue,
     LockStore,
     Notifier,
+    RecordStore,
     RunStore,
     SecretStore,
     StateStore,
@@ -104,15 +105,30 @@ def job_queue(*, sqs: Any = None) -> JobQueue:
     return SqsJobQueue(sqs or client("sqs"))
 
 
+def record_store(settings: Settings, *, s3: Any = None) -> RecordStore:
+    """Job records in the stack's records bucket."""
+    from relayguard.adapters.s3_records import S3RecordStore  # noqa: PLC0415 - deferred (botocore)
+
+    return S3RecordStore(s3 or client("s3"), settings.records_bucket)
+
+
+def directory_record_store(root: str) -> RecordStore:
+    """Job records as files under ``root`` (the CLI's ``--record-dir``)."""
+    from relayguard.adapters.local_records import DirectoryRecordStore  # noqa: PLC0415 - deferred
+
+    return DirectoryRecordStore(root)
+
+
 def publisher(settings: Settings, *, notifier: Notifier | None = None, runs: RunStore | None = None,
-              state: StateStore | None = None) -> Publisher:
+              state: StateStore | None = None, records: RecordStore | None = None) -> Publisher:
     from relayguard.services import Publisher  # noqa: PLC0415 - deferred (pydantic)
 
     if notifier is None:
         from relayguard.adapters.notify_sns import SnsNotifier  # noqa: PLC0415 - deferred
 
         notifier = SnsNotifier(client("sns"), settings.topic_arn)
-    return Publisher(notifier, runs or run_store(settings), state or state_store(settings))
+    return Publisher(notifier, runs or run_store(settings), state or state_store(settings),
+                     records or record_store(settings))
 
 
 # The factory under a name that the factories' own ``publisher`` parameters do not hide.
@@ -147,7 +163,7 @@ def _engine_for_key(key_text: str, sudo: bool, timeout: float) -> Engine:
 
 def worker(settings: Settings, *, engine_factory: Callable[[], Engine] | None = None,
            locks: LockStore | None = None, state: StateStore | None = None, publisher: Publisher | None = None,
-           queue: JobQueue | None = None) -> Worker:
+           queue: JobQueue | None = None, inventory: InventoryStore | None = None) -> Worker:
     from relayguard.services import Worker  # noqa: PLC0415 - deferred (pydantic)
 
     if engine_factory is None:
@@ -163,7 +179,8 @@ def worker(settings: Settings, *, engine_factory: Callable[[], Engine] | None = 
         locks = DynamoLockStore(client("dynamodb"), settings.locks_table)
     state = state or state_store(settings)
     return Worker(settings, engine_factory, locks, state,
-                  publisher or _publisher(settings, state=state), queue or job_queue())
+                  publisher or _publisher(settings, state=state), queue or job_queue(),
+                  inventory or inventory_store(settings))
 
 
 def urgent_jobs(settings: Settings, *, runs: RunStore | None = None, queue: JobQueue | None = None) -> UrgentJobs:

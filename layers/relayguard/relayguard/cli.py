@@ -16,8 +16,10 @@ environment variable; it is never printed.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
+import uuid
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, replace
@@ -26,7 +28,9 @@ from pathlib import Path
 from typing import TextIO
 
 from relayguard.adapters.ssh_keys import fetch_host_keys, host_keys_from_known_hosts
-from relayguard.bootstrap import build_engine
+from relayguard.bootstrap import build_engine, directory_record_store
+from relayguard.domain.bounds import bounded_result
+from relayguard.domain.evidence import record_document
 from relayguard.domain.models import HELD_OUTCOMES, OK_OUTCOMES, Mode, Outcome, Policy
 from relayguard.domain.revert import before_from_results
 from relayguard.domain.rollout import ErrorBudget, MaintenanceWindow, Rollout, excluded
@@ -88,6 +92,9 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--timeout", type=float, default=60.0, help="per-command deadline, seconds")
     common.add_argument("--disable-tracker", action="store_true",
                         help="modern cPanel: also disable RecentAuthedMailIpTracker (see docs)")
+    common.add_argument("--record-dir", metavar="DIR",
+                        help="write each host's whole record to DIR/<run>/<host>/<time>-<job>.json, once, never "
+                             "overwritten (--json lines and the table are bounded; the record is not)")
     parser = argparse.ArgumentParser(prog="relayguard", description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="\n".join(__doc__.splitlines()[2:]))
@@ -354,6 +361,21 @@ def _run(opts: Options, engine: Engine, targets: list[Server]) -> list[ServerRes
     return results
 
 
+def cli_run_id(now: datetime) -> str:
+    """This invocation's run, naming its folder under ``--record-dir``."""
+    return f"cli-{now.astimezone(UTC).strftime('%Y%m%dT%H%M%SZ')}-{uuid.uuid4().hex[:8]}"
+
+
+def write_records(record_dir: str, results: Sequence[ServerResult], run_id: str, written: dict[str, str]) -> None:
+    """Each result's whole record, one new file per host (``O_EXCL``), noted in ``written`` (host → file)
+    as it is written."""
+    store = directory_record_store(record_dir)
+    for r in results:
+        document = record_document(r.to_json(), run_id=run_id, job_id=uuid.uuid4().hex, trigger="cli",
+                                   recorded_at=datetime.now(UTC).isoformat(timespec="microseconds"))
+        written[r.name] = store.put(document)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ns = _parser().parse_args(argv)
     if ns.command == "inventory":
@@ -380,12 +402,28 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
     else:
         results = _run(opts, engine, targets)
-    if opts.json:
+    return report(results, as_json=opts.json, record_dir=ns.record_dir)
+
+
+def report(results: Sequence[ServerResult], *, as_json: bool, record_dir: str | None) -> int:
+    """Write each result's record under ``record_dir`` (if given), print the results, and return the exit
+    code: 2 if a record could not be written, whatever the results."""
+    records: dict[str, str] = {}
+    unrecorded = False
+    if record_dir:
+        try:
+            write_records(record_dir, results, cli_run_id(datetime.now(UTC)), records)
+        except RelayGuardError as exc:
+            # The results are still printed; the missing evidence makes the run fail.
+            print(f"relayguard: --record-dir: {exc}", file=sys.stderr)
+            unrecorded = True
+    if as_json:
         for r in results:
-            print(r.to_json_line())
+            # The bounded view (domain.bounds): long step output and mailbox lists are cut, marked and counted.
+            print(json.dumps(bounded_result(r.to_json(), records.get(r.name))))
     else:
-        print(render_table(results))
-    return exit_code(results)
+        print(render_table(list(results)))
+    return 2 if unrecorded else exit_code(results)
 
 
 if __name__ == "__main__":

@@ -41,13 +41,14 @@ ENV_MAX_ERRORS = "RG_MAX_ERRORS"  # default: unlimited (or a count, 2, or a perc
 ENV_CANARY_SIZE = "RG_CANARY_SIZE"  # default: 0 (no canary)
 ENV_MAINTENANCE_WINDOW = "RG_MAINTENANCE_WINDOW"  # default: empty (fix sweeps at any time)
 ENV_EXCLUDE_TAG = "RG_EXCLUDE_TAG"  # default: relayguard:exclude
+ENV_RECORDS_BUCKET = "RG_RECORDS_BUCKET"  # required (worker): every job's record, written once
 
 ALL_VARIABLES = (
     ENV_INVENTORY_BUCKET, ENV_INVENTORY_KEY, ENV_WORK_QUEUE_URL, ENV_URGENT_QUEUE_URL, ENV_RUNS_TABLE,
     ENV_STATE_TABLE, ENV_LOCKS_TABLE, ENV_IDEMPOTENCY_TABLE, ENV_TOPIC_ARN, ENV_SSH_KEY_SECRET, ENV_SSH_USER,
     ENV_USE_SUDO, ENV_SWEEP_MODE, ENV_ALERT_MODE, ENV_DISABLE_TRACKER, ENV_COMMAND_TIMEOUT, ENV_LOCK_TTL_SECONDS,
     ENV_LOCK_RETRY_SECONDS, ENV_DEDUP_WINDOW_SECONDS, ENV_MAX_RECEIVE_COUNT, ENV_SAFETY_MARGIN_MS, ENV_MAX_CHANGES,
-    ENV_MAX_ERRORS, ENV_CANARY_SIZE, ENV_MAINTENANCE_WINDOW, ENV_EXCLUDE_TAG,
+    ENV_MAX_ERRORS, ENV_CANARY_SIZE, ENV_MAINTENANCE_WINDOW, ENV_EXCLUDE_TAG, ENV_RECORDS_BUCKET,
 )
 #: The value of ``RG_MAX_CHANGES`` and ``RG_MAX_ERRORS`` that sets no limit.
 UNLIMITED = "unlimited"
@@ -87,6 +88,8 @@ class Settings:
     #: Outside it, a fix sweep only audits; None: fix sweeps at any time.
     maintenance_window: MaintenanceWindow | None = None
     exclude_tag: str = EXCLUDE_TAG
+    #: The bucket of job records (docs/operations.md, The record of every job).
+    records_bucket: str = ""
 
 
 def _bool(name: str, value: str) -> bool:
@@ -173,4 +176,5 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
                          optional(ENV_CANARY_SIZE, "0")),
         maintenance_window=_window(optional(ENV_MAINTENANCE_WINDOW, "")),
         exclude_tag=optional(ENV_EXCLUDE_TAG, EXCLUDE_TAG),
+        records_bucket=required(ENV_RECORDS_BUCKET),
     )

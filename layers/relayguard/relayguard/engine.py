@@ -19,8 +19,6 @@ from relayguard.domain.plan import plan_lines, would_fix
 from relayguard.domain.probe import PROBE_SCRIPT, parse_probe
 from relayguard.domain.proof import alwaysrelay_targets, post_fix_proof, relay_class
 from relayguard.domain.record import (
-    OUTPUT_LIMIT,
-    clipped,
     exim_restart_attempts,
     exim_restarts,
     relay_probe_record,
@@ -211,7 +209,7 @@ class Engine:
         ``restarted`` is true only when a restart exited 0: a failed attempt left Exim not restarted."""
         res = self._exec(session, name, script, result)
         steps = parse_steps(res.stdout)
-        result.steps += [clipped(step) for step in steps]
+        result.steps += steps  # whole: the record keeps all, views clip (domain.bounds)
         result.exim_restarts = exim_restarts(steps)
         result.exim_restart_attempts = exim_restart_attempts(steps)
         result.restarted = result.exim_restarts > 0
@@ -225,7 +223,7 @@ class Engine:
         # restartsrv_exim retries internally. The read-only probe gets the plain deadline.
         deadline = self.timeout if name == StepName.PROBE else self.timeout * FIX_TIMEOUT_FACTOR
         res = session.run(script, deadline)
-        result.steps.append(StepResult(name, res.rc, res.duration, "", res.stderr[:OUTPUT_LIMIT]))
+        result.steps.append(StepResult(name, res.rc, res.duration, "", res.stderr))
         return res
 
     def _job(self, session: Session, policy: Policy, result: ServerResult, ticket: _Ticket) -> None:
@@ -262,7 +260,7 @@ class Engine:
         if disable:
             res = self._exec(session, StepName.DISABLE, disable, result)
             steps = parse_steps(res.stdout)
-            result.steps += [clipped(step) for step in steps]
+            result.steps += steps  # whole: the record keeps all, views clip (domain.bounds)
             refused = disable_verdict(plan, before, steps, res.stdout)
             if refused is not None:
                 _record(result, refused)

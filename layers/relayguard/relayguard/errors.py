@@ -54,3 +54,11 @@ class InventoryError(RelayGuardError):
 
 class InvalidInput(RelayGuardError):
     """A value that would reach a remote command failed validation."""
+
+
+class RecordError(RelayGuardError):
+    """A job's record could not be written or read; the job is not done until its record is."""
+
+
+class RecordExists(RecordError):
+    """A record is already stored under this key: records are written once, never overwritten."""

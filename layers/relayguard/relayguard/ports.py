@@ -139,6 +139,21 @@ class RunProgress:
         return Tally(total=self.total, started=self.fix_started, finished=self.fix_finished, failed=self.fix_failed)
 
 
+class RecordStore(Protocol):
+    """Where every job's whole record (``domain.evidence.record_document``) is written once: a versioned
+    S3 bucket in the stack, a directory for the CLI's ``--record-dir``."""
+
+    def put(self, document: dict[str, Any]) -> str:
+        """Write ``document`` under its own new key (``domain.evidence.record_key``) and return where it is
+        (``s3://bucket/key`` or a file path). Never overwrites: raises
+        :class:`relayguard.errors.RecordExists` if the key is taken."""
+        ...
+
+    def get(self, location: str) -> dict[str, Any]:
+        """The document at a location :meth:`put` returned."""
+        ...
+
+
 @dataclass(frozen=True)
 class ServerState:
     server: str
@@ -146,6 +161,11 @@ class ServerState:
     announced: str
     updated_at: str
     mode: str
+    #: Where the latest job's whole record is ("" before records existed).
+    record: str = ""
+    #: The change of that record not yet announced ("" when nothing is owed): set before the SNS publish,
+    #: cleared after it, so a failed publish is retried by the server's next job (services.Publisher.flush).
+    pending: str = ""
 
 
 class StateStore(Protocol):

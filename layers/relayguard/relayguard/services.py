@@ -6,11 +6,13 @@ import hashlib
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from relayguard.config import Settings
+from relayguard.domain.bounds import bounded_result, state_result
+from relayguard.domain.evidence import record_document
 from relayguard.domain.models import Mode, Outcome, Policy
 from relayguard.domain.notify import (
     announced_status,
@@ -24,7 +26,7 @@ from relayguard.domain.notify import (
     server_text,
 )
 from relayguard.domain.rollout import Admission, Decision, admit, excluded, fix_failed, stop_reason
-from relayguard.domain.server import Inventory, Server
+from relayguard.domain.server import Inventory, Server, identity_key
 from relayguard.engine import Engine, ServerResult
 from relayguard.errors import FixDeferred, RelayGuardError
 from relayguard.events import JOB_SCHEMA, Job, SpamAlert
@@ -35,6 +37,7 @@ from relayguard.ports import (
     LockStore,
     Notification,
     Notifier,
+    RecordStore,
     RunProgress,
     RunStore,
     ServerState,
@@ -84,28 +87,57 @@ def job_for(server: Server, run_id: str, mode: Mode, trigger: str, alert_id: str
 
 @dataclass
 class Publisher:
-    """Turns results and run progress into notifications (only on change; one digest per run)."""
+    """Records every result, and turns results and run progress into notifications (only on change; one
+    digest per run)."""
 
     notifier: Notifier
     runs: RunStore
     state: StateStore
+    records: RecordStore
 
     def server_result(self, job: Job, result: ServerResult) -> bool:
-        """Record the result; announce it if it is news. Returns whether a message went out."""
-        previous = self.state.get(job.server.name)
+        """Record the result; announce it if it is news. Returns whether a message went out.
+
+        In this order: the whole record goes to the record store (written once); the state table notes
+        the latest state, where its record is and the change it owes; only then is the change published,
+        and the state table clears it. A publish that fails leaves the result recorded and the change
+        owed, and raises: the job is retried, and the server's next job announces the change (:meth:`flush`)."""
+        previous = self.flush(job.server.name)
         record = result.to_json()
+        at = now_iso()
+        location = self.records.put(record_document(record, run_id=job.run_id, job_id=job.job_id,
+                                                    trigger=job.trigger, recorded_at=at, alert_id=job.alert_id))
         change = change_of(previous.announced if previous else None, record["outcome"], record["reason"])
-        announced = previous.announced if previous else "ok"
-        if change is not None:
-            doc = server_message(record, change, job.run_id, job.trigger, now_iso())
-            self.notifier.publish(Notification(
-                subject=f"RelayGuard: {job.server.name} {change}", document=doc, text=server_text(doc),
-                attributes=attributes(doc)))
-            announced = announced_status(record["outcome"], record["reason"])
-        state = ServerState(server=job.server.name, outcome=record["outcome"], announced=announced,
-                            updated_at=now_iso(), mode=str(job.mode))
-        self.state.put(state, record)
-        return change is not None
+        state = ServerState(server=job.server.name, outcome=record["outcome"],
+                            announced=previous.announced if previous else "ok", updated_at=at, mode=str(job.mode),
+                            record=location, pending=change or "")
+        view = state_result(bounded_result(record, location))
+        self.state.put(state, view)
+        if change is None:
+            return False
+        self._announce(state, record, job.run_id, job.trigger, view)
+        return True
+
+    def flush(self, server: str) -> ServerState | None:
+        """Announce the change a failed publish left owed for ``server``, from its record; the server's
+        state afterwards (None: never seen)."""
+        state = self.state.get(server)
+        if state is None or not state.pending:
+            return state
+        document = self.records.get(state.record)
+        record = document["result"]
+        return self._announce(state, record, document["run_id"], document["trigger"],
+                              state_result(bounded_result(record, state.record)))
+
+    def _announce(self, state: ServerState, record: dict[str, Any], run_id: str, trigger: str,
+                  view: dict[str, Any]) -> ServerState:
+        doc = server_message(record, state.pending, run_id, trigger, now_iso(), record=state.record)
+        self.notifier.publish(Notification(
+            subject=f"RelayGuard: {state.server} {state.pending}", document=doc, text=server_text(doc),
+            attributes=attributes(doc)))
+        announced = replace(state, announced=announced_status(record["outcome"], record["reason"]), pending="")
+        self.state.put(announced, view)
+        return announced
 
     def count(self, run_id: str, server: str, outcome: str) -> None:
         progress = self.runs.record(run_id, server, outcome)
@@ -239,8 +271,9 @@ def plan_sweep(settings: Settings, inventory: InventoryStore, runs: RunStore, qu
 
 @dataclass(frozen=True)
 class Handled:
-    """What became of one job: ``done`` (the engine ran), ``reused`` (a fresher result counted, no SSH)
-    or ``requeued`` (a fresh copy is on the queue; this delivery is complete)."""
+    """What became of one job: ``done`` (the engine ran), ``reused`` (a fresher result counted, no SSH),
+    ``requeued`` (a fresh copy is on the queue; this delivery is complete) or ``refused`` (its message
+    disagrees with the inventory: no SSH, reported failed)."""
 
     status: str
     result: ServerResult | None = None
@@ -249,7 +282,9 @@ class Handled:
 
 @dataclass
 class Worker:
-    """Runs one job: lock, engine, record, notify, count."""
+    """Runs one job: check it against the inventory, lock, engine, record, notify, count.
+
+    One worker per Lambda invocation: it reads the inventory once, for the whole batch."""
 
     settings: Settings
     engine_factory: Callable[[], Engine]
@@ -257,6 +292,8 @@ class Worker:
     state: StateStore
     publisher: Publisher
     queue: JobQueue
+    inventory: InventoryStore
+    _fleet: Inventory | None = field(default=None, init=False, repr=False)
 
     def policy(self, job: Job) -> Policy:
         return Policy(mode=job.mode, disable_tracker=self.settings.disable_tracker, excluded=job.excluded)
@@ -280,10 +317,16 @@ class Worker:
                 self._requeue(job, queue_url, delay_seconds=0)
                 return Handled("requeued", note=f"{remaining_ms} ms left; fresh copy enqueued")
             raise Deferred(f"{remaining_ms} ms left, {self.settings.safety_margin_ms} ms needed")
+        trusted, refusal = self._trusted(job)
+        if trusted is None:
+            return self._refused(job, refusal)
+        job = trusted
         # A revert is an operator's explicit request: no other job's result can stand in for it.
         reused = None if job.action == "revert" else self._recent_result(job)
         if reused is not None:
             self.publisher.count(job.run_id, job.server.name, reused)
+            # The result reused may be one whose announcement failed (a retried delivery of this job).
+            self.publisher.flush(job.server.name)
             return Handled("reused", note=reused)
         if not self.locks.acquire(job.server.name, job.job_id, self.settings.lock_ttl_seconds):
             return self._busy(job, queue_url)
@@ -299,11 +342,47 @@ class Worker:
                     result = engine.run(job.server, self.policy(job), deadline=deadline, gate=self.gate(job))
                 except FixDeferred as exc:
                     return self._held(job, queue_url, exc)
-            self.publisher.server_result(job, result)
-            self.publisher.count(job.run_id, job.server.name, str(result.outcome))
+            try:
+                self.publisher.server_result(job, result)
+            finally:
+                # Counted even when the publish failed: the result is recorded, and the digest must not wait
+                # for a retry (counting is idempotent per run and server).
+                self.publisher.count(job.run_id, job.server.name, str(result.outcome))
             return Handled("done", result)
         finally:
             self.locks.release(job.server.name, job.job_id)
+
+    def _trusted(self, job: Job) -> tuple[Job | None, str]:
+        """The job with its server as the inventory has it (address, port, login, pinned keys, tags), or
+        None and the reason to refuse it: the message names a server the inventory does not have, or
+        one whose connection details differ. The message is checked, never trusted: whoever can write
+        to the queue must not be able to point the worker's SSH key at another host."""
+        if self._fleet is None:
+            self._fleet = self.inventory.load()
+        known = next((s for s in self._fleet.servers if s.name == job.server.name), None)
+        if known is None:
+            return None, f"not-in-inventory: no server named {job.server.name!r}"
+        sent = job.server
+        differ = [name for name, ours, theirs in (
+            ("host", identity_key(known.host), identity_key(sent.host)), ("port", known.port, sent.port),
+            ("user", known.user, sent.user), ("host_keys", frozenset(known.host_keys), frozenset(sent.host_keys)),
+        ) if ours != theirs]
+        if differ:
+            return None, f"inventory-mismatch: the job's {', '.join(differ)} differ from the inventory's"
+        # The inventory's tags also decide exclusion: a message cannot take an excluded server off the list.
+        held = job.excluded or excluded(known.tags, (self.settings.exclude_tag,))
+        return job.model_copy(update={"server": known, "excluded": held}), ""
+
+    def _refused(self, job: Job, reason: str) -> Handled:
+        """A job refused by :meth:`_trusted`: no lock, no SSH; reported ``failed`` with the reason, recorded,
+        announced like any failure and counted in its run."""
+        result = ServerResult(name=job.server.name, address=job.server.host, mode=str(job.mode),
+                              outcome=Outcome.FAILED, reason=reason, started_at=now_iso())
+        try:
+            self.publisher.server_result(job, result)
+        finally:
+            self.publisher.count(job.run_id, job.server.name, str(result.outcome))
+        return Handled("refused", result, note=reason)
 
     def _busy(self, job: Job, queue_url: str) -> Handled:
         """Another job works this server. Retry soon, outside SQS's receive count (a failed delivery

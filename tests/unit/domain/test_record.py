@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+from relayguard.domain.bounds import OUTPUT_LIMIT
 from relayguard.domain.decide import assess
 from relayguard.domain.models import Finding, Generation, ListFile, Plan, StepName, StepResult
 from relayguard.domain.record import (
-    OUTPUT_LIMIT,
-    clipped,
     exim_restart_attempts,
     exim_restarts,
     relay_probe_record,
@@ -29,18 +28,13 @@ def step(name: str, rc: int = 0) -> StepResult:
     return StepResult(name=name, rc=rc, duration=1.0)
 
 
-def test_the_state_keeps_judgements_entries_and_clipped_status_but_not_missing_exceptions() -> None:
+def test_the_state_keeps_judgements_entries_and_the_whole_status_but_not_missing_exceptions() -> None:
     state = state_of(LEGACY, assess(LEGACY))
     assert (state["generation"], state["exposed"], state["antirelayd_active"]) == ("legacy", True, True)
     assert state["lists"]["relayhosts"] == {"kind": "file", "target": "", "entries": ["198.51.100.9", "10.0.0.5"]}
     assert state["exceptions"] == {"trustedmailhosts": ["10.0.0.5"]}
-    assert len(state["exim_status"]) == OUTPUT_LIMIT
+    assert state["exim_status"] == "x" * (OUTPUT_LIMIT + 10)  # whole: only bounded views clip it
     assert (state["exim_running"], state["exim_config_ok"], state["queue"]) == (True, True, 3)
-
-
-def test_a_clipped_step_keeps_at_most_the_output_limit_per_stream() -> None:
-    step_result = StepResult(StepName.RELAY_PROBE, 0, 1.5, "o" * (OUTPUT_LIMIT * 2), "short")
-    assert clipped(step_result) == StepResult(StepName.RELAY_PROBE, 0, 1.5, "o" * OUTPUT_LIMIT, "short")
 
 
 def test_the_hard_retry_is_a_second_attempt_but_only_a_successful_restart_counts_as_one() -> None:

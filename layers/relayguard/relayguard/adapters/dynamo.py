@@ -253,7 +253,8 @@ def _progress(item: dict[str, Any]) -> RunProgress:
 
 
 class DynamoStateStore:
-    """Per server: the last outcome, what was last announced, and the last result record."""
+    """Per server: the last outcome, what was last announced, where the last job's record is, the change it
+    still owes (``pending``), and the bounded view of its result (``domain.bounds.state_result``)."""
 
     def __init__(self, client: DynamoDBClient, table: str) -> None:
         self.client = client
@@ -265,13 +266,19 @@ class DynamoStateStore:
             return None
         it = item["Item"]
         return ServerState(server=server, outcome=it["outcome"]["S"], announced=it["announced"]["S"],
-                           updated_at=it["updated_at"]["S"], mode=it["mode"]["S"])
+                           updated_at=it["updated_at"]["S"], mode=it["mode"]["S"],
+                           record=it.get("record", {}).get("S", ""), pending=it.get("pending", {}).get("S", ""))
 
     def put(self, state: ServerState, result: dict[str, Any] | None = None) -> None:
         item = {"server": {"S": state.server}, "outcome": {"S": state.outcome}, "announced": {"S": state.announced},
                 "updated_at": {"S": state.updated_at}, "mode": {"S": state.mode}}
+        # Empty strings are left out: items written before records existed look the same.
+        for name, value in (("record", state.record), ("pending", state.pending)):
+            if value:
+                item[name] = {"S": value}
         if result is not None:
-            item["result"] = {"S": json.dumps(result)[:350_000]}
+            # Whole: the publisher hands in a view bounded to fit the item (domain.bounds.state_result).
+            item["result"] = {"S": json.dumps(result)}
         self.client.put_item(TableName=self.table, Item=item)
 
 

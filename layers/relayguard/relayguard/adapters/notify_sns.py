@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any
 
+from relayguard.domain.notify import sns_payload
 from relayguard.ports import Notification
 
 if TYPE_CHECKING:
@@ -19,13 +19,11 @@ class SnsNotifier:
         self.topic_arn = topic_arn
 
     def publish(self, notification: Notification) -> None:
-        document = json.dumps(notification.document, sort_keys=True)
-        message = {"default": document, "email": notification.text, "email-json": document, "sqs": document,
-                   "lambda": document, "https": document}
+        # The body is built by the pure core, which also bounds server results to fit SNS's limit.
         self.client.publish(
             TopicArn=self.topic_arn,
             Subject=notification.subject[:100],
             MessageStructure="json",
-            Message=json.dumps(message),
+            Message=sns_payload(notification.document, notification.text),
             MessageAttributes={k: {"DataType": "String", "StringValue": v} for k, v in notification.attributes.items()},
         )

@@ -12,6 +12,7 @@ import json
 from importlib import resources
 from typing import Any
 
+from relayguard.domain.bounds import clip_text, first_items
 from relayguard.domain.models import HELD_OUTCOMES, OK_OUTCOMES, Outcome
 from relayguard.domain.schema import Validator
 from relayguard.domain.signals import signals_text
@@ -115,31 +116,75 @@ def severity_of(outcome: str, reason: str = "") -> str:
     return SEVERITY.get(outcome, "critical")
 
 
-def server_message(result: dict[str, Any], change: str, run_id: str, trigger: str, at: str) -> dict[str, Any]:
-    """The per-server notification document, from a result record (``ServerResult.to_json()``)."""
-    return check_notification({
-        "schema": SCHEMA,
-        "event": "server-result",
-        "change": change,
-        "run_id": run_id,
-        "trigger": trigger,
-        "mode": result["mode"],
-        "at": at,
-        "server": result["host"],
-        "outcome": result["outcome"],
-        "reason": result["reason"],
-        "severity": "info" if change == "recovered" else severity_of(result["outcome"], result["reason"]),
-        "generation": result["generation"],
-        "exposed_before": result["exposed_before"],
-        "exposed_after": result["exposed_after"],
-        "restarted": result["restarted"],
-        "warnings": list(result["warnings"]),
-        "affected_mailboxes": list(result["affected_mailboxes"]),
-        "relay_probe": {k: result["relay_probe"].get(k) for k in ("ip", "code", "reply")},
-        # A record stored before these fields existed has neither: an empty plan, unmeasured signals.
-        "plan": list(result.get("plan") or []),
-        "signals": result.get("signals"),
-    })
+#: SNS refuses a publish over 256 KiB, message attributes included: the ``MessageStructure=json`` body of
+#: any message stays within this many bytes, which leaves 16 KiB for the subject and the attributes.
+MESSAGE_BUDGET = 240 * 1024
+#: A server-result message lists at most this many affected mailboxes and warnings, each at most
+#: ``domain.bounds.ITEM_LIMIT`` characters; ``affected_mailboxes_total`` counts every mailbox.
+NOTIFY_LIST_LIMIT = 20
+#: Characters of ``reason`` and of the relay probe's ``reply`` in a message.
+NOTIFY_TEXT_LIMIT = 1000
+#: The lists' lengths tried in turn until the message fits :data:`MESSAGE_BUDGET` (domain.bounds' rules
+#: make the first fit for any ordinary text; the last, no lists at all, fits whatever the characters).
+_LIST_STEPS = (NOTIFY_LIST_LIMIT, 5, 0)
+
+
+def sns_payload(doc: dict[str, Any], text: str) -> str:
+    """The ``MessageStructure=json`` body: text for email, the JSON document for every other protocol.
+
+    UTF-8 as it is (``ensure_ascii=False``): an escaped non-ASCII character would cost up to 14 bytes
+    after the second encoding instead of at most 4, and SNS counts bytes."""
+    document = json.dumps(doc, sort_keys=True, ensure_ascii=False)
+    return json.dumps({"default": document, "email": text, "email-json": document, "sqs": document,
+                       "lambda": document, "https": document}, ensure_ascii=False)
+
+
+def payload_size(doc: dict[str, Any], text: str) -> int:
+    """Bytes SNS counts for the message body of ``doc`` and ``text``."""
+    return len(sns_payload(doc, text).encode())
+
+
+def server_message(result: dict[str, Any], change: str, run_id: str, trigger: str, at: str, *,
+                   record: str | None = None) -> dict[str, Any]:
+    """The per-server notification document, from a result record (``ServerResult.to_json()``, whole or a
+    bounded view), bounded to fit one SNS message (:data:`MESSAGE_BUDGET`) for any fleet: lists cut to
+    their first entries with ``affected_mailboxes_total`` counting all, and ``record``, where the whole
+    result is (None: not recorded)."""
+    mailboxes = list(result["affected_mailboxes"])
+    total = int(result.get("affected_mailboxes_total", len(mailboxes)))
+    probe = result["relay_probe"]
+    reply = probe.get("reply")
+    for keep in _LIST_STEPS:
+        doc = check_notification({
+            "schema": SCHEMA,
+            "event": "server-result",
+            "change": change,
+            "run_id": run_id,
+            "trigger": trigger,
+            "mode": result["mode"],
+            "at": at,
+            "server": result["host"],
+            "outcome": result["outcome"],
+            "reason": clip_text(result["reason"], NOTIFY_TEXT_LIMIT),
+            "severity": "info" if change == "recovered" else severity_of(result["outcome"], result["reason"]),
+            "generation": result["generation"],
+            "exposed_before": result["exposed_before"],
+            "exposed_after": result["exposed_after"],
+            "restarted": result["restarted"],
+            "warnings": first_items(result["warnings"], keep),
+            "affected_mailboxes": first_items(mailboxes, keep),
+            "affected_mailboxes_total": total,
+            "relay_probe": {"ip": probe.get("ip"), "code": probe.get("code"),
+                            "reply": clip_text(reply, NOTIFY_TEXT_LIMIT) if isinstance(reply, str) else reply},
+            "record": record,
+            # A record stored before these fields existed has neither: an empty plan, unmeasured signals.
+            # Both are small (a few short lines, a few numbers) and need no bounding.
+            "plan": list(result.get("plan") or []),
+            "signals": result.get("signals"),
+        })
+        if payload_size(doc, server_text(doc)) <= MESSAGE_BUDGET:
+            break
+    return doc
 
 
 #: A run-stopped message, and the digest of a stopped run, are at least this severe.
@@ -222,9 +267,14 @@ def server_text(doc: dict[str, Any]) -> str:
         lines.append(f"{verb}: " + "; ".join(doc["plan"]))
     if doc.get("signals"):
         lines.append("Spam signals: " + signals_text(doc["signals"]))
-    if doc["affected_mailboxes"]:
+    shown, total = doc["affected_mailboxes"], doc.get("affected_mailboxes_total", len(doc["affected_mailboxes"]))
+    if total:
         lines += ["", "These mailboxes relied on POP-before-SMTP; ask their owners to enable SMTP authentication:",
-                  *(f"  - {m}" for m in doc["affected_mailboxes"])]
+                  *(f"  - {m}" for m in shown)]
+        if total > len(shown):
+            lines.append(f"  ... and {total - len(shown)} more, listed in the record")
+    if doc.get("record"):
+        lines += ["", f"Full record: {doc['record']}"]
     return "\n".join(lines) + "\n"
 
 

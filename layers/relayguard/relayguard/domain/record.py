@@ -10,9 +10,6 @@ from relayguard.domain.models import Finding, Generation, Plan, StepName, StepRe
 from relayguard.domain.proof import relay_class
 from relayguard.domain.script import revert_commands
 
-#: Characters of command output kept per stream in a record: enough to diagnose, small enough for SNS.
-OUTPUT_LIMIT = 2000
-
 
 def state_of(finding: Finding, assessment: Assessment) -> dict[str, Any]:
     """The before/after record: the facts a reviewer needs, without command noise."""
@@ -30,18 +27,13 @@ def state_of(finding: Finding, assessment: Assessment) -> dict[str, Any]:
                   for name, lst in finding.lists.items()},
         "exceptions": {name: list(lst.entries) for name, lst in finding.exceptions.items() if lst.kind != "missing"},
         "exim_running": finding.exim_running,
-        "exim_status": finding.exim_status.strip()[:OUTPUT_LIMIT],
+        "exim_status": finding.exim_status.strip(),
         "exim_config_ok": finding.exim_bv_rc == 0,
         "queue": finding.queue,
         "reject_text": finding.reject_text.strip(),
         "smtp_restrictions": finding.smtp_restrictions,
         "indicators": dict(finding.indicators),
     }
-
-
-def clipped(step: StepResult) -> StepResult:
-    """The step with each output stream cut to :data:`OUTPUT_LIMIT` characters."""
-    return StepResult(step.name, step.rc, step.duration, step.stdout[:OUTPUT_LIMIT], step.stderr[:OUTPUT_LIMIT])
 
 
 _RESTART_STEPS = (StepName.RESTART_EXIM, StepName.RESTART_EXIM_HARD)

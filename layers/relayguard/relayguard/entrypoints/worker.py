@@ -31,6 +31,7 @@ def _queue_url_of(cfg: Settings, event_source_arn: str) -> str:
 
 
 def _work_record(record: SQSRecord, context: LambdaContext, compose: Callable[[Settings], Worker]) -> None:
+    """One SQS record; ``compose`` hands out the invocation's one worker (its inventory read once per batch)."""
     cfg = settings()
     receive_count = int(record.attributes.approximate_receive_count or "1")
     try:
@@ -62,6 +63,10 @@ def _work_record(record: SQSRecord, context: LambdaContext, compose: Callable[[S
             logger.info("server busy, job retried later", reason=str(exc))
         raise
     result = handled.result
+    if handled.status == "refused":
+        metrics.add_metric(name="JobsRefused", unit=MetricUnit.Count, value=1)
+        logger.warning("job refused: its message disagrees with the inventory; no SSH connection was made",
+                       reason=handled.note, address=result.address if result else "")
     if result is None:
         logger.info("job finished without a result of its own", status=handled.status, note=handled.note)
         return
@@ -101,9 +106,17 @@ def make_handler(worker: Callable[[Settings], Worker] = bootstrap.worker) -> Han
     def worker_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         # Every invocation reports at least this metric (Powertools warns about an empty flush otherwise).
         metrics.add_metric(name="JobsReceived", unit=MetricUnit.Count, value=len(event.get("Records") or []))
+        composed: list[Worker] = []
+
+        def invocation_worker(cfg: Settings) -> Worker:
+            # One worker for the whole batch, composed on first use: it caches the inventory it checks jobs against.
+            if not composed:
+                composed.append(worker(cfg))
+            return composed[0]
+
         return dict(process_partial_response(
-            event=event, record_handler=lambda record: _work_record(record, context, worker), processor=processor,
-            context=context,
+            event=event, record_handler=lambda record: _work_record(record, context, invocation_worker),
+            processor=processor, context=context,
         ))
 
     return worker_handler
