@@ -61,7 +61,7 @@ RESOLVE = {
     "InventoryBucket": "relayguard-inventory", "WorkQueue": "https://sqs.eu-west-1.amazonaws.com/123456789012/work",
     "UrgentQueue": "https://sqs.eu-west-1.amazonaws.com/123456789012/urgent", "RunsTable": "runs",
     "StateTable": "state", "LocksTable": "locks", "IdempotencyTable": "idempotency",
-    "ResultsTopic": "arn:aws:sns:eu-west-1:123456789012:results",
+    "ResultsTopic": "arn:aws:sns:eu-west-1:123456789012:results", "RecordsBucket": "relayguard-records",
 }
 #: What each handler's first invocation builds once and then caches: the handler's own calls into the
 #: composition root (so the clients, Powertools' included, are made exactly as in Lambda), and for the
