@@ -89,3 +89,23 @@ def test_the_worker_runs_a_revert_job_through_engine_revert_never_reusing_a_fix_
     assert (handled.result.mode, handled.result.outcome, handled.result.reason) == (
         "revert", Outcome.FAILED, "no-revert-record")
     assert session.scripts == [REVERT_PROBE_SCRIPT]
+
+
+@pytest.mark.parametrize(("trigger", "alert_id", "queue"), [
+    ("sweep", None, SETTINGS.work_queue_url),  # a sweep job asking for a revert
+    ("alert", "revert-web1-1", SETTINGS.work_queue_url),  # on the work queue, where the intake never puts one
+    ("sweep", None, SETTINGS.urgent_queue_url),
+])
+def test_a_revert_job_that_no_revert_request_made_is_refused_with_no_connection(trigger, alert_id, queue) -> None:
+    session = FakeSession([])
+    connector = FakeConnector(session)
+    runs, state, notifier = FakeRunStore(), FakeStateStore(), FakeNotifier()
+    worker = Worker(SETTINGS, lambda: Engine(connector, FakeBannerCheck()), FakeLockStore(), state,
+                    Publisher(notifier, runs, state, FakeRecordStore()), FakeJobQueue(),
+                    FakeInventoryStore(Inventory((WEB1,))))
+    job = job_for(WEB1, "run-1", Mode.FIX, trigger, alert_id, action="revert")
+    handled = worker.handle(job, receive_count=1, remaining_ms=600_000, queue_url=queue)
+    assert handled.status == "refused"
+    assert handled.result is not None
+    assert handled.result.reason.startswith("revert-refused:")
+    assert connector.targets == []

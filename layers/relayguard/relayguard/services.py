@@ -317,7 +317,7 @@ class Worker:
                 self._requeue(job, queue_url, delay_seconds=0)
                 return Handled("requeued", note=f"{remaining_ms} ms left; fresh copy enqueued")
             raise Deferred(f"{remaining_ms} ms left, {self.settings.safety_margin_ms} ms needed")
-        trusted, refusal = self._trusted(job)
+        trusted, refusal = self._trusted(job, queue_url)
         if trusted is None:
             return self._refused(job, refusal)
         job = trusted
@@ -352,11 +352,17 @@ class Worker:
         finally:
             self.locks.release(job.server.name, job.job_id)
 
-    def _trusted(self, job: Job) -> tuple[Job | None, str]:
+    def _trusted(self, job: Job, queue_url: str) -> tuple[Job | None, str]:
         """The job with its server as the inventory has it (address, port, login, pinned keys, tags), or
         None and the reason to refuse it: the message names a server the inventory does not have, or
         one whose connection details differ. The message is checked, never trusted: whoever can write
         to the queue must not be able to point the worker's SSH key at another host."""
+        if job.action == "revert" and not (job.trigger == "alert" and job.alert_id and
+                                           queue_url == self.settings.urgent_queue_url):
+            # A revert reopens relaying: it comes only from an operator's revert request, which the alert
+            # intake checks (manual source, requested_by) and puts on the urgent queue. A revert in a sweep
+            # job, or on the work queue, was written by something else and is refused unrun.
+            return None, "revert-refused: a revert comes only from an operator's revert request"
         if self._fleet is None:
             self._fleet = self.inventory.load()
         known = next((s for s in self._fleet.servers if s.name == job.server.name), None)
