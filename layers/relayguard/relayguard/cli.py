@@ -31,7 +31,7 @@ from relayguard.adapters.ssh_keys import fetch_host_keys, host_keys_from_known_h
 from relayguard.bootstrap import build_engine, directory_record_store
 from relayguard.domain.bounds import bounded_result
 from relayguard.domain.evidence import record_document
-from relayguard.domain.models import HELD_OUTCOMES, OK_OUTCOMES, Mode, Outcome, Policy
+from relayguard.domain.models import FAILURE_OUTCOMES, Mode, Outcome, Policy
 from relayguard.domain.revert import before_from_results
 from relayguard.domain.rollout import ErrorBudget, MaintenanceWindow, Rollout, excluded
 from relayguard.domain.server import Server
@@ -270,7 +270,7 @@ def exit_code(results: Iterable[ServerResult]) -> int:
     for r in results:
         if r.outcome in (Outcome.NONCOMPLIANT, Outcome.SKIPPED) or (r.outcome == Outcome.EXCLUDED and r.exposed_after):
             code = max(code, 1)  # exposure found and left as it is
-        elif r.outcome not in OK_OUTCOMES | HELD_OUTCOMES:
+        elif r.outcome in FAILURE_OUTCOMES:
             code = 2
     return code
 

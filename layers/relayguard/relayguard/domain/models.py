@@ -41,6 +41,8 @@ OK_OUTCOMES = frozenset({Outcome.COMPLIANT, Outcome.REMEDIATED, Outcome.NOT_CPAN
 #: Outcomes that leave a server as it was by design, not by failure: exposure may remain (CLI exit 1 when
 #: it does, like ``noncompliant``), but nothing went wrong.
 HELD_OUTCOMES = frozenset({Outcome.NONCOMPLIANT, Outcome.SKIPPED, Outcome.EXCLUDED, Outcome.REVERTED})
+#: Outcomes where something went wrong: the digest's ``failed``, the worker's ``Failed`` metric, CLI exit 2.
+FAILURE_OUTCOMES = frozenset(Outcome) - OK_OUTCOMES - HELD_OUTCOMES
 
 
 class Mode(enum.StrEnum):

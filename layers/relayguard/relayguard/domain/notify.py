@@ -13,7 +13,7 @@ from importlib import resources
 from typing import Any
 
 from relayguard.domain.bounds import clip_text, first_items
-from relayguard.domain.models import HELD_OUTCOMES, OK_OUTCOMES, Outcome
+from relayguard.domain.models import FAILURE_OUTCOMES, OK_OUTCOMES, Outcome
 from relayguard.domain.schema import Validator
 from relayguard.domain.signals import signals_text
 from relayguard.errors import RelayGuardError
@@ -64,9 +64,8 @@ REASON_SEVERITY: dict[str, str] = {
 #: ``error`` is a run's own trouble (stopped by its error budget or a failed canary), between a server's
 #: warning and a server's critical failure.
 _RANK = {"info": 0, "warning": 1, "error": 2, "critical": 3}
-BAD = frozenset(o for o in Outcome if o not in OK_OUTCOMES)
 #: Outcomes a digest counts as failures.
-FAILURES = BAD - HELD_OUTCOMES
+FAILURES = FAILURE_OUTCOMES
 
 
 def announced_status(outcome: str, reason: str) -> str:

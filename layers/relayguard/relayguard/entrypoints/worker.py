@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from relayguard import bootstrap
 from relayguard.config import Settings
-from relayguard.domain.models import HELD_OUTCOMES, OK_OUTCOMES, Outcome
+from relayguard.domain.models import FAILURE_OUTCOMES, Outcome
 from relayguard.domain.signals import signal_metrics
 from relayguard.entrypoints import Handler, logger, metrics, observed, settings
 from relayguard.events import Job
@@ -76,8 +76,7 @@ def _work_record(record: SQSRecord, context: LambdaContext, compose: Callable[[S
             metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
     if result.outcome in HOST_KEY_OUTCOMES:
         metrics.add_metric(name="HostKeyProblems", unit=MetricUnit.Count, value=1)
-    # Held outcomes (noncompliant, skipped, excluded) leave a server as it was by design, not by failure.
-    if result.outcome not in OK_OUTCOMES | HELD_OUTCOMES:
+    if result.outcome in FAILURE_OUTCOMES:
         metrics.add_metric(name="Failed", unit=MetricUnit.Count, value=1)
     _publish_signals(result.name, result.signals)
     logger.info("server done", outcome=str(result.outcome), reason=result.reason, restarted=result.restarted)
