@@ -7,7 +7,7 @@
     relayguard revert HOST[:PORT]...           undo the last fix: POP-before-SMTP relaying on again
     relayguard inventory add HOST[:PORT]       fetch, confirm and pin a server's host keys
 
-Exit codes: 0 every host compliant, remediated or not cPanel; 1 exposed hosts were left as they are
+Exit codes: 0 every host compliant, remediated, not cPanel or (revert) reverted; 1 exposed hosts were left as they are
 (audit, skipped by a fix limit, excluded); 2 a host failed or could not be reached (2 wins over 1).
 The SSH private key comes from ``--identity FILE`` or, as text, from the RELAYGUARD_SSH_KEY
 environment variable; it is never printed.
