@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from relayguard.domain.deliverability import Collected, Deliverability
 from relayguard.domain.models import Outcome
 from relayguard.domain.rollout import Admission, Rollout, Tally
 from relayguard.domain.server import Inventory, Server
@@ -194,3 +195,9 @@ class Notifier(Protocol):
 
 class SecretStore(Protocol):
     def ssh_key(self) -> str: ...
+
+
+class DeliverabilityJudge(Protocol):
+    """Judges what a server collected against DNS (issue 20); bounded in time, never raises for DNS trouble."""
+
+    def judge(self, collected: Collected) -> Deliverability: ...
