@@ -356,15 +356,25 @@ MANAGED_POLICIES = {
 
 # What each function may touch: a new permission has to be added here on purpose.
 EXPECTED_ACCESS = {
-    "PlannerFunctionRole": {"InventoryBucket", "WorkQueue", "RunsTable", "ResultsTopic"},
+    "PlannerFunctionRole": {"InventoryBucket", "WorkQueue", "RunsTable", "ResultsTopic", "ChatTopic"},
     "WorkerFunctionRole": {"WorkQueue", "UrgentQueue", "RunsTable", "StateTable", "LocksTable", "ResultsTopic",
-                           "secret", "InventoryBucket", "RecordsBucket"},
+                           "secret", "InventoryBucket", "RecordsBucket", "ChatTopic"},
     "AlertIntakeFunctionRole": {"InventoryBucket", "UrgentQueue", "IdempotencyTable", "RunsTable", "AlertIntakeDLQ"},
 }
 
 
+def _policies(policy: dict[str, Any]) -> list[dict[str, Any]]:
+    """A role's policy, or each branch of a conditional one (``Fn::If``, e.g. ChatNotifications): the checks
+    hold whichever way the condition goes."""
+    if "Fn::If" in policy:
+        _, *branches = policy["Fn::If"]
+        return [p for branch in branches if branch != {"Ref": "AWS::NoValue"} for p in _policies(branch)]
+    return [policy]
+
+
 def _statements(cfn: dict[str, Any], role: str) -> list[dict[str, Any]]:
-    return [s for policy in _props(cfn, role).get("Policies", []) for s in policy["PolicyDocument"]["Statement"]]
+    return [s for policy in _props(cfn, role).get("Policies", []) for branch in _policies(policy)
+            for s in branch["PolicyDocument"]["Statement"]]
 
 
 def _as_list(value: Any) -> list[Any]:
@@ -469,3 +479,23 @@ def test_cfn_lint_rejects_a_malformed_schedule() -> None:
     matches = lint(text.replace("Default: rate(1 day)", "Default: rate(5 minute)"),
                    config=ManualArgs(regions=["eu-west-1"]))
     assert [(m.rule.id, "'minute' is not one of" in m.message) for m in matches] == [("W1030", True)]
+
+
+def test_chat_notifications_add_a_chat_topic_the_planner_and_worker_publish_to(cfn: dict[str, Any]) -> None:
+    assert cfn["Parameters"]["ChatNotifications"]["Default"] == "off"
+    assert cfn["Resources"]["ChatTopic"]["Condition"] == "ChatEnabled"
+    assert _props(cfn, "ChatTopic")["KmsMasterKeyId"] == _props(cfn, "ResultsTopic")["KmsMasterKeyId"]
+    assert cfn["Outputs"]["ChatTopicArn"]["Condition"] == "ChatEnabled"
+    functions = _of_type(cfn, "AWS::Lambda::Function")
+    for setting, expected in (("off", ""), ("chatbot", "arn:chat")):
+        resolver = Resolver(cfn, {"ChatNotifications": setting, "ChatTopic": "arn:chat"})
+        for name, fn in functions.items():
+            assert resolver.value(fn["Properties"]["Environment"]["Variables"]["RG_CHAT_TOPIC_ARN"]) == expected, name
+    # Only the functions that publish may publish to it, and only when it exists.
+    for role in ("PlannerFunctionRole", "WorkerFunctionRole"):
+        conditional = [p for p in _props(cfn, role)["Policies"] if "Fn::If" in p]
+        assert [p["Fn::If"][0] for p in conditional] == ["ChatEnabled"], role
+        (statement,) = conditional[0]["Fn::If"][1]["PolicyDocument"]["Statement"]
+        assert _as_list(statement["Action"]) == ["sns:Publish"]
+        assert _own_resource(statement["Resource"], set(cfn["Resources"])) == "ChatTopic"
+    assert not any("Fn::If" in p for p in _props(cfn, "AlertIntakeFunctionRole")["Policies"])

@@ -127,6 +127,10 @@ def publisher(settings: Settings, *, notifier: Notifier | None = None, runs: Run
         from relayguard.adapters.notify_sns import SnsNotifier  # noqa: PLC0415 - deferred
 
         notifier = SnsNotifier(client("sns"), settings.topic_arn)
+        if settings.chat_topic_arn:
+            from relayguard.adapters.notify_chatbot import ChatbotNotifier, WithChat  # noqa: PLC0415 - deferred
+
+            notifier = WithChat(notifier, ChatbotNotifier(client("sns"), settings.chat_topic_arn))
     return Publisher(notifier, runs or run_store(settings), state or state_store(settings),
                      records or record_store(settings))
 
