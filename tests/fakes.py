@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from relayguard.domain.deliverability import Collected, Deliverability
 from relayguard.domain.evidence import record_key
 from relayguard.domain.metrics import Datapoint
 from relayguard.domain.models import Outcome
@@ -324,3 +325,19 @@ class FakeLambdaContext(LambdaContext):
     # Powertools types it as a static method; Lambda's real context answers per invocation.
     def get_remaining_time_in_millis(self) -> int:  # type: ignore[override]
         return self.remaining_ms
+
+
+class FakeJudge:
+    """A deliverability judge (``ports.DeliverabilityJudge``) answering a scripted report, or raising ``error``;
+    it records every collection it was given."""
+
+    def __init__(self, report: Deliverability | None = None, error: Exception | None = None) -> None:
+        self.report = report or Deliverability()
+        self.error = error
+        self.seen: list[Collected] = []
+
+    def judge(self, collected: Collected) -> Deliverability:
+        self.seen.append(collected)
+        if self.error is not None:
+            raise self.error
+        return self.report
