@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import ast
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -595,13 +595,14 @@ class Template:
         _require(len(names) == 1, f"{function}: give it a Role of its own (an AWS::IAM::Role of this template)")
         return names[0]
 
-    def granted(self, role: str, *, vpc: bool = False) -> set[Pair]:
-        """The (action, resource) pairs the role's inline policies allow; ``vpc`` picks UseVpc's branch."""
+    def granted(self, role: str, conditions: Mapping[str, bool] | None = None) -> set[Pair]:
+        """The (action, resource) pairs the role's inline policies allow, with ``conditions`` (default false)
+        picking each conditional policy's branch."""
         props = self.resources[role]["Properties"]
         _require(not props.get("ManagedPolicyArns"), f"{role}: managed policies grant what the code does not call")
         pairs: set[Pair] = set()
         for policy in props.get("Policies") or []:
-            for document in self._branches(policy, vpc):
+            for document in self._branches(policy, conditions or {}):
                 for statement in document["PolicyDocument"]["Statement"]:
                     _require(statement["Effect"] == "Allow", (role, statement))
                     actions, resources = _listed(statement["Action"]), _listed(statement["Resource"])
@@ -610,21 +611,28 @@ class Template:
                     pairs |= {(a, t) for a in actions for t in targets}
         return pairs
 
-    @staticmethod
-    def _branches(policy: Any, vpc: bool) -> list[dict[str, Any]]:
+    def _branches(self, policy: Any, conditions: Mapping[str, bool]) -> list[dict[str, Any]]:
         if isinstance(policy, dict) and "Fn::If" in policy:
             condition, when_true, when_false = policy["Fn::If"]
-            _require(condition == "UseVpc", f"a policy under an unknown condition {condition!r}")
-            chosen = when_true if vpc else when_false
-            return [] if chosen == {"Ref": "AWS::NoValue"} else [chosen]
+            _require(condition in (self.doc.get("Conditions") or {}), f"a policy under no condition {condition!r}")
+            chosen = when_true if conditions.get(condition, False) else when_false
+            return [] if chosen == {"Ref": "AWS::NoValue"} else self._branches(chosen, conditions)
         return [policy]
 
+    def exists(self, name: str, conditions: Mapping[str, bool]) -> bool:
+        """Whether a resource (or parameter) exists under ``conditions`` (its own ``Condition``)."""
+        condition = (self.resources.get(name) or {}).get("Condition")
+        return condition is None or conditions.get(condition, False)
 
-def derived(function: FunctionCode, template: Template | None = None, code: Code | None = None, *,
-            vpc: bool = False) -> set[Pair]:
-    """The (action, resource) pairs ``function`` needs: its code's AWS calls, Lambda's own, and KMS."""
+
+def derived(function: FunctionCode, template: Template | None = None, code: Code | None = None,
+            conditions: Mapping[str, bool] | None = None) -> set[Pair]:
+    """The (action, resource) pairs ``function`` needs with the template's ``conditions`` (default false):
+    its code's AWS calls, Lambda's own, and KMS. A resource under a false condition does not exist."""
     template = template or Template()
     code = code or Code()
+    conditions = conditions or {}
+    vpc = conditions.get("UseVpc", False)
     fid = function.logical_id
     pairs: set[Pair] = set()
     for call in code_calls(code, function.module):
@@ -655,4 +663,4 @@ def derived(function: FunctionCode, template: Template | None = None, code: Code
     for action, resource in list(pairs):
         if action in KMS and resource != "*" and template.encrypted(resource):
             pairs |= {(k, KMS_KEY) for k in KMS[action]}
-    return pairs
+    return {(a, r) for a, r in pairs if r == "*" or template.exists(r, conditions)}

@@ -343,9 +343,18 @@ def test_vpc_placement_is_off_by_default_and_on_when_subnets_are_given(cfn: dict
 
 # -- IAM ------------------------------------------------------------------------------------------
 
+def _policies(policy: dict[str, Any]) -> list[dict[str, Any]]:
+    """A role's policy, or each branch of a conditional one (``Fn::If``, e.g. ChatNotifications): the checks
+    hold whichever way the condition goes."""
+    if "Fn::If" in policy:
+        _, *branches = policy["Fn::If"]
+        return [p for branch in branches if branch != {"Ref": "AWS::NoValue"} for p in _policies(branch)]
+    return [policy]
+
+
 def _statements(cfn: dict[str, Any], role: str) -> list[dict[str, Any]]:
-    return [s for policy in _props(cfn, role).get("Policies", []) if "PolicyDocument" in policy
-            for s in policy["PolicyDocument"]["Statement"]]
+    return [s for policy in _props(cfn, role).get("Policies", []) for branch in _policies(policy)
+            for s in branch["PolicyDocument"]["Statement"]]
 
 
 def _as_list(value: Any) -> list[Any]:
@@ -357,8 +366,10 @@ def code() -> iam.Code:
     return iam.Code()
 
 
-@pytest.mark.parametrize("vpc", [False, True], ids=["no-vpc", "vpc"])
-def test_each_role_grants_exactly_the_calls_its_function_makes(code: iam.Code, vpc: bool) -> None:
+@pytest.mark.parametrize("conditions", [
+    {}, {"UseVpc": True}, {"ChatEnabled": True}, {"UseVpc": True, "ChatEnabled": True},
+], ids=["plain", "vpc", "chat", "vpc+chat"])
+def test_each_role_grants_exactly_the_calls_its_function_makes(code: iam.Code, conditions: dict[str, bool]) -> None:
     """The AWS calls are derived from the code (harness/iam.py), never listed here: a new boto3 call,
     adapter or Powertools utility in a function's wiring needs its statement, and a statement nothing
     calls fails too."""
@@ -369,8 +380,8 @@ def test_each_role_grants_exactly_the_calls_its_function_makes(code: iam.Code, v
     for function in functions:
         role = template.role_of(function.logical_id)
         roles.add(role)
-        needed = iam.derived(function, template, code, vpc=vpc)
-        granted = template.granted(role, vpc=vpc)
+        needed = iam.derived(function, template, code, conditions)
+        granted = template.granted(role, conditions)
         assert {"missing": sorted(needed - granted), "extra": sorted(granted - needed)} == \
             {"missing": [], "extra": []}, function.logical_id
     assert len(roles) == len(functions), "one role per function"
@@ -449,11 +460,10 @@ def test_iam_is_scoped_to_this_stacks_resources(cfn: dict[str, Any]) -> None:
         assert props["AssumeRolePolicyDocument"]["Statement"] == [{
             "Action": ["sts:AssumeRole"], "Effect": "Allow", "Principal": {"Service": ["lambda.amazonaws.com"]}}]
         assert "ManagedPolicyArns" not in props, role
-        policies = [p for p in props["Policies"] if "PolicyDocument" in p]
         # The VPC policy exists only when subnets are given.
-        (vpc,) = [p["Fn::If"] for p in props["Policies"] if "Fn::If" in p]
-        assert (vpc[0], vpc[2]) == ("UseVpc", {"Ref": "AWS::NoValue"}), role
-        for statement in [s for p in [*policies, vpc[1]] for s in p["PolicyDocument"]["Statement"]]:
+        (vpc,) = [p["Fn::If"] for p in props["Policies"] if p.get("Fn::If", [""])[0] == "UseVpc"]
+        assert vpc[2] == {"Ref": "AWS::NoValue"}, role
+        for statement in _statements(cfn, role):
             assert statement["Effect"] == "Allow"
             assert statement.get("Sid"), (role, statement)
             actions = _as_list(statement["Action"])
@@ -531,3 +541,24 @@ def test_cfn_lint_rejects_a_malformed_schedule() -> None:
     matches = lint(text.replace("Default: rate(1 day)", "Default: rate(5 minute)"),
                    config=ManualArgs(regions=["eu-west-1"]))
     assert [(m.rule.id, "'minute' is not one of" in m.message) for m in matches] == [("W1030", True)]
+
+
+def test_chat_notifications_add_a_chat_topic_the_planner_and_worker_publish_to(cfn: dict[str, Any]) -> None:
+    assert cfn["Parameters"]["ChatNotifications"]["Default"] == "off"
+    assert cfn["Resources"]["ChatTopic"]["Condition"] == "ChatEnabled"
+    assert _props(cfn, "ChatTopic")["KmsMasterKeyId"] == _props(cfn, "ResultsTopic")["KmsMasterKeyId"]
+    assert cfn["Outputs"]["ChatTopicArn"]["Condition"] == "ChatEnabled"
+    functions = _of_type(cfn, "AWS::Lambda::Function")
+    for setting, expected in (("off", ""), ("chatbot", "arn:chat")):
+        resolver = Resolver(cfn, {"ChatNotifications": setting, "ChatTopic": "arn:chat"})
+        for name, fn in functions.items():
+            assert resolver.value(fn["Properties"]["Environment"]["Variables"]["RG_CHAT_TOPIC_ARN"]) == expected, name
+    # Only the functions that publish may publish to it, and only when it exists.
+    for role in ("PlannerFunctionRole", "WorkerFunctionRole"):
+        conditional = [p for p in _props(cfn, role)["Policies"] if "Fn::If" in p and p["Fn::If"][0] != "UseVpc"]
+        assert [p["Fn::If"][0] for p in conditional] == ["ChatEnabled"], role
+        (statement,) = conditional[0]["Fn::If"][1]["PolicyDocument"]["Statement"]
+        assert _as_list(statement["Action"]) == ["sns:Publish"]
+        assert _own_resource(statement["Resource"], set(cfn["Resources"])) == "ChatTopic"
+    intake = _props(cfn, "AlertIntakeFunctionRole")["Policies"]
+    assert not any(p.get("Fn::If", [""])[0] == "ChatEnabled" for p in intake)
