@@ -8,6 +8,7 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from relayguard.domain.deliverability import Collected, Deliverability
 from relayguard.domain.evidence import record_key
+from relayguard.domain.metrics import Datapoint
 from relayguard.domain.models import Outcome
 from relayguard.domain.rollout import Admission, Rollout, Tally
 from relayguard.domain.server import Inventory, Server
@@ -282,6 +283,21 @@ class FakeNotifier:
             self.failures -= 1
             raise ConnectionError("SNS refused the publish")
         self.published.append(notification)
+
+
+class FakeMetrics:
+    """Keeps every data point emitted, in order."""
+
+    def __init__(self) -> None:
+        self.points: list[Datapoint] = []
+
+    def emit(self, points: Iterable[Datapoint]) -> None:
+        self.points.extend(points)
+
+    def values(self, name: str, **dimensions: str) -> list[float]:
+        """The values emitted for metric ``name`` with exactly these dimensions."""
+        want = tuple(sorted(dimensions.items()))
+        return [p.value for p in self.points if p.metric.name == name and tuple(sorted(p.dimensions)) == want]
 
 
 class FakeEnqueueOnce:

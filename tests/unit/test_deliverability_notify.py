@@ -26,7 +26,7 @@ from relayguard.domain.server import Server
 from relayguard.engine import ServerResult
 from relayguard.services import Publisher, job_for
 
-from tests.fakes import FakeNotifier, FakeRecordStore, FakeRunStore, FakeStateStore
+from tests.fakes import FakeMetrics, FakeNotifier, FakeRecordStore, FakeRunStore, FakeStateStore
 from tests.unit.samples import NOTIFICATION_SCHEMA
 
 WEB1 = Server(name="web1", host="203.0.113.10")
@@ -51,7 +51,7 @@ BAD = (_finding("a.test", "missing", "missing_ptr", "gmail-all-senders", "gmail-
 
 def _publisher() -> tuple[Publisher, FakeNotifier, FakeRunStore]:
     notifier, runs = FakeNotifier(), FakeRunStore()
-    return Publisher(notifier, runs, FakeStateStore(), FakeRecordStore()), notifier, runs
+    return Publisher(notifier, runs, FakeStateStore(), FakeRecordStore(), FakeMetrics()), notifier, runs
 
 
 def test_a_server_with_failing_domains_gets_one_deliverability_message_until_its_summary_changes() -> None:
