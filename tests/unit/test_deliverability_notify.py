@@ -110,3 +110,18 @@ def test_a_huge_server_still_fits_one_message() -> None:
     jsonschema.validate(doc, NOTIFICATION_SCHEMA)
     assert len(doc["domains"]) == 20
     assert doc["failing_total"] == 3000
+
+
+def test_emf_points_count_each_status_and_rule_and_drop_text_that_is_no_code() -> None:
+    from relayguard.domain.metrics import deliverability_points  # noqa: PLC0415 - this test's subject
+
+    report = _result(*BAD).deliverability
+    assert report is not None
+    report["counts"]["spf:Not A Code"] = 4
+    points = {(p.metric.name, p.dimensions, p.value) for p in deliverability_points(report)}
+    assert ("DeliverabilityChecks", (("check", "dmarc"), ("status", "missing")), 1.0) in points
+    assert ("DeliverabilityChecks", (("check", "spf"), ("status", "valid")), 2.0) in points
+    assert ("DeliverabilityRulesBroken", (("rule", "gmail-bulk-senders"),), 1.0) in points
+    assert not any("Not A Code" in str(p) for p in points)
+    report["judged"] = False
+    assert deliverability_points(report) == []

@@ -63,6 +63,11 @@ ALERT_TO_FIX_LATENCY = Metric("AlertToFixLatency", SECONDS,
 QUEUE_SIZE = Metric("QueueSize", COUNT, ("server",), meaning="worker: messages in the server's Exim queue")
 SEND_LIMIT_HITS = Metric("SendLimitHits", COUNT, ("server",), meaning="worker: send-limit hits in the window")
 RELAY_REJECTS = Metric("RelayRejects", COUNT, ("server",), meaning="worker: relay rejects in the window")
+# -- worker: deliverability scan, fleet-wide (domain/mailreport.py) -----------------------------------
+DELIVERABILITY_CHECKS = Metric("DeliverabilityChecks", COUNT, ("check", "status"),
+                               meaning="worker: domains judged, by check (spf, dkim, dmarc, ptr, helo) and status")
+DELIVERABILITY_RULES_BROKEN = Metric("DeliverabilityRulesBroken", COUNT, ("rule",),
+                                     meaning="worker: domains breaking a receiver rule, by rule")
 # -- planner ----------------------------------------------------------------------------------------
 SERVERS_PLANNED = Metric("ServersPlanned", COUNT, meaning="planner: servers a sweep queued")
 RUNS_CLOSED_OVERDUE = Metric("RunsClosedOverdue", COUNT,
@@ -83,7 +88,8 @@ RUNS_STOPPED = Metric("RunsStopped", COUNT, meaning="a sweep stopped starting fi
 METRICS: dict[str, Metric] = {m.name: m for m in (
     JOBS_RECEIVED, MALFORMED_JOBS, JOBS_REFUSED, SERVERS_SCANNED, EXPOSED, NONCOMPLIANT, REMEDIATED,
     HOST_KEY_PROBLEMS, FAILED, FAILED_BY_REASON, ALERT_TO_FIX_LATENCY, QUEUE_SIZE, SEND_LIMIT_HITS,
-    RELAY_REJECTS, SERVERS_PLANNED, RUNS_CLOSED_OVERDUE, ALERTS_RECEIVED, UNKNOWN_SERVERS,
+    RELAY_REJECTS, DELIVERABILITY_CHECKS, DELIVERABILITY_RULES_BROKEN, SERVERS_PLANNED, RUNS_CLOSED_OVERDUE,
+    ALERTS_RECEIVED, UNKNOWN_SERVERS,
     ALERTS_DEDUPLICATED, RUNS_STARTED, RUNS_FINISHED, RUN_FAILED_SERVERS, RUNS_STOPPED,
 )}
 
@@ -135,6 +141,24 @@ def server_points(outcome: str, reason: str, *, exposed_before: bool | None, tri
         points += [point(FAILED, 1), point(FAILED_BY_REASON, 1, reason=reason_code(outcome, reason))]
     if trigger == "alert" and action is None and outcome in _CLOSED:
         points.append(point(ALERT_TO_FIX_LATENCY, max(0.0, (finished_at - enqueued_at).total_seconds())))
+    return points
+
+
+def deliverability_points(report: Mapping[str, Any] | None) -> list[Datapoint]:
+    """One data point per check status and per broken rule of a server's judged deliverability scan (its
+    ``counts``, domain/mailreport.py); none for an unjudged one. Values that are not a plain code are
+    dropped: a dimension value must come from the documented vocabulary, never from DNS text."""
+    if not report or not report.get("judged"):
+        return []
+    points = []
+    for key, value in sorted((report.get("counts") or {}).items()):
+        kind, _, name = str(key).partition(":")
+        if not value or not _REASON_CODE.match(name):
+            continue
+        if kind == "rule":
+            points.append(point(DELIVERABILITY_RULES_BROKEN, int(value), rule=name))
+        elif _REASON_CODE.match(kind):
+            points.append(point(DELIVERABILITY_CHECKS, int(value), check=kind, status=name))
     return points
 
 

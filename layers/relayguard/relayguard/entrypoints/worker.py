@@ -19,6 +19,7 @@ from relayguard.domain.metrics import (
     MALFORMED_JOBS,
     METRICS,
     count_points,
+    deliverability_points,
     point,
     server_points,
 )
@@ -79,6 +80,7 @@ def _work_record(record: SQSRecord, context: LambdaContext, compose: Callable[[S
     emit(server_points(result.outcome, result.reason, exposed_before=result.exposed_before, trigger=job.trigger,
                        action=job.action, enqueued_at=job.enqueued_at, finished_at=datetime.now(UTC)))
     _publish_signals(result.name, result.signals)
+    emit(deliverability_points(result.deliverability))
     logger.info("server done", outcome=str(result.outcome), reason=result.reason, restarted=result.restarted)
 
 
