@@ -113,7 +113,7 @@ def test_a_huge_server_still_fits_one_message() -> None:
 
 
 def test_emf_points_count_each_status_and_rule_and_drop_text_that_is_no_code() -> None:
-    from relayguard.domain.metrics import deliverability_points  # noqa: PLC0415 - this test's subject
+    from relayguard.domain.metrics import deliverability_points
 
     report = _result(*BAD).deliverability
     assert report is not None
