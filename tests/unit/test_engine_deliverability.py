@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 
+import pytest
 from relayguard.domain.deliverability import Check, CheckResult, Deliverability, DomainFinding
 from relayguard.domain.models import Mode, Outcome, Policy
 from relayguard.domain.probe import PROBE_SCRIPT
@@ -87,3 +88,20 @@ def test_a_server_without_domains_or_an_incomplete_probe_has_no_deliverability()
     cut = Engine(FakeConnector(session), FakeBannerCheck(), judge=judge).run(WEB1, Policy())
     assert (cut.outcome, cut.deliverability) == (Outcome.FAILED, None)
     assert judge.seen == []
+
+
+def test_the_composition_root_judges_unless_the_resolver_is_off() -> None:
+    from relayguard.bootstrap import LazyDnsJudge, build_engine
+    from relayguard.config import ConfigError, load_settings
+
+    from tests.unit.samples import STACK_ENV
+
+    connector = FakeConnector(FakeSession())
+    assert build_engine(connector=connector, resolver="off").judge is None
+    judge = build_engine(connector=connector, resolver="127.0.0.1:5353").judge
+    assert isinstance(judge, LazyDnsJudge)
+    assert judge.resolver == "127.0.0.1:5353"
+    assert load_settings({**STACK_ENV, "RG_DNS_RESOLVER": "off"}).dns_resolver == "off"
+    assert load_settings(STACK_ENV).dns_resolver is None
+    with pytest.raises(ConfigError, match="RG_DNS_RESOLVER"):
+        load_settings({**STACK_ENV, "RG_DNS_RESOLVER": "dns.example"})

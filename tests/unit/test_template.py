@@ -157,7 +157,7 @@ def test_rollout_parameters_reach_the_settings_and_their_defaults_are_valid(cfn:
     defaults = {v: str(params[p]["Default"]) for v, p in wiring.items()}
     settings = load_settings({**{v: "x" for v in ALL_VARIABLES if v not in wiring}, **defaults,
                               "RG_SWEEP_MODE": "fix", "RG_ALERT_MODE": "fix", "RG_USE_SUDO": "false",
-                              "RG_DISABLE_TRACKER": "false", **{v: "60" for v in _NUMERIC}})
+                              "RG_DISABLE_TRACKER": "false", "RG_DNS_RESOLVER": "", **{v: "60" for v in _NUMERIC}})
     assert settings.rollout.canary >= 1, "the issue asks for a small canary by default"
     assert settings.rollout.max_errors is not None, "a fix sweep has an error budget by default"
     assert settings.maintenance_window is None

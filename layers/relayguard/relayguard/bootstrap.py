@@ -17,10 +17,13 @@ from typing import TYPE_CHECKING, Any
 
 from relayguard.adapters.smtp import smtp_banner
 from relayguard.config import Settings
-from relayguard.engine import BannerCheck, Engine
+from relayguard.domain.collect import RESOLVER_OFF
+from relayguard.domain.deliverability import Collected, Deliverability
+from relayguard.engine import JUDGE_BUDGET, BannerCheck, Engine
 from relayguard.errors import RelayGuardError
 from relayguard.ports import (
     Connector,
+    DeliverabilityJudge,
     InventoryStore,
     JobQueue,
     LockStore,
@@ -38,6 +41,30 @@ if TYPE_CHECKING:
     from relayguard.services import AlertIntake, EnqueueOnce, Publisher, SweepPlanner, UrgentJobs, Worker
 
 
+class LazyDnsJudge:
+    """The DNS judge (adapters.dns_judge), imported and built on its first judgement: dnspython and
+    checkdmarc are loaded only by a job whose server hosts domains, never by the CLI's start or a
+    planner."""
+
+    def __init__(self, resolver: str, budget: float) -> None:
+        self.resolver = resolver
+        self.budget = budget
+        self._judge: DeliverabilityJudge | None = None
+
+    def judge(self, collected: Collected) -> Deliverability:
+        if self._judge is None:
+            from relayguard.adapters.dns_judge import DnsJudge  # noqa: PLC0415 - deferred, see the class
+
+            self._judge = DnsJudge(self.resolver or None, budget=self.budget)
+        return self._judge.judge(collected)
+
+
+def dns_judge(resolver: str, budget: float = JUDGE_BUDGET) -> DeliverabilityJudge | None:
+    """The deliverability judge for a resolver setting (``IP[:PORT]``, "" for the machine's own), or None
+    for ``off``: the scan then records what the server said, unjudged."""
+    return None if resolver == RESOLVER_OFF else LazyDnsJudge(resolver, budget)
+
+
 def build_engine(
     *,
     key_path: str | None = None,
@@ -46,8 +73,11 @@ def build_engine(
     timeout: float = 60.0,
     connector: Connector | None = None,
     banner_check: BannerCheck | None = None,
+    resolver: str = "",
+    judge: DeliverabilityJudge | None = None,
 ) -> Engine:
-    """An engine wired to paramiko and a plain SMTP greeting check unless fakes are given."""
+    """An engine wired to paramiko, a plain SMTP greeting check and the DNS judge of ``resolver`` unless
+    fakes are given."""
     if connector is None:
         from relayguard.adapters.ssh import ParamikoConnector  # noqa: PLC0415 - deferred
         from relayguard.adapters.ssh_keys import load_private_key  # noqa: PLC0415
@@ -59,7 +89,8 @@ def build_engine(
         handshake = min(timeout, 15.0)
         connector = ParamikoConnector(key, connect_timeout=handshake, banner_timeout=handshake,
                                       auth_timeout=handshake, sudo=sudo)
-    return Engine(connector, banner_check or smtp_banner, timeout=timeout)
+    return Engine(connector, banner_check or smtp_banner, timeout=timeout,
+                  judge=judge if judge is not None else dns_judge(resolver), judge_budget=JUDGE_BUDGET)
 
 
 # -- serverless wiring: cached across warm invocations; tests call reset_caches() -----------------
@@ -172,8 +203,8 @@ def ssh_key_store(settings: Settings) -> SecretStore:
 
 
 @functools.lru_cache(maxsize=4)
-def _engine_for_key(key_text: str, sudo: bool, timeout: float) -> Engine:
-    return build_engine(key_text=key_text, sudo=sudo, timeout=timeout)
+def _engine_for_key(key_text: str, sudo: bool, timeout: float, resolver: str) -> Engine:
+    return build_engine(key_text=key_text, sudo=sudo, timeout=timeout, resolver=resolver)
 
 
 def worker(settings: Settings, *, engine_factory: Callable[[], Engine] | None = None,
@@ -186,7 +217,8 @@ def worker(settings: Settings, *, engine_factory: Callable[[], Engine] | None = 
 
         def engine_factory() -> Engine:
             # The key is re-read through the Parameters cache, so a rotated secret takes effect within its max age.
-            return _engine_for_key(keys.ssh_key(), settings.use_sudo, settings.command_timeout)
+            return _engine_for_key(keys.ssh_key(), settings.use_sudo, settings.command_timeout,
+                                   settings.dns_resolver or "")
 
     if locks is None:
         from relayguard.adapters.dynamo import DynamoLockStore  # noqa: PLC0415 - deferred

@@ -30,6 +30,7 @@ from typing import TextIO
 from relayguard.adapters.ssh_keys import fetch_host_keys, host_keys_from_known_hosts
 from relayguard.bootstrap import build_engine, directory_record_store
 from relayguard.domain.bounds import bounded_result
+from relayguard.domain.collect import RESOLVER_OFF, resolver_address
 from relayguard.domain.evidence import record_document
 from relayguard.domain.mailreport import summary_text
 from relayguard.domain.models import FAILURE_OUTCOMES, Mode, Outcome, Policy
@@ -71,6 +72,7 @@ class Options:
     max_changes: int | None = None
     canary: int = 0
     window: MaintenanceWindow | None = None
+    resolver: str = ""
 
     @property
     def policy(self) -> Policy:
@@ -91,6 +93,9 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--sudo", action="store_true", help="log in as a non-root user and run via 'sudo -n'")
     common.add_argument("--json", action="store_true", help="one JSON object per host per line")
     common.add_argument("--timeout", type=float, default=60.0, help="per-command deadline, seconds")
+    common.add_argument("--resolver", type=_resolver, default="", metavar="IP[:PORT]|off",
+                        help="DNS resolver that judges the servers' mail domains (SPF, DKIM, DMARC, PTR); "
+                             "'off' records the domains unjudged (default: this machine's resolver)")
     common.add_argument("--disable-tracker", action="store_true",
                         help="modern cPanel: also disable RecentAuthedMailIpTracker (see docs)")
     common.add_argument("--record-dir", metavar="DIR",
@@ -158,6 +163,16 @@ def _window(text: str) -> MaintenanceWindow:
         raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
+def _resolver(text: str) -> str:
+    if text in ("", RESOLVER_OFF):
+        return text
+    try:
+        resolver_address(text)
+    except InvalidInput as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 def _count(text: str) -> int:
     if not text.isdigit():
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 0 or more")
@@ -193,6 +208,7 @@ def parse_options(argv: Sequence[str] | None) -> Options:
         max_changes=getattr(ns, "max_changes", None),
         canary=getattr(ns, "canary", 0),
         window=getattr(ns, "window", None),
+        resolver=getattr(ns, "resolver", ""),
     )
 
 
@@ -389,7 +405,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         targets = targets_from(opts)
         engine = build_engine(key_path=opts.identity, key_text=None if opts.identity else os.environ.get(ENV_SSH_KEY),
-                              sudo=opts.sudo, timeout=opts.timeout)
+                              sudo=opts.sudo, timeout=opts.timeout, resolver=opts.resolver)
     except RelayGuardError as exc:
         print(f"relayguard: {exc}", file=sys.stderr)
         return 2

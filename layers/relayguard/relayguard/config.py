@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from relayguard.domain.collect import RESOLVER_OFF, resolver_address
 from relayguard.domain.models import Mode
 from relayguard.domain.rollout import EXCLUDE_TAG, ErrorBudget, MaintenanceWindow, Rollout
 from relayguard.errors import InvalidInput, RelayGuardError
@@ -42,6 +43,8 @@ ENV_CANARY_SIZE = "RG_CANARY_SIZE"  # default: 0 (no canary)
 ENV_MAINTENANCE_WINDOW = "RG_MAINTENANCE_WINDOW"  # default: empty (fix sweeps at any time)
 ENV_EXCLUDE_TAG = "RG_EXCLUDE_TAG"  # default: relayguard:exclude
 ENV_RECORDS_BUCKET = "RG_RECORDS_BUCKET"  # required (worker): every job's record, written once
+# The deliverability scan's DNS resolver (issue 20): IP or IP:PORT; empty: the function's own; "off": collect only.
+ENV_DNS_RESOLVER = "RG_DNS_RESOLVER"  # default: empty; template parameter DnsResolver
 ENV_CHAT_TOPIC_ARN = "RG_CHAT_TOPIC_ARN"  # default: empty (no chat copies); template parameter ChatNotifications
 
 ALL_VARIABLES = (
@@ -50,7 +53,7 @@ ALL_VARIABLES = (
     ENV_USE_SUDO, ENV_SWEEP_MODE, ENV_ALERT_MODE, ENV_DISABLE_TRACKER, ENV_COMMAND_TIMEOUT, ENV_LOCK_TTL_SECONDS,
     ENV_LOCK_RETRY_SECONDS, ENV_DEDUP_WINDOW_SECONDS, ENV_MAX_RECEIVE_COUNT, ENV_SAFETY_MARGIN_MS, ENV_MAX_CHANGES,
     ENV_MAX_ERRORS, ENV_CANARY_SIZE, ENV_MAINTENANCE_WINDOW, ENV_EXCLUDE_TAG, ENV_RECORDS_BUCKET,
-    ENV_CHAT_TOPIC_ARN,
+    ENV_CHAT_TOPIC_ARN, ENV_DNS_RESOLVER,
 )
 #: The value of ``RG_MAX_CHANGES`` and ``RG_MAX_ERRORS`` that sets no limit.
 UNLIMITED = "unlimited"
@@ -95,6 +98,8 @@ class Settings:
     #: The topic AWS Chatbot reads: every notification is also published there as a Chatbot custom
     #: notification (docs/deploy.md, Chat notifications). None: no chat copies.
     chat_topic_arn: str | None = None
+    #: The deliverability scan's resolver: ``IP[:PORT]``, ``off`` for none; None: the function's own.
+    dns_resolver: str | None = None
 
 
 def _bool(name: str, value: str) -> bool:
@@ -143,6 +148,16 @@ def _window(text: str) -> MaintenanceWindow | None:
         raise ConfigError(f"{ENV_MAINTENANCE_WINDOW}: {exc}") from None
 
 
+def _resolver(text: str) -> str:
+    if text in ("", RESOLVER_OFF):
+        return text
+    try:
+        resolver_address(text)
+    except InvalidInput as exc:
+        raise ConfigError(f"{ENV_DNS_RESOLVER}: {exc} (or empty, or {RESOLVER_OFF})") from None
+    return text
+
+
 def load_settings(environ: Mapping[str, str]) -> Settings:
     """Validated settings from ``environ``; :class:`ConfigError` names the first missing or malformed variable."""
 
@@ -183,4 +198,5 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         exclude_tag=optional(ENV_EXCLUDE_TAG, EXCLUDE_TAG),
         records_bucket=required(ENV_RECORDS_BUCKET),
         chat_topic_arn=environ.get(ENV_CHAT_TOPIC_ARN, "").strip() or None,
+        dns_resolver=_resolver(environ.get(ENV_DNS_RESOLVER, "").strip()) or None,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import pytest
 from relayguard.domain.collect import (
     DKIM_PUBLIC_DIR,
     MAILHELO,
@@ -136,3 +137,16 @@ def test_the_rendered_section_reads_cpanel_files_in_one_awk_pass(tmp_path: Path)
     assert "other.test" not in out
     assert "shadow" not in out
     assert any(n.startswith("skipped 1 malformed") for n in got.notes)
+
+
+def test_resolver_settings_are_an_ip_with_an_optional_port() -> None:
+    from relayguard.domain.collect import resolver_address
+    from relayguard.errors import InvalidInput
+
+    assert resolver_address("127.0.0.53") == ("127.0.0.53", 53)
+    assert resolver_address("127.5.252.1:5353") == ("127.5.252.1", 5353)
+    assert resolver_address("[2001:db8::53]:53") == ("2001:db8::53", 53)
+    assert resolver_address("2001:db8::53") == ("2001:db8::53", 53)
+    for bad in ("resolver.example", "1.2.3.4:0", "1.2.3.4:x", "[::1]x", "; reboot"):
+        with pytest.raises(InvalidInput):
+            resolver_address(bad)

@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from relayguard.domain.deliverability import Collected, MailDomain, Source
+from relayguard.errors import InvalidInput
 
 USERDOMAINS = "/etc/userdomains"
 MAILIPS = "/etc/mailips"
@@ -67,6 +68,24 @@ _AWK = (
     "close(ud); map(mi, \"ip\"); map(mh, \"helo\"); "
     "printf \"mail.total=%d\\nmail.bad=%d\\n\", t, bad }"
 )
+
+
+#: The resolver setting that turns the judgement off: the scan then records what it collected only.
+RESOLVER_OFF = "off"
+
+
+def resolver_address(text: str) -> tuple[str, int]:
+    """``IP``, ``IP:PORT``, ``[IPv6]:PORT`` or a bare IPv6 address as (address, port); InvalidInput otherwise."""
+    host, port = text, "53"
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ("" if rest else "53")
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+    address = _ip(host)
+    if address is None or not port.isdigit() or not 0 < int(port) < 65536:
+        raise InvalidInput(f"{text!r} is not a resolver address (IP or IP:PORT)")
+    return address, int(port)
 
 
 def collect_lines() -> list[str]:
