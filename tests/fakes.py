@@ -6,7 +6,9 @@ from collections.abc import Iterable
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from relayguard.domain.deliverability import Collected, Deliverability
 from relayguard.domain.evidence import record_key
+from relayguard.domain.metrics import Datapoint
 from relayguard.domain.models import Outcome
 from relayguard.domain.rollout import Admission, Rollout, Tally
 from relayguard.domain.server import Inventory, Server
@@ -278,6 +280,21 @@ class FakeNotifier:
         self.published.append(notification)
 
 
+class FakeMetrics:
+    """Keeps every data point emitted, in order."""
+
+    def __init__(self) -> None:
+        self.points: list[Datapoint] = []
+
+    def emit(self, points: Iterable[Datapoint]) -> None:
+        self.points.extend(points)
+
+    def values(self, name: str, **dimensions: str) -> list[float]:
+        """The values emitted for metric ``name`` with exactly these dimensions."""
+        want = tuple(sorted(dimensions.items()))
+        return [p.value for p in self.points if p.metric.name == name and tuple(sorted(p.dimensions)) == want]
+
+
 class FakeEnqueueOnce:
     """The alert intake's dedup in memory: the first call per key enqueues through ``jobs``, every later
     call gets that first answer back (with the first caller's ``request``), as the DynamoDB one does."""
@@ -308,3 +325,19 @@ class FakeLambdaContext(LambdaContext):
     # Powertools types it as a static method; Lambda's real context answers per invocation.
     def get_remaining_time_in_millis(self) -> int:  # type: ignore[override]
         return self.remaining_ms
+
+
+class FakeJudge:
+    """A deliverability judge (``ports.DeliverabilityJudge``) answering a scripted report, or raising ``error``;
+    it records every collection it was given."""
+
+    def __init__(self, report: Deliverability | None = None, error: Exception | None = None) -> None:
+        self.report = report or Deliverability()
+        self.error = error
+        self.seen: list[Collected] = []
+
+    def judge(self, collected: Collected) -> Deliverability:
+        self.seen.append(collected)
+        if self.error is not None:
+            raise self.error
+        return self.report

@@ -35,6 +35,7 @@ from tests.fakes import (
     FakeInventoryStore,
     FakeJobQueue,
     FakeLockStore,
+    FakeMetrics,
     FakeNotifier,
     FakeRecordStore,
     FakeRunStore,
@@ -56,7 +57,7 @@ INVENTORY = parse_inventory({"servers": [
 
 def make_publisher() -> tuple[Publisher, FakeNotifier, FakeRunStore, FakeStateStore]:
     notifier, runs, state = FakeNotifier(), FakeRunStore(), FakeStateStore()
-    return Publisher(notifier, runs, state, FakeRecordStore()), notifier, runs, state
+    return Publisher(notifier, runs, state, FakeRecordStore(), FakeMetrics()), notifier, runs, state
 
 
 def unreachable_engine() -> Engine:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from relayguard.domain.deliverability import Collected, Deliverability
+from relayguard.domain.metrics import Datapoint
 from relayguard.domain.models import Outcome
 from relayguard.domain.rollout import Admission, Rollout, Tally
 from relayguard.domain.server import Inventory, Server
@@ -191,6 +193,12 @@ class Notification:
 
 class Notifier(Protocol):
     def publish(self, notification: Notification) -> None: ...
+
+
+class MetricSink(Protocol):
+    """Where metric data points go: CloudWatch (EMF lines through Powertools) in the functions."""
+
+    def emit(self, points: Iterable[Datapoint]) -> None: ...
 
 
 class SecretStore(Protocol):

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from relayguard.config import Settings
 from relayguard.domain.bounds import bounded_result, state_result
 from relayguard.domain.evidence import record_document
+from relayguard.domain.metrics import run_finished_points, run_stopped_points
 from relayguard.domain.models import Mode, Outcome, Policy
 from relayguard.domain.notify import (
     announced_status,
@@ -35,6 +36,7 @@ from relayguard.ports import (
     InventoryStore,
     JobQueue,
     LockStore,
+    MetricSink,
     Notification,
     Notifier,
     RecordStore,
@@ -88,12 +90,13 @@ def job_for(server: Server, run_id: str, mode: Mode, trigger: str, alert_id: str
 @dataclass
 class Publisher:
     """Records every result, and turns results and run progress into notifications (only on change; one
-    digest per run)."""
+    digest per run) and run metrics (``domain.metrics``: RunsFinished, RunFailedServers, RunsStopped)."""
 
     notifier: Notifier
     runs: RunStore
     state: StateStore
     records: RecordStore
+    metrics: MetricSink
 
     def server_result(self, job: Job, result: ServerResult) -> bool:
         """Record the result; announce it if it is news. Returns whether a message went out.
@@ -150,6 +153,9 @@ class Publisher:
             doc = digest_message(run_id, mode=progress.mode, trigger=progress.trigger, total=progress.total,
                                  counts=progress.counts, started_at=progress.started_at, at=now_iso(),
                                  stopped=progress.stopped)
+            # Before the publish: the claim is taken, so a failed publish is never retried, and the run
+            # must still count on the dashboard and in the failed-servers alarm.
+            self.metrics.emit(run_finished_points(doc))
             self.notifier.publish(Notification(
                 subject=f"RelayGuard run {run_id}: {doc['outcome']}", document=doc, text=digest_text(doc),
                 attributes=attributes(doc)))
@@ -163,6 +169,7 @@ class Publisher:
             limits={"max_changes": limits.max_changes, "canary": limits.canary,
                     "max_errors": str(limits.max_errors) if limits.max_errors else None},
             at=now_iso())
+        self.metrics.emit(run_stopped_points())
         self.notifier.publish(Notification(
             subject=f"RelayGuard run {progress.run_id} stopped: {reason}", document=doc, text=run_stopped_text(doc),
             attributes=attributes(doc)))

@@ -234,42 +234,78 @@ def run_stopped_message(run_id: str, *, mode: str, trigger: str, reason: str, to
     })
 
 
-def run_stopped_text(doc: dict[str, Any]) -> str:
-    """The plain-text body of a run-stopped notification."""
+#: A labelled fact of a notification: ("Exim restarted", "yes"). Email (plain text, ``Label: value``) and
+#: chat (``domain.chat``, markdown) render the same list, so both carry the same facts in the same order.
+Fact = tuple[str, str]
+
+
+def run_stopped_why(doc: dict[str, Any]) -> str:
+    """Why a run stopped starting fixes, in words."""
     fixes, limits = doc["fixes"], doc["limits"]
-    why = {"error-budget": f"{fixes['failed']} fixes failed, the error budget is {limits['max_errors']}",
-           "canary-failed": f"a canary fix failed (canary of {limits['canary']})"}.get(doc["reason"], doc["reason"])
-    return (f"RelayGuard run {doc['run_id']} ({doc['trigger']}, {doc['mode']}) STOPPED starting fixes: {why}.\n"
-            f"Fixes started: {fixes['started']}, finished: {fixes['finished']}, failed: {fixes['failed']} "
-            f"of {doc['total']} servers. The remaining exposed servers are reported skipped ({doc['reason']}) "
-            "and left untouched; see docs/operations.md, Rolling out fix mode.\n")
+    reasons = {"error-budget": f"{fixes['failed']} fixes failed, the error budget is {limits['max_errors']}",
+               "canary-failed": f"a canary fix failed (canary of {limits['canary']})"}
+    return reasons.get(doc["reason"], str(doc["reason"]))
+
+
+def run_stopped_facts(doc: dict[str, Any]) -> list[Fact]:
+    """The labelled facts of a run-stopped notification."""
+    fixes = doc["fixes"]
+    return [
+        ("Why", run_stopped_why(doc)),
+        ("Fixes started / finished / failed", f"{fixes['started']} / {fixes['finished']} / {fixes['failed']}"),
+        ("Servers in the run", str(doc["total"])),
+        ("The rest", f"exposed servers are reported skipped ({doc['reason']}) and left untouched"),
+    ]
+
+
+def run_stopped_headline(doc: dict[str, Any]) -> str:
+    return f"RelayGuard run {doc['run_id']} ({doc['trigger']}, {doc['mode']}) STOPPED starting fixes"
+
+
+def run_stopped_text(doc: dict[str, Any]) -> str:
+    """The plain-text body of a run-stopped notification: its headline, then the same facts as chat."""
+    return "\n".join([f"{run_stopped_headline(doc)}: {run_stopped_why(doc)}.", "",
+                      *(f"{label}: {value}" for label, value in run_stopped_facts(doc)),
+                      "", "See docs/operations.md, Rolling out fix mode."]) + "\n"
+
+
+def server_facts(doc: dict[str, Any]) -> list[Fact]:
+    """The labelled facts of a server-result notification, in reading order (mailboxes and the record are
+    listed after them by each renderer)."""
+    facts: list[Fact] = [
+        ("Mode", f"{doc['mode']} (trigger: {doc['trigger']}, run {doc['run_id']})"),
+        ("cPanel generation", doc["generation"] or "unknown"),
+        ("Exposed before/after", f"{doc['exposed_before']} / {doc['exposed_after']}"),
+        ("Exim restarted", "yes" if doc["restarted"] else "no"),
+    ]
+    probe = doc.get("relay_probe") or {}
+    if probe.get("code"):
+        facts.append((f"Relay probe from {probe.get('ip')}", str(probe.get("reply"))))
+    if doc["warnings"]:
+        facts.append(("Warnings", ", ".join(doc["warnings"])))
+    if doc.get("plan"):
+        facts.append(("A fix would run" if doc["mode"] == "audit" else "Planned steps", "; ".join(doc["plan"])))
+    if doc.get("signals"):
+        facts.append(("Spam signals", signals_text(doc["signals"])))
+    return facts
+
+
+def server_headline(doc: dict[str, Any]) -> str:
+    """``RelayGuard: web1 failed (failed, exim-restart-failed)``: the email's first line, the chat title."""
+    reason = f", {doc['reason']}" if doc["reason"] else ""
+    return f"RelayGuard: {doc['server']} {doc['change']} ({doc['outcome']}{reason})"
+
+
+#: What a server-result message asks support to do with the affected mailboxes.
+MAILBOX_ASK = "These mailboxes relied on POP-before-SMTP; ask their owners to enable SMTP authentication:"
 
 
 def server_text(doc: dict[str, Any]) -> str:
     """The plain-text body of a server-result notification (e-mail subscribers read this)."""
-    reason = f", {doc['reason']}" if doc["reason"] else ""
-    lines = [
-        f"RelayGuard: {doc['server']} {doc['change']} ({doc['outcome']}{reason})",
-        "",
-        f"Mode: {doc['mode']} (trigger: {doc['trigger']}, run {doc['run_id']})",
-        f"cPanel generation: {doc['generation'] or 'unknown'}",
-        f"Exposed before/after: {doc['exposed_before']} / {doc['exposed_after']}",
-        f"Exim restarted: {'yes' if doc['restarted'] else 'no'}",
-    ]
-    probe = doc.get("relay_probe") or {}
-    if probe.get("code"):
-        lines.append(f"Relay probe from {probe.get('ip')}: {probe.get('reply')}")
-    if doc["warnings"]:
-        lines.append("Warnings: " + ", ".join(doc["warnings"]))
-    if doc.get("plan"):
-        verb = "A fix would run" if doc["mode"] == "audit" else "Planned steps"
-        lines.append(f"{verb}: " + "; ".join(doc["plan"]))
-    if doc.get("signals"):
-        lines.append("Spam signals: " + signals_text(doc["signals"]))
+    lines = [server_headline(doc), "", *(f"{label}: {value}" for label, value in server_facts(doc))]
     shown, total = doc["affected_mailboxes"], doc.get("affected_mailboxes_total", len(doc["affected_mailboxes"]))
     if total:
-        lines += ["", "These mailboxes relied on POP-before-SMTP; ask their owners to enable SMTP authentication:",
-                  *(f"  - {m}" for m in shown)]
+        lines += ["", MAILBOX_ASK, *(f"  - {m}" for m in shown)]
         if total > len(shown):
             lines.append(f"  ... and {total - len(shown)} more, listed in the record")
     if doc.get("record"):
@@ -277,12 +313,31 @@ def server_text(doc: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def digest_text(doc: dict[str, Any]) -> str:
-    """The one-line plain-text body of a run-digest notification."""
+def digest_headline(doc: dict[str, Any]) -> str:
+    """The one line that sums up a run: every count, failures and a stop."""
     counts = ", ".join(f"{k}: {v}" for k, v in doc["counts"].items()) or "no servers"
     stopped = f"; STOPPED: {doc['stopped']}" if doc.get("stopped") else ""
     return (f"RelayGuard run {doc['run_id']} ({doc['trigger']}, {doc['mode']}): {doc['total']} servers; {counts}; "
-            f"failed: {doc['failed']}{stopped}\n")
+            f"failed: {doc['failed']}{stopped}")
+
+
+def digest_facts(doc: dict[str, Any]) -> list[Fact]:
+    """The labelled facts of a run digest."""
+    facts: list[Fact] = [
+        ("Outcome", f"{doc['outcome']} (severity {doc['severity']})"),
+        ("Servers", str(doc["total"])),
+        ("By outcome", ", ".join(f"{outcome} {n}" for outcome, n in doc["counts"].items()) or "none"),
+        ("Failed", str(doc["failed"])),
+        ("Started / finished", f"{doc['started_at']} / {doc['at']}"),
+    ]
+    if doc.get("stopped"):
+        facts.append(("Stopped starting fixes", str(doc["stopped"])))
+    return facts
+
+
+def digest_text(doc: dict[str, Any]) -> str:
+    """The plain-text body of a run-digest notification: its headline, then the same facts as chat."""
+    return "\n".join([digest_headline(doc), "", *(f"{label}: {value}" for label, value in digest_facts(doc))]) + "\n"
 
 
 def attributes(doc: dict[str, Any]) -> dict[str, str]:

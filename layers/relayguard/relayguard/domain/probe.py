@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 
+from relayguard.domain.collect import collect_lines
 from relayguard.domain.cpanel_paths import (
     ANTIRELAYD_MODULE,
     CPANEL_CONFIG,
@@ -108,7 +109,9 @@ now() { read -r up _ < /proc/uptime; printf '%s' "$up"; }
 """
 
 
-def _probe_body() -> str:
+def _probe_body(deliverability: bool = False) -> str:
+    """The probe's lines; ``deliverability`` adds the read-only collection of domain/collect.py (the first
+    probe of a job only: the probes that end a fix or revert do not need it again)."""
     cfg_re = "|".join(CONFIG_KEYS)
     lines = [
         "kv scan.schema " + SCHEMA,
@@ -154,11 +157,14 @@ def _probe_body() -> str:
         f"      awk -v s=\"$rg_since\" -v m={SIGNALS_MAX_LINES} '{_SIGNALS_AWK}'",
         "  fi",
     ]
-    lines += ["fi", "kv scan.end 1"]
+    lines += ["fi"]
+    if deliverability:
+        lines += collect_lines()
+    lines += ["kv scan.end 1"]
     return "\n".join(lines) + "\n"
 
 
-PROBE_SCRIPT = PRELUDE + _probe_body()
+PROBE_SCRIPT = PRELUDE + _probe_body(deliverability=True)
 
 
 def _unhex(value: str) -> str:
