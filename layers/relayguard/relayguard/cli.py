@@ -32,6 +32,7 @@ from relayguard.adapters.ssh_keys import fetch_host_keys, host_keys_from_known_h
 from relayguard.bootstrap import build_engine, dead_letter_queues, directory_record_store
 from relayguard.domain.bounds import bounded_result
 from relayguard.domain.evidence import record_document
+from relayguard.domain.mailreport import summary_text
 from relayguard.domain.models import FAILURE_OUTCOMES, Mode, Outcome, Policy
 from relayguard.domain.redrive import QUEUES, copied_text, moved_text, plan_redrive
 from relayguard.domain.revert import before_from_results
@@ -324,6 +325,8 @@ def render_table(results: list[ServerResult]) -> str:
             out.append(f"  plan: {'; '.join(r.plan)}")
         if r.signals and signal_metrics(r.signals):
             out.append(f"  signals: {signals_text(r.signals)}")
+        if r.deliverability:
+            out.append(f"  mail: {summary_text(r.deliverability['summary'])}")
     return "\n".join(out)
 
 
