@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -153,13 +153,18 @@ class FakeRunStore:
                              "rollout": rollout or Rollout(), "fixes": Tally(total), "stopped": ""}
         return True
 
-    def record(self, run_id: str, server: str, outcome: str) -> RunProgress | None:
+    def record(self, run_id: str, server: str, outcome: str,
+               mail: Mapping[str, int] | None = None) -> RunProgress | None:
         if run_id not in self.runs:
             return None
         if (run_id, server) not in self.done:
             self.done.add((run_id, server))
             counts = self.runs[run_id]["counts"]
             counts[outcome] = counts.get(outcome, 0) + 1
+            totals = self.runs[run_id].setdefault("mail", {})
+            for key, value in {**(mail or {}), **({"servers": 1} if mail else {})}.items():
+                if value:
+                    totals[key] = totals.get(key, 0) + value
         return self.progress(run_id)
 
     def progress(self, run_id: str) -> RunProgress:
@@ -167,7 +172,7 @@ class FakeRunStore:
         fixes: Tally = run["fixes"]
         return RunProgress(run_id, run["mode"], run["trigger"], run["total"], sum(run["counts"].values()),
                            dict(run["counts"]), run["started_at"], run["rollout"], fixes.started, fixes.finished,
-                           fixes.failed, run["stopped"])
+                           fixes.failed, run["stopped"], dict(run.get("mail", {})))
 
     def reservation(self, run_id: str, server: str) -> str | None:
         return self.reservations.get((run_id, server))
