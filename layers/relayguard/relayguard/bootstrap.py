@@ -23,6 +23,7 @@ from relayguard.engine import JUDGE_BUDGET, BannerCheck, Engine
 from relayguard.errors import RelayGuardError
 from relayguard.ports import (
     Connector,
+    DeadLetterQueues,
     DeliverabilityJudge,
     InventoryStore,
     JobQueue,
@@ -175,6 +176,19 @@ def publisher(settings: Settings, *, notifier: Notifier | None = None, runs: Run
             notifier = WithChat(notifier, ChatbotNotifier(client("sns"), settings.chat_topic_arn))
     return Publisher(notifier, runs or run_store(settings), state or state_store(settings),
                      records or record_store(settings), metrics or metric_sink())
+
+
+def dead_letter_queues() -> DeadLetterQueues:
+    """The stack's queues on SQS and CloudFormation, for ``relayguard redrive`` on an operator's machine
+    (region and credentials from the usual AWS environment and profile)."""
+    from botocore.exceptions import BotoCoreError  # noqa: PLC0415 - deferred (botocore)
+
+    from relayguard.adapters.sqs_redrive import SqsDeadLetterQueues  # noqa: PLC0415 - deferred
+
+    try:
+        return SqsDeadLetterQueues(client("sqs"), client("cloudformation"))
+    except BotoCoreError as exc:  # no region configured, most often
+        raise RelayGuardError(f"cannot reach AWS: {exc}") from exc
 
 
 # The factory under a name that the factories' own ``publisher`` parameters do not hide.

@@ -216,3 +216,21 @@ class DeliverabilityJudge(Protocol):
     """Judges what a server collected against DNS (issue 20); bounded in time, never raises for DNS trouble."""
 
     def judge(self, collected: Collected) -> Deliverability: ...
+
+
+class DeadLetterQueues(Protocol):
+    """A stack's job queues and their dead-letter queues, for ``relayguard redrive`` (domain/redrive.py)."""
+
+    def stack_outputs(self, stack: str) -> dict[str, str]: ...
+
+    def waiting(self, queue_url: str) -> int:
+        """About how many messages wait in the queue (SQS counts approximately)."""
+        ...
+
+    def start_move(self, source_url: str, destination_url: str) -> tuple[str, str]:
+        """Start moving every message of ``source_url`` to ``destination_url``; (the task handle, the source ARN)."""
+        ...
+
+    def copy(self, source_url: str, destination_url: str, limit: int | None) -> int:
+        """Receive, send and delete until ``source_url`` is empty or ``limit`` are copied; how many were."""
+        ...
