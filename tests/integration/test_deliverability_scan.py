@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from lab import Host, HostSpec, Lab, maildomains
+from lab.dns import LabDns
 
 pytestmark = pytest.mark.integration
 
@@ -53,3 +54,30 @@ def test_the_probe_collects_every_domain_with_its_sending_ip_helo_and_key(lab: L
     # AND one exec round trip did it all: the probe is the job's only step
     assert [s["name"] for s in result["steps"]] == ["probe"]
     assert report["judged"] is False
+
+
+@pytest.fixture(scope="module")
+def judged(lab: Lab, mail_host: Host, lab_dns: LabDns) -> dict[str, Any]:
+    """One ``relayguard check`` of the mail host, judged by the lab's real DNS (nsd behind unbound)."""
+    return check(lab, mail_host, "--resolver", lab_dns.resolver)
+
+
+@pytest.mark.parametrize("case", maildomains.cases(), ids=lambda c: c.name)
+def test_every_case_is_judged_end_to_end(judged: dict[str, Any], case: maildomains.Case) -> None:
+    row = {d["domain"]: d for d in judged["deliverability"]["domains"]}[case.domain]
+    assert {check: value["status"] for check, value in row["checks"].items()} == case.expect
+    assert set(row["rules_broken"]) == set(case.rules_broken)
+
+
+def test_dns_trouble_leaves_the_relay_result_and_the_counts_whole(judged: dict[str, Any]) -> None:
+    report = judged["deliverability"]
+    assert (judged["outcome"], judged["exposed_before"]) == ("compliant", False)
+    assert report["judged"] is True
+    cases = maildomains.cases()
+    summary = report["summary"]
+    assert summary["domains"] == summary["judged"] == len(cases)
+    assert summary["failing"] == sum(1 for c in cases if c.rules_broken)
+    assert summary["without_dmarc"] == sum(1 for c in cases if c.expect["dmarc"] == "missing")
+    assert summary["dns_errors"] == sum(1 for c in cases if c.times_out)
+    bad_ips = {c.ip(0) for c in cases if c.expect["ptr"] not in ("valid", "dns-error")}
+    assert summary["ips_without_fcrdns"] == len(bad_ips)

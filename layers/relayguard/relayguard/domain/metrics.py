@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from relayguard.domain.deliverability import Check
 from relayguard.domain.models import FAILURE_OUTCOMES, Outcome
 
 #: The dimension Powertools adds to every metric (its value: the functions' ``POWERTOOLS_SERVICE_NAME``).
@@ -100,6 +101,8 @@ TRIGGERS = ("sweep", "alert")
 #: A reason code fit to be a dimension value: reasons start with a stable code ("whmapi1-refused: ...");
 #: a reason that is free text (an exception's message) would make a metric per message.
 _REASON_CODE = re.compile(r"^[a-z0-9][a-z0-9-]{0,47}$")
+#: DeliverabilityChecks' ``check`` values (domain.deliverability.Check).
+_CHECKS = frozenset(str(check) for check in Check)
 #: Outcomes whose server is proven closed, the end of an alert's story.
 _CLOSED = frozenset({Outcome.REMEDIATED, Outcome.COMPLIANT})
 
@@ -157,7 +160,7 @@ def deliverability_points(report: Mapping[str, Any] | None) -> list[Datapoint]:
             continue
         if kind == "rule":
             points.append(point(DELIVERABILITY_RULES_BROKEN, int(value), rule=name))
-        elif _REASON_CODE.match(kind):
+        elif kind in _CHECKS:  # per-domain statuses; "ips:ptr:..." and "rule-unknown:..." are the record's
             points.append(point(DELIVERABILITY_CHECKS, int(value), check=kind, status=name))
     return points
 
