@@ -22,9 +22,11 @@ from relayguard.errors import RelayGuardError
 from relayguard.fleet_key import ScriptConnector
 from relayguard.ports import (
     Connector,
+    DeadLetterQueues,
     InventoryStore,
     JobQueue,
     LockStore,
+    MetricSink,
     Notifier,
     RecordStore,
     RunStore,
@@ -130,16 +132,43 @@ def directory_record_store(root: str) -> RecordStore:
     return DirectoryRecordStore(root)
 
 
+def metric_sink() -> MetricSink:
+    """Metrics as EMF lines; those without dimensions of their own join the handler's Powertools buffer."""
+    from aws_lambda_powertools.metrics import Metrics  # noqa: PLC0415 - deferred
+
+    from relayguard.adapters.emf_metrics import EmfMetricSink  # noqa: PLC0415 - deferred
+
+    return EmfMetricSink(Metrics())
+
+
 def publisher(settings: Settings, *, notifier: Notifier | None = None, runs: RunStore | None = None,
-              state: StateStore | None = None, records: RecordStore | None = None) -> Publisher:
+              state: StateStore | None = None, records: RecordStore | None = None,
+              metrics: MetricSink | None = None) -> Publisher:
     from relayguard.services import Publisher  # noqa: PLC0415 - deferred (pydantic)
 
     if notifier is None:
         from relayguard.adapters.notify_sns import SnsNotifier  # noqa: PLC0415 - deferred
 
         notifier = SnsNotifier(client("sns"), settings.topic_arn)
+        if settings.chat_topic_arn:
+            from relayguard.adapters.notify_chatbot import ChatbotNotifier, WithChat  # noqa: PLC0415 - deferred
+
+            notifier = WithChat(notifier, ChatbotNotifier(client("sns"), settings.chat_topic_arn))
     return Publisher(notifier, runs or run_store(settings), state or state_store(settings),
-                     records or record_store(settings))
+                     records or record_store(settings), metrics or metric_sink())
+
+
+def dead_letter_queues() -> DeadLetterQueues:
+    """The stack's queues on SQS and CloudFormation, for ``relayguard redrive`` on an operator's machine
+    (region and credentials from the usual AWS environment and profile)."""
+    from botocore.exceptions import BotoCoreError  # noqa: PLC0415 - deferred (botocore)
+
+    from relayguard.adapters.sqs_redrive import SqsDeadLetterQueues  # noqa: PLC0415 - deferred
+
+    try:
+        return SqsDeadLetterQueues(client("sqs"), client("cloudformation"))
+    except BotoCoreError as exc:  # no region configured, most often
+        raise RelayGuardError(f"cannot reach AWS: {exc}") from exc
 
 
 # The factory under a name that the factories' own ``publisher`` parameters do not hide.
