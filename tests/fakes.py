@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from relayguard.domain.deliverability import Collected, Deliverability
+from relayguard.domain.entry import script_of
 from relayguard.domain.evidence import record_key
 from relayguard.domain.metrics import Datapoint
 from relayguard.domain.models import Outcome
+from relayguard.domain.operation import Operation
 from relayguard.domain.rollout import Admission, Rollout, Tally
 from relayguard.domain.server import Inventory, Server
 from relayguard.errors import RecordExists, TransportError
@@ -20,16 +22,18 @@ from relayguard.services import UrgentJobs
 
 class FakeSession:
     """Answers each ``run`` with the next scripted :class:`CommandResult` (or raises the next scripted
-    transport error) and records every script."""
+    transport error) and records every operation, and the script the unrestricted path would send."""
 
     def __init__(self, results: Iterable[CommandResult | TransportError] = ()) -> None:
         self._results = list(results)
+        self.operations: list[Operation] = []
         self.scripts: list[str] = []
         self.timeouts: list[float] = []
         self.closed = False
 
-    def run(self, script: str, timeout: float) -> CommandResult:
-        self.scripts.append(script)
+    def run(self, op: Operation, timeout: float) -> CommandResult:
+        self.operations.append(op)
+        self.scripts.append(script_of(op))
         self.timeouts.append(timeout)
         if not self._results:
             raise AssertionError(f"unexpected script #{len(self.scripts)}: no scripted result left")
@@ -153,13 +157,18 @@ class FakeRunStore:
                              "rollout": rollout or Rollout(), "fixes": Tally(total), "stopped": ""}
         return True
 
-    def record(self, run_id: str, server: str, outcome: str) -> RunProgress | None:
+    def record(self, run_id: str, server: str, outcome: str,
+               mail: Mapping[str, int] | None = None) -> RunProgress | None:
         if run_id not in self.runs:
             return None
         if (run_id, server) not in self.done:
             self.done.add((run_id, server))
             counts = self.runs[run_id]["counts"]
             counts[outcome] = counts.get(outcome, 0) + 1
+            totals = self.runs[run_id].setdefault("mail", {})
+            for key, value in {**(mail or {}), **({"servers": 1} if mail else {})}.items():
+                if value:
+                    totals[key] = totals.get(key, 0) + value
         return self.progress(run_id)
 
     def progress(self, run_id: str) -> RunProgress:
@@ -167,7 +176,7 @@ class FakeRunStore:
         fixes: Tally = run["fixes"]
         return RunProgress(run_id, run["mode"], run["trigger"], run["total"], sum(run["counts"].values()),
                            dict(run["counts"]), run["started_at"], run["rollout"], fixes.started, fixes.finished,
-                           fixes.failed, run["stopped"])
+                           fixes.failed, run["stopped"], dict(run.get("mail", {})))
 
     def reservation(self, run_id: str, server: str) -> str | None:
         return self.reservations.get((run_id, server))

@@ -102,7 +102,7 @@ def test_sns_gets_text_for_email_and_the_document_for_every_machine_protocol():
         assert json.loads(message[protocol]) == doc, protocol
     assert {k: v["StringValue"] for k, v in call["MessageAttributes"].items()} == {
         "event": "server-result", "outcome": "remediated", "severity": doc["severity"], "server": "web1",
-        "mode": "fix"}
+        "mode": "fix", "finding": "relay"}
 
 
 def test_an_audit_message_carries_the_plan_a_fix_would_run_and_the_spam_signals():

@@ -205,7 +205,8 @@ def test_worker_records_announces_and_digests_a_one_server_run():
     for doc in (server_msg, digest):
         jsonschema.validate(doc, SCHEMA)
     assert notifier.published[0].attributes == {"event": "server-result", "outcome": "unreachable",
-                                                "severity": "warning", "server": "web1", "mode": "fix"}
+                                                "severity": "warning", "server": "web1", "mode": "fix",
+                                                "finding": "relay"}
 
 
 def test_same_failure_again_is_not_announced_again():

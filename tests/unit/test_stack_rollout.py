@@ -189,7 +189,7 @@ def test_the_stop_is_one_error_message_and_the_digest_says_stopped() -> None:
 
     stopped, digest = notifier.published
     assert stopped.attributes == {"event": "run-stopped", "outcome": "stopped", "severity": "error", "server": "*",
-                                  "mode": "fix"}
+                                  "mode": "fix", "finding": "relay"}
     assert (stopped.document["reason"], stopped.document["fixes"], stopped.document["limits"]) == (
         "canary-failed", {"started": 1, "finished": 1, "failed": 1},
         {"max_changes": None, "max_errors": "1", "canary": 1})

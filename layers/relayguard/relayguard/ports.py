@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from relayguard.domain.deliverability import Collected, Deliverability
+from relayguard.domain.entry import Access
 from relayguard.domain.metrics import Datapoint
 from relayguard.domain.models import Outcome
+from relayguard.domain.operation import Operation
 from relayguard.domain.rollout import Admission, Rollout, Tally
 from relayguard.domain.server import Inventory, Server
 
@@ -21,13 +23,16 @@ class CommandResult:
     stdout: str
     stderr: str
     duration: float
+    #: How the server was reached (entry program or ``sh -s``); None where no transport says (fakes).
+    access: Access | None = None
 
 
 class Session(Protocol):
     """One authenticated SSH connection to one server, used for a whole job."""
 
-    def run(self, script: str, timeout: float) -> CommandResult:
-        """Run ``script`` with ``sh -s`` on the server (text on stdin, never on a command line)."""
+    def run(self, op: Operation, timeout: float) -> CommandResult:
+        """Run one RelayGuard operation: through the server's entry program, or where none is installed
+        its script (domain.entry.script_of) with ``sh -s``; values travel on stdin, never on a command line."""
         ...
 
     def close(self) -> None: ...
@@ -74,8 +79,10 @@ class RunStore(Protocol):
         touch a running run). False, with nothing written, when the run exists already (a retried planner)."""
         ...
 
-    def record(self, run_id: str, server: str, outcome: str) -> RunProgress | None:
-        """Count one finished server once (a redelivered job does not count twice).
+    def record(self, run_id: str, server: str, outcome: str,
+               mail: Mapping[str, int] | None = None) -> RunProgress | None:
+        """Count one finished server once (a redelivered job does not count twice), with its deliverability
+        summary (``domain.mailreport.SUMMARY_KEYS``) added to the run's ``mail`` totals.
 
         None when the run has no record (expired, or a hand-made job): there is nothing to count into.
         """
@@ -131,6 +138,8 @@ class RunProgress:
     fix_finished: int = 0
     fix_failed: int = 0
     stopped: str = ""  # why the run stopped starting fixes (a claimed stop), or ""
+    #: Deliverability summaries added up over the run's servers; ``servers`` counts those that had one.
+    mail: dict[str, int] = field(default_factory=dict)
 
     @property
     def done(self) -> bool:
@@ -169,6 +178,9 @@ class ServerState:
     #: The change of that record not yet announced ("" when nothing is owed): set before the SNS publish,
     #: cleared after it, so a failed publish is retried by the server's next job (services.Publisher.flush).
     pending: str = ""
+    #: The deliverability summary line last announced ("" before any): a server-deliverability message goes
+    #: out only when it changes (domain.notify.mail_change).
+    mail: str = ""
 
 
 class StateStore(Protocol):
@@ -209,3 +221,21 @@ class DeliverabilityJudge(Protocol):
     """Judges what a server collected against DNS (issue 20); bounded in time, never raises for DNS trouble."""
 
     def judge(self, collected: Collected) -> Deliverability: ...
+
+
+class DeadLetterQueues(Protocol):
+    """A stack's job queues and their dead-letter queues, for ``relayguard redrive`` (domain/redrive.py)."""
+
+    def stack_outputs(self, stack: str) -> dict[str, str]: ...
+
+    def waiting(self, queue_url: str) -> int:
+        """About how many messages wait in the queue (SQS counts approximately)."""
+        ...
+
+    def start_move(self, source_url: str, destination_url: str) -> tuple[str, str]:
+        """Start moving every message of ``source_url`` to ``destination_url``; (the task handle, the source ARN)."""
+        ...
+
+    def copy(self, source_url: str, destination_url: str, limit: int | None) -> int:
+        """Receive, send and delete until ``source_url`` is empty or ``limit`` are copied; how many were."""
+        ...

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -19,8 +19,11 @@ from relayguard.domain.notify import (
     announced_status,
     attributes,
     change_of,
+    deliverability_message,
+    deliverability_text,
     digest_message,
     digest_text,
+    mail_change,
     run_stopped_message,
     run_stopped_text,
     server_message,
@@ -113,13 +116,20 @@ class Publisher:
         change = change_of(previous.announced if previous else None, record["outcome"], record["reason"])
         state = ServerState(server=job.server.name, outcome=record["outcome"],
                             announced=previous.announced if previous else "ok", updated_at=at, mode=str(job.mode),
-                            record=location, pending=change or "")
+                            record=location, pending=change or "", mail=previous.mail if previous else "")
         view = state_result(bounded_result(record, location))
         self.state.put(state, view)
-        if change is None:
-            return False
-        self._announce(state, record, job.run_id, job.trigger, view)
-        return True
+        if change is not None:
+            state = self._announce(state, record, job.run_id, job.trigger, view)
+        mail = mail_change(state.mail, record)
+        if mail is not None:
+            # Apart from the relay message (attribute finding=deliverability), and only when the summary changed.
+            doc = deliverability_message(record, job.run_id, job.trigger, now_iso(), record=location)
+            self.notifier.publish(Notification(
+                subject=f"RelayGuard: {job.server.name} deliverability", document=doc,
+                text=deliverability_text(doc), attributes=attributes(doc)))
+            self.state.put(replace(state, mail=mail), view)
+        return change is not None or mail is not None
 
     def flush(self, server: str) -> ServerState | None:
         """Announce the change a failed publish left owed for ``server``, from its record; the server's
@@ -142,8 +152,8 @@ class Publisher:
         self.state.put(announced, view)
         return announced
 
-    def count(self, run_id: str, server: str, outcome: str) -> None:
-        progress = self.runs.record(run_id, server, outcome)
+    def count(self, run_id: str, server: str, outcome: str, mail: Mapping[str, int] | None = None) -> None:
+        progress = self.runs.record(run_id, server, outcome, mail)
         if progress is not None:
             self.digest_if_done(progress)
 
@@ -152,7 +162,7 @@ class Publisher:
         if progress.done and self.runs.claim_digest(run_id):
             doc = digest_message(run_id, mode=progress.mode, trigger=progress.trigger, total=progress.total,
                                  counts=progress.counts, started_at=progress.started_at, at=now_iso(),
-                                 stopped=progress.stopped)
+                                 stopped=progress.stopped, mail=progress.mail)
             # Before the publish: the claim is taken, so a failed publish is never retried, and the run
             # must still count on the dashboard and in the failed-servers alarm.
             self.metrics.emit(run_finished_points(doc))
@@ -354,7 +364,8 @@ class Worker:
             finally:
                 # Counted even when the publish failed: the result is recorded, and the digest must not wait
                 # for a retry (counting is idempotent per run and server).
-                self.publisher.count(job.run_id, job.server.name, str(result.outcome))
+                self.publisher.count(job.run_id, job.server.name, str(result.outcome),
+                                     (result.deliverability or {}).get("summary"))
             return Handled("done", result)
         finally:
             self.locks.release(job.server.name, job.job_id)
