@@ -19,8 +19,10 @@ from relayguard.adapters.smtp import smtp_banner
 from relayguard.config import Settings
 from relayguard.engine import BannerCheck, Engine
 from relayguard.errors import RelayGuardError
+from relayguard.fleet_key import ScriptConnector
 from relayguard.ports import (
     Connector,
+    DeadLetterQueues,
     InventoryStore,
     JobQueue,
     LockStore,
@@ -36,6 +38,16 @@ if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
     from relayguard.services import AlertIntake, EnqueueOnce, Publisher, SweepPlanner, UrgentJobs, Worker
+
+
+def build_operator_connector(*, key_path: str, sudo: bool = False, timeout: float = 60.0) -> ScriptConnector:
+    """The operator's own key, for ``relayguard enroll``: sessions that run a whole script with ``sh -s``."""
+    from relayguard.adapters.ssh import ParamikoConnector  # noqa: PLC0415 - deferred
+    from relayguard.adapters.ssh_keys import load_private_key  # noqa: PLC0415
+
+    handshake = min(timeout, 15.0)
+    return ParamikoConnector(load_private_key(path=key_path), connect_timeout=handshake,
+                             banner_timeout=handshake, auth_timeout=handshake, sudo=sudo)
 
 
 def build_engine(
@@ -144,6 +156,19 @@ def publisher(settings: Settings, *, notifier: Notifier | None = None, runs: Run
             notifier = WithChat(notifier, ChatbotNotifier(client("sns"), settings.chat_topic_arn))
     return Publisher(notifier, runs or run_store(settings), state or state_store(settings),
                      records or record_store(settings), metrics or metric_sink())
+
+
+def dead_letter_queues() -> DeadLetterQueues:
+    """The stack's queues on SQS and CloudFormation, for ``relayguard redrive`` on an operator's machine
+    (region and credentials from the usual AWS environment and profile)."""
+    from botocore.exceptions import BotoCoreError  # noqa: PLC0415 - deferred (botocore)
+
+    from relayguard.adapters.sqs_redrive import SqsDeadLetterQueues  # noqa: PLC0415 - deferred
+
+    try:
+        return SqsDeadLetterQueues(client("sqs"), client("cloudformation"))
+    except BotoCoreError as exc:  # no region configured, most often
+        raise RelayGuardError(f"cannot reach AWS: {exc}") from exc
 
 
 # The factory under a name that the factories' own ``publisher`` parameters do not hide.

@@ -7,8 +7,10 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from relayguard.domain.deliverability import Collected, Deliverability
+from relayguard.domain.entry import Access
 from relayguard.domain.metrics import Datapoint
 from relayguard.domain.models import Outcome
+from relayguard.domain.operation import Operation
 from relayguard.domain.rollout import Admission, Rollout, Tally
 from relayguard.domain.server import Inventory, Server
 
@@ -21,13 +23,16 @@ class CommandResult:
     stdout: str
     stderr: str
     duration: float
+    #: How the server was reached (entry program or ``sh -s``); None where no transport says (fakes).
+    access: Access | None = None
 
 
 class Session(Protocol):
     """One authenticated SSH connection to one server, used for a whole job."""
 
-    def run(self, script: str, timeout: float) -> CommandResult:
-        """Run ``script`` with ``sh -s`` on the server (text on stdin, never on a command line)."""
+    def run(self, op: Operation, timeout: float) -> CommandResult:
+        """Run one RelayGuard operation: through the server's entry program, or where none is installed
+        its script (domain.entry.script_of) with ``sh -s``; values travel on stdin, never on a command line."""
         ...
 
     def close(self) -> None: ...
@@ -216,3 +221,21 @@ class DeliverabilityJudge(Protocol):
     """Judges what a server collected against DNS (issue 20); bounded in time, never raises for DNS trouble."""
 
     def judge(self, collected: Collected) -> Deliverability: ...
+
+
+class DeadLetterQueues(Protocol):
+    """A stack's job queues and their dead-letter queues, for ``relayguard redrive`` (domain/redrive.py)."""
+
+    def stack_outputs(self, stack: str) -> dict[str, str]: ...
+
+    def waiting(self, queue_url: str) -> int:
+        """About how many messages wait in the queue (SQS counts approximately)."""
+        ...
+
+    def start_move(self, source_url: str, destination_url: str) -> tuple[str, str]:
+        """Start moving every message of ``source_url`` to ``destination_url``; (the task handle, the source ARN)."""
+        ...
+
+    def copy(self, source_url: str, destination_url: str, limit: int | None) -> int:
+        """Receive, send and delete until ``source_url`` is empty or ``limit`` are copied; how many were."""
+        ...

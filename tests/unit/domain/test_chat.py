@@ -14,6 +14,7 @@ from relayguard.domain import chat
 from relayguard.domain.chat import CHAT_SCHEMA, InvalidChatMessage, chat_message, check_chat_message
 from relayguard.domain.models import Outcome
 from relayguard.domain.notify import (
+    deliverability_message,
     digest_facts,
     digest_message,
     digest_text,
@@ -25,6 +26,8 @@ from relayguard.domain.notify import (
     server_text,
 )
 from relayguard.engine import ServerResult
+
+from tests.unit.test_deliverability_notify import BAD, _finding, _result
 
 DOCS_SCHEMA = Path(__file__).resolve().parents[3] / "docs" / "schemas" / "chatbot-custom-notification.v1.json"
 REFERENCE = jsonschema.Draft202012Validator(json.loads(DOCS_SCHEMA.read_text()))
@@ -149,3 +152,16 @@ def test_a_broken_message_is_refused_by_both_checkers() -> None:
         assert list(REFERENCE.iter_errors(broken))
         with pytest.raises(InvalidChatMessage):
             check_chat_message(broken)
+
+
+def test_deliverability_findings_read_at_one_glance_too() -> None:
+    findings = (*BAD, *(_finding(f"c{i}.test", "missing", "valid", "gmail-bulk-senders") for i in range(8)))
+    doc = deliverability_message(_result(*findings).to_json(), "run-1", "sweep", AT, record=RECORD)
+    message = chat_message(doc)
+    both_checkers_accept(message)
+    content = message["content"]
+    assert content["title"].startswith(":warning: RelayGuard: web1 deliverability: ")
+    assert "- `a.test` (192.0.2.1): gmail-all-senders, gmail-bulk-senders" in content["description"]
+    assert "- and 4 more, listed in the record" in content["description"]
+    assert message["metadata"]["eventType"] == "server-deliverability"
+

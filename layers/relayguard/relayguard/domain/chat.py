@@ -22,6 +22,7 @@ from importlib import resources
 from typing import Any
 
 from relayguard.domain.bounds import clip_item
+from relayguard.domain.mailreport import summary_text
 from relayguard.domain.models import Outcome
 from relayguard.domain.notify import (
     MAILBOX_ASK,
@@ -149,7 +150,25 @@ def _stopped(doc: dict[str, Any]) -> tuple[str, list[str], list[str]]:
     return run_stopped_headline(doc), _lines(run_stopped_facts(doc)), steps
 
 
-_RENDERERS = {"server-result": _server, "run-digest": _digest, "run-stopped": _stopped}
+def _deliverability(doc: dict[str, Any]) -> tuple[str, list[str], list[str]]:
+    # The same lines as domain.notify.deliverability_text, the domains as code (they come from the server).
+    lines = [f"*Server:* {code(doc['server'])}",
+             f"*Mode:* {escape(doc['mode'])} (trigger: {escape(doc['trigger'])}, run {escape(doc['run_id'])})"]
+    if doc["notes"]:
+        lines.append(f"*Notes:* {escape(clip_item('; '.join(doc['notes']), VALUE_LIMIT))}")
+    shown = doc["domains"][:CHAT_MAILBOXES]
+    if shown:
+        lines += ["", "*Domains breaking a receiver rule:*"]
+        lines += [f"- {code(d['domain'])} ({escape(d['sending_ip'])}): {escape(', '.join(d['rules_broken']))}"
+                  for d in shown]
+        if doc["failing_total"] > len(shown):
+            lines.append(f"- and {doc['failing_total'] - len(shown)} more, listed in the record")
+    steps = ["What each receiver rule asks: docs/deliverability.md"] if shown else []
+    return f"RelayGuard: {doc['server']} deliverability: {summary_text(doc['summary'])}", lines, steps
+
+
+_RENDERERS = {"server-result": _server, "run-digest": _digest, "run-stopped": _stopped,
+              "server-deliverability": _deliverability}
 
 
 def chat_message(doc: dict[str, Any]) -> dict[str, Any]:
