@@ -98,6 +98,8 @@ def baseline(rev: str, lab: Any, work: Path) -> Variant:
                                "--identity", str(lab.client_key)], env)
 
 
+#: Execs an unenrolled server sees before the shell path (issue 21's entry-program attempt).
+ENTRY_ATTEMPT = 1
 #: After a job's client exits, sshd's session process may still be finishing its teardown on the host.
 SETTLE = 0.2
 
@@ -195,11 +197,15 @@ def report(variants: list[Variant], idle: float, job_wall: float) -> list[tuple[
              for r in runs]
     worst = max(now.cpu("scan", s) for (j, s) in now.rows if j == "scan" and s != "not-cpanel")
     every = [r for runs in now.rows.values() for r in runs]
+    # Issue 21: on a server without the entry program (the lab's hosts are not enrolled) the session's first
+    # exec tries /usr/local/sbin/relayguard-entry and falls back to sh -s: one exec more, not a round trip of work.
+    extra = ENTRY_ATTEMPT
     return [
         ("one SSH connection per server per job", all(r[2] == 1 for r in every)),
-        ("a scan is one exec round trip", all(r[3] == 1 for r in scans)),
-        ("a fix is at most three exec round trips",
-         all(r[3] <= 3 for (job, _s), runs in now.rows.items() if job != "scan" for r in runs)),
+        ("a scan is one exec round trip (+1 entry-program attempt, not enrolled)",
+         all(r[3] <= 1 + extra for r in scans)),
+        ("a fix is at most three exec round trips (+1 entry-program attempt, not enrolled)",
+         all(r[3] <= 3 + extra for (job, _s), runs in now.rows.items() if job != "scan" for r in runs)),
         ("no Exim restart on a compliant server or in a scan",
          all(r[4] == 0 for (job, _s), runs in now.rows.items() for r in runs
              if job == "scan" or r[0] in ("compliant", "not-cpanel"))),
