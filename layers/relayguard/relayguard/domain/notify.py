@@ -359,13 +359,18 @@ def run_stopped_text(doc: dict[str, Any]) -> str:
                       "", "See docs/operations.md, Rolling out fix mode."]) + "\n"
 
 
+def _yes_no(flag: bool | None) -> str:
+    """A probe's answer for people: ``unknown`` when the probe never got that far (None)."""
+    return "unknown" if flag is None else ("yes" if flag else "no")
+
+
 def server_facts(doc: dict[str, Any]) -> list[Fact]:
     """The labelled facts of a server-result notification, in reading order (mailboxes and the record are
     listed after them by each renderer)."""
     facts: list[Fact] = [
         ("Mode", f"{doc['mode']} (trigger: {doc['trigger']}, run {doc['run_id']})"),
         ("cPanel generation", doc["generation"] or "unknown"),
-        ("Exposed before/after", f"{doc['exposed_before']} / {doc['exposed_after']}"),
+        ("Exposed before/after", f"{_yes_no(doc['exposed_before'])} / {_yes_no(doc['exposed_after'])}"),
         ("Exim restarted", "yes" if doc["restarted"] else "no"),
     ]
     probe = doc.get("relay_probe") or {}
