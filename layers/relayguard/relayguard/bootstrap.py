@@ -26,6 +26,9 @@ from relayguard.ports import (
     LockStore,
     Notifier,
     RecordStore,
+    ReportPages,
+    RunRecords,
+    RunReports,
     RunStore,
     SecretStore,
     StateStore,
@@ -119,8 +122,32 @@ def directory_record_store(root: str) -> RecordStore:
     return DirectoryRecordStore(root)
 
 
+def bucket_run_reports(bucket: str, *, s3: Any = None) -> RunReports:
+    """A run's records in ``bucket`` and its report page beside them (``reports/<run_id>.html``)."""
+    from relayguard.adapters.s3_reports import S3RunReports  # noqa: PLC0415 - deferred (botocore)
+
+    return S3RunReports(s3 or client("s3"), bucket)
+
+
+def directory_run_records(root: str) -> RunRecords:
+    """Records under ``root``: a ``--record-dir``, or one run's folder of it."""
+    from relayguard.adapters.local_reports import DirectoryRunRecords  # noqa: PLC0415 - deferred
+
+    return DirectoryRunRecords(root)
+
+
+def html_file(path: str) -> ReportPages:
+    """The CLI's ``--html FILE``."""
+    from relayguard.adapters.local_reports import HtmlFile  # noqa: PLC0415 - deferred
+
+    return HtmlFile(path)
+
+
 def publisher(settings: Settings, *, notifier: Notifier | None = None, runs: RunStore | None = None,
-              state: StateStore | None = None, records: RecordStore | None = None) -> Publisher:
+              state: StateStore | None = None, records: RecordStore | None = None,
+              reports: RunReports | None = None) -> Publisher:
+    """The publisher of results and digests; ``reports``, where a run's report page goes with its digest,
+    is given by the worker only (None: digests without a page; the planner's role cannot read records)."""
     from relayguard.services import Publisher  # noqa: PLC0415 - deferred (pydantic)
 
     if notifier is None:
@@ -128,7 +155,7 @@ def publisher(settings: Settings, *, notifier: Notifier | None = None, runs: Run
 
         notifier = SnsNotifier(client("sns"), settings.topic_arn)
     return Publisher(notifier, runs or run_store(settings), state or state_store(settings),
-                     records or record_store(settings))
+                     records or record_store(settings), reports)
 
 
 # The factory under a name that the factories' own ``publisher`` parameters do not hide.
@@ -179,7 +206,8 @@ def worker(settings: Settings, *, engine_factory: Callable[[], Engine] | None = 
         locks = DynamoLockStore(client("dynamodb"), settings.locks_table)
     state = state or state_store(settings)
     return Worker(settings, engine_factory, locks, state,
-                  publisher or _publisher(settings, state=state), queue or job_queue(),
+                  publisher or _publisher(settings, state=state, reports=bucket_run_reports(settings.records_bucket)),
+                  queue or job_queue(),
                   inventory or inventory_store(settings))
 
 

@@ -6,6 +6,7 @@
         fix limits: --max-errors N|P%  --max-changes N  --canary K  --window SPEC
     relayguard revert HOST[:PORT]...           undo the last fix: POP-before-SMTP relaying on again
     relayguard inventory add HOST[:PORT]       fetch, confirm and pin a server's host keys
+    relayguard report --from DIR|--run RUN_ID --html FILE [--bucket B]   a run's fleet report page
 
 Exit codes: 0 every host compliant, remediated, not cPanel or (revert) reverted; 1 exposed hosts were left as they are
 (audit, skipped by a fix limit, excluded); 2 a host failed or could not be reached (2 wins over 1).
@@ -28,7 +29,13 @@ from pathlib import Path
 from typing import TextIO
 
 from relayguard.adapters.ssh_keys import fetch_host_keys, host_keys_from_known_hosts
-from relayguard.bootstrap import build_engine, directory_record_store
+from relayguard.bootstrap import (
+    bucket_run_reports,
+    build_engine,
+    directory_record_store,
+    directory_run_records,
+    html_file,
+)
 from relayguard.domain.bounds import bounded_result
 from relayguard.domain.evidence import record_document
 from relayguard.domain.models import FAILURE_OUTCOMES, Mode, Outcome, Policy
@@ -140,7 +147,39 @@ def _parser() -> argparse.ArgumentParser:
                      help="another name, public IP or instance id alerts may use (repeatable)")
     add.add_argument("--tag", action="append", default=[], metavar="TAG", help="a tag (repeatable)")
     add.add_argument("--timeout", type=float, default=15.0, help="connect and key exchange deadline, seconds")
+    report = sub.add_parser(
+        "report", help="render a run's fleet report page (HTML) from its records",
+        description="Render one self-contained HTML page of a run's job records: summary counts, a chart of "
+                    "outcomes, every server's outcome, failures first, filterable and sortable in the browser. "
+                    "Records come from a --record-dir (--from DIR, all of it or one --run of it) or from the "
+                    "stack's records bucket (--run RUN_ID --bucket BUCKET, read with your AWS credentials).")
+    report.add_argument("--from", dest="source", metavar="DIR", help="a --record-dir, or one run's folder of it")
+    report.add_argument("--run", metavar="RUN_ID", help="the run to report (required with --bucket)")
+    report.add_argument("--bucket", metavar="BUCKET", help="the stack's records bucket (output RecordsBucketName)")
+    report.add_argument("--html", required=True, metavar="FILE", help="the page to write (replaced if it exists)")
+    report.add_argument("--title", default="", help="the page's title (default: names the run)")
     return parser
+
+
+def fleet_report(ns: argparse.Namespace) -> int:
+    """``relayguard report``: 0 when the page is written, 2 when the records could not be read or it not written."""
+    if bool(ns.source) == bool(ns.bucket) or (ns.bucket and not ns.run):
+        print("relayguard report: give --from DIR, or --run RUN_ID with --bucket BUCKET", file=sys.stderr)
+        return 2
+    from relayguard.services import write_report  # noqa: PLC0415 - deferred: pydantic, only for this command
+
+    try:
+        records = directory_run_records(ns.source) if ns.source else bucket_run_reports(ns.bucket)
+        where = write_report(records, html_file(ns.html), ns.run,
+                             generated_at=datetime.now(UTC).isoformat(timespec="seconds"), title=ns.title)
+    except RelayGuardError as exc:
+        print(f"relayguard report: {exc}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:  # boto3 is not among the CLI's own dependencies
+        print(f"relayguard report: --bucket needs {exc.name} (pip install boto3)", file=sys.stderr)
+        return 2
+    print(where)
+    return 0
 
 
 def _budget(text: str) -> ErrorBudget:
@@ -380,6 +419,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ns = _parser().parse_args(argv)
     if ns.command == "inventory":
         return inventory_add(ns)
+    if ns.command == "report":
+        return fleet_report(ns)
     if ns.command == "revert":
         print(REVERT_WARNING, file=sys.stderr)
     opts = parse_options(argv)

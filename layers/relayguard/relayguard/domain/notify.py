@@ -191,9 +191,10 @@ STOPPED_SEVERITY = "error"
 
 
 def digest_message(run_id: str, *, mode: str, trigger: str, total: int, counts: dict[str, int],
-                   started_at: str, at: str, stopped: str = "") -> dict[str, Any]:
+                   started_at: str, at: str, stopped: str = "", report: str | None = None) -> dict[str, Any]:
     """The run-digest notification document: counts per outcome, the worst severity, an overall outcome,
-    and ``stopped``: why the run stopped starting fixes (``error-budget``, ``canary-failed``), or null."""
+    ``stopped``: why the run stopped starting fixes (``error-budget``, ``canary-failed``), or null, and
+    ``report``: where the run's fleet report page is (``s3://bucket/reports/<run_id>.html``), or null."""
     failed = sum(n for outcome, n in counts.items() if outcome in FAILURES)
     severities = [severity_of(o) for o, n in counts.items() if n] + ([STOPPED_SEVERITY] if stopped else [])
     worst = max(severities, key=_RANK.__getitem__, default="info")
@@ -211,6 +212,7 @@ def digest_message(run_id: str, *, mode: str, trigger: str, total: int, counts: 
         "counts": {k: v for k, v in sorted(counts.items()) if v},
         "failed": failed,
         "stopped": stopped or None,
+        "report": report,
     })
 
 
@@ -281,8 +283,9 @@ def digest_text(doc: dict[str, Any]) -> str:
     """The one-line plain-text body of a run-digest notification."""
     counts = ", ".join(f"{k}: {v}" for k, v in doc["counts"].items()) or "no servers"
     stopped = f"; STOPPED: {doc['stopped']}" if doc.get("stopped") else ""
+    report = f"Fleet report: {doc['report']}\n" if doc.get("report") else ""
     return (f"RelayGuard run {doc['run_id']} ({doc['trigger']}, {doc['mode']}): {doc['total']} servers; {counts}; "
-            f"failed: {doc['failed']}{stopped}\n")
+            f"failed: {doc['failed']}{stopped}\n{report}")
 
 
 def attributes(doc: dict[str, Any]) -> dict[str, str]:
