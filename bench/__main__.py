@@ -32,7 +32,7 @@ def _smoke() -> list[tuple[str, Callable[[], int]]]:
         ("fleet, WAN", lambda: fleet.main(["--wan", "--hosts", "2", "--rtt-ms", "20", "--concurrency", "2",
                                            "--repeat", "1", "--net", net, "--timeout", "120",
                                            "--approaches", "relayguard,paramiko-pool,openssh"])),
-        ("per-server cost", lambda: costs.main(["--net", net])),
+        ("per-server cost", lambda: costs.main(["--net", net, "--repeat", "1"])),
         ("planner and queue path", lambda: scale.main(["--servers", "200"])),
         ("alert to fix", lambda: alert_to_fix.main(["--repeat", "1"])),
     ]

@@ -170,7 +170,10 @@ def deploy(endpoint: str, template: str = "template.yaml", parameters: Mapping[s
     """Create the template's queues, tables, topics and bucket in moto, dependencies first."""
     doc = load_template(template)
     stack = Stack(endpoint=endpoint, template=template, parameters=dict(parameters or {}))
-    resources = {k: v for k, v in (doc.get("Resources") or {}).items() if v.get("Type") in _STATEFUL}
+    conditions = Resolver(doc, stack.parameters)
+    # A resource whose Condition is false (e.g. ChatTopic with ChatNotifications=off) is not created.
+    resources = {k: v for k, v in (doc.get("Resources") or {}).items()
+                 if v.get("Type") in _STATEFUL and ("Condition" not in v or conditions.condition(v["Condition"]))}
     pending = dict(resources)
     while pending:
         progressed = False

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lab.cpu import Accounting, CpuTime
 from lab.seed import Identity, remove_tree, render_seed
 from lab.spec import NONROOT_USER, HostSpec
 
@@ -155,6 +156,8 @@ class Host:
     address: str
     spec: HostSpec
     unshare_pid: int = 0
+    #: The host's cgroup (lab/cpu.py), ``""`` when the machine offers none.
+    cgroup: str = ""
 
     @property
     def dir(self) -> Path:
@@ -194,6 +197,10 @@ class Host:
 
     def running(self) -> bool:
         return self.unshare_pid > 0 and _alive(self.unshare_pid) and bool(_children(self.unshare_pid))
+
+    def cpu_time(self) -> CpuTime:
+        """User and system CPU of everything the host ran since it started; a job's cost is a difference."""
+        return Accounting(self.cgroup).cpu_time()
 
     def journal(self, phase: str | None = "end") -> list[dict[str, Any]]:
         """Commands the simulated tools ran, oldest first (``phase=None`` for every record)."""
@@ -272,7 +279,8 @@ class Lab:
         self.net = data["net"]
         self._token = data["token"]
         for h in data["hosts"]:
-            host = Host(self, h["name"], h["address"], HostSpec.from_json(h["spec"]), h["unshare_pid"])
+            host = Host(self, h["name"], h["address"], HostSpec.from_json(h["spec"]), h["unshare_pid"],
+                        h.get("cgroup", ""))
             self.hosts[host.name] = host
 
     def _save(self) -> None:
@@ -280,7 +288,8 @@ class Lab:
             "net": self.net,
             "token": self._token,
             "hosts": [
-                {"name": h.name, "address": h.address, "spec": h.spec.to_json(), "unshare_pid": h.unshare_pid}
+                {"name": h.name, "address": h.address, "spec": h.spec.to_json(), "unshare_pid": h.unshare_pid,
+                 "cgroup": h.cgroup}
                 for h in self.hosts.values()
             ],
         }
@@ -383,6 +392,8 @@ class Lab:
             elif p.exists():
                 p.unlink()
         render_seed(host.dir / "seed", host.spec, ident, self.net)
+        accounting = Accounting.create(self._token, host.name)
+        host.cgroup = accounting.path
         (host.dir / "ovl").mkdir()
         (host.dir / "root").mkdir()
         boot = {
@@ -392,6 +403,8 @@ class Lab:
             "mailbox": host.mailbox,
             "start_exim": "exim_down_at_start" not in host.spec.switches,
             "boot_sim": host.spec.profile != "not-cpanel",
+            "cgroup_host": accounting.host_procs,
+            "cgroup_init": accounting.init_procs,
         }
         (host.dir / "boot.json").write_text(json.dumps(boot))
         parent_ns = os.readlink("/proc/self/ns/mnt")
@@ -436,6 +449,7 @@ class Lab:
         pid = host.unshare_pid
         if pid <= 0 or not _alive(pid) or not self._is_ours(pid, host):
             host.unshare_pid = 0
+            self._drop_cgroup(host)
             return
         inits = _children(pid)
         for child in inits:
@@ -459,6 +473,14 @@ class Lab:
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
         host.unshare_pid = 0
+        self._drop_cgroup(host)
+
+    @staticmethod
+    def _drop_cgroup(host: Host) -> None:
+        # Only once no process of the host is left: a cgroup with members cannot be removed.
+        with contextlib.suppress(FileNotFoundError):
+            Accounting(host.cgroup).remove()
+        host.cgroup = ""
 
     def _is_ours(self, pid: int, host: Host) -> bool:
         """Never kill a PID the kernel reused for someone else's process."""

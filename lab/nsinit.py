@@ -93,6 +93,13 @@ def seed_queue(root: str, count: int, sender: str) -> None:
         in_root(root, ["/usr/sbin/exim4", "-odq", "-f", sender, f"queued{i}@example.net"], stdin=message)
 
 
+def join_cgroup(procs: str) -> None:
+    """Move this process into the cgroup whose ``cgroup.procs`` is ``procs`` (see lab/cpu.py)."""
+    if procs:
+        with open(procs, "w") as fh:
+            fh.write("0")
+
+
 def main() -> int:
     hostdir, parent_ns = sys.argv[1], sys.argv[2]
     os.chdir(hostdir)
@@ -101,6 +108,9 @@ def main() -> int:
         return 3
     with open(os.path.join(hostdir, "boot.json")) as fh:
         cfg = json.load(fh)
+    # Everything forked from here on (Exim, the simulated tools, sshd and its sessions) is billed to
+    # the host's cgroup; the init leaves it once they run, so its own bookkeeping is not.
+    join_cgroup(cfg.get("cgroup_host", ""))
     root = build_root(hostdir)
 
     journal = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -128,6 +138,7 @@ def main() -> int:
         stdout=sshd_log,
         stderr=sshd_log,
     )
+    join_cgroup(cfg.get("cgroup_init", ""))
 
     stop = False
 

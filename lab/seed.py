@@ -15,11 +15,13 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from lab import maildomains
 from lab.exim import EXIM_CONF, TLS_DIR, EximSite, render_exim_conf
 from lab.sim.simlib import eximrejects_text
 from lab.spec import NONROOT_UID, NONROOT_USER, VERSIONS, HostSpec, Login
 
 SIM_SOURCE = Path(__file__).parent / "sim"
+MAINIP = "/var/cpanel/mainip"
 SIM_DIR = "/opt/cpanel-sim"
 
 MODERN_DRIVERS = ("ChkServd", "Cpbandwd", "Eximstats", "JailManager", "ModSecLog", "RecentAuthedMailIpTracker")
@@ -131,6 +133,7 @@ def render_seed(seed: Path, spec: HostSpec, ident: Identity, net: int) -> None:
     _write_exim(tree, spec, ident, exim_uid, exim_gid)
     if cpanel:
         _write_cpanel(tree, spec, ident, logins)
+        _write_mail(tree, spec, net)
     if "no_timeout" in spec.switches:
         tree.whiteout("usr/bin/timeout")
 
@@ -278,6 +281,24 @@ def _write_cpanel(tree: _Tree, spec: HostSpec, ident: Identity, logins: tuple[Lo
         for u in lg.users
     )
     tree.write("var/log/maillog", maillog + "".join(f"{line}\n" for line in spec.maillog_lines))
+
+
+#: The Exim Configuration Manager options the collector reads (cPanel's touch files under /var/cpanel).
+MAIL_OPTIONS = ("per_domain_mailips", "custom_mailips", "custom_mailhelo", "use_rdns_for_helo")
+
+
+def _write_mail(tree: _Tree, spec: HostSpec, net: int) -> None:
+    """The deliverability files of ``spec.mail_cases`` at cPanel's paths, from lab.maildomains' one table."""
+    if not spec.mail_cases:
+        return
+    files = maildomains.host_files(net, tuple(maildomains.case(name) for name in spec.mail_cases))
+    files[MAINIP] = maildomains.sending_ip(net, maildomains.IP_MAIN) + "\n"
+    if spec.mail_options is not None:
+        files = {p: t for p, t in files.items() if p.rsplit("/", 1)[-1] not in MAIL_OPTIONS}
+        files.update({f"/var/cpanel/{option}": "" for option in spec.mail_options})
+    for path, text in files.items():
+        # /etc/userdomains is root's alone on cPanel (0640 root:mail); the public keys are world-readable.
+        tree.write(path.lstrip("/"), text, mode=0o640 if path == "/etc/userdomains" else 0o644)
 
 
 def remove_tree(path: Path) -> None:

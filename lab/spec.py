@@ -66,6 +66,12 @@ class HostSpec:
     popbeforesmtp_drift: bool = False
     #: The tracker keeps re-adding seeded logins while its driver runs (cpanel.md §9 ``stale_repopulate``).
     tracker_repopulates: bool = True
+    #: Deliverability cases (names in ``lab.maildomains.cases()``) whose domains the host serves: seeds
+    #: /etc/userdomains, /etc/mailips, /etc/mailhelo, /var/cpanel/mainip and the DKIM public keys (issue 20).
+    mail_cases: tuple[str, ...] = ()
+    #: Exim Configuration Manager options on (touch files ``/var/cpanel/<option>``) for those files; None:
+    #: as ``updateuserdomains`` leaves them with per-domain mail IPs on (``per_domain_mailips``).
+    mail_options: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.profile not in PROFILES:
@@ -73,6 +79,8 @@ class HostSpec:
         for name in self.switches:
             if name not in SWITCHES and not name.startswith("slow_"):
                 raise ValueError(f"unknown failure switch {name!r}")
+        if self.mail_cases and self.profile == "not-cpanel":
+            raise ValueError("mail_cases need a cPanel profile")
 
     @property
     def generation(self) -> str:
@@ -87,6 +95,9 @@ class HostSpec:
         data = dict(data)
         if data.get("logins") is not None:
             data["logins"] = tuple(Login(d["ip"], tuple(d["users"])) for d in data["logins"])
-        for key in ("alwaysrelay", "trustedmailhosts", "skipsmtpcheckhosts", "mainlog_lines", "maillog_lines"):
+        for key in ("alwaysrelay", "trustedmailhosts", "skipsmtpcheckhosts", "mainlog_lines", "maillog_lines",
+                    "mail_cases"):
             data[key] = tuple(data.get(key, ()))
+        if data.get("mail_options") is not None:
+            data["mail_options"] = tuple(data["mail_options"])
         return cls(**data)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from relayguard.domain.deliverability import Collected, Deliverability
 from relayguard.domain.evidence import record_key
+from relayguard.domain.metrics import Datapoint
 from relayguard.domain.models import Outcome
 from relayguard.domain.rollout import Admission, Rollout, Tally
 from relayguard.domain.server import Inventory, Server
@@ -151,13 +153,18 @@ class FakeRunStore:
                              "rollout": rollout or Rollout(), "fixes": Tally(total), "stopped": ""}
         return True
 
-    def record(self, run_id: str, server: str, outcome: str) -> RunProgress | None:
+    def record(self, run_id: str, server: str, outcome: str,
+               mail: Mapping[str, int] | None = None) -> RunProgress | None:
         if run_id not in self.runs:
             return None
         if (run_id, server) not in self.done:
             self.done.add((run_id, server))
             counts = self.runs[run_id]["counts"]
             counts[outcome] = counts.get(outcome, 0) + 1
+            totals = self.runs[run_id].setdefault("mail", {})
+            for key, value in {**(mail or {}), **({"servers": 1} if mail else {})}.items():
+                if value:
+                    totals[key] = totals.get(key, 0) + value
         return self.progress(run_id)
 
     def progress(self, run_id: str) -> RunProgress:
@@ -165,7 +172,7 @@ class FakeRunStore:
         fixes: Tally = run["fixes"]
         return RunProgress(run_id, run["mode"], run["trigger"], run["total"], sum(run["counts"].values()),
                            dict(run["counts"]), run["started_at"], run["rollout"], fixes.started, fixes.finished,
-                           fixes.failed, run["stopped"])
+                           fixes.failed, run["stopped"], dict(run.get("mail", {})))
 
     def reservation(self, run_id: str, server: str) -> str | None:
         return self.reservations.get((run_id, server))
@@ -300,6 +307,21 @@ class FakeNotifier:
         self.published.append(notification)
 
 
+class FakeMetrics:
+    """Keeps every data point emitted, in order."""
+
+    def __init__(self) -> None:
+        self.points: list[Datapoint] = []
+
+    def emit(self, points: Iterable[Datapoint]) -> None:
+        self.points.extend(points)
+
+    def values(self, name: str, **dimensions: str) -> list[float]:
+        """The values emitted for metric ``name`` with exactly these dimensions."""
+        want = tuple(sorted(dimensions.items()))
+        return [p.value for p in self.points if p.metric.name == name and tuple(sorted(p.dimensions)) == want]
+
+
 class FakeEnqueueOnce:
     """The alert intake's dedup in memory: the first call per key enqueues through ``jobs``, every later
     call gets that first answer back (with the first caller's ``request``), as the DynamoDB one does."""
@@ -330,3 +352,19 @@ class FakeLambdaContext(LambdaContext):
     # Powertools types it as a static method; Lambda's real context answers per invocation.
     def get_remaining_time_in_millis(self) -> int:  # type: ignore[override]
         return self.remaining_ms
+
+
+class FakeJudge:
+    """A deliverability judge (``ports.DeliverabilityJudge``) answering a scripted report, or raising ``error``;
+    it records every collection it was given."""
+
+    def __init__(self, report: Deliverability | None = None, error: Exception | None = None) -> None:
+        self.report = report or Deliverability()
+        self.error = error
+        self.seen: list[Collected] = []
+
+    def judge(self, collected: Collected) -> Deliverability:
+        self.seen.append(collected)
+        if self.error is not None:
+            raise self.error
+        return self.report

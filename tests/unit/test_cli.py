@@ -104,6 +104,16 @@ def test_render_table_puts_the_plan_and_nonzero_spam_signals_under_their_host() 
     ]
 
 
+def test_render_table_puts_the_deliverability_counts_under_their_host() -> None:
+    summary = {"domains": 12, "judged": 12, "failing": 3, "without_spf": 0, "without_dkim": 1, "without_dmarc": 2,
+               "ips": 2, "ips_without_fcrdns": 1, "dns_errors": 0}
+    rows = [result("web1", Outcome.COMPLIANT, generation="modern", exposed_before=False, exposed_after=False,
+                   deliverability={"judged": True, "summary": summary, "domains": []})]
+    assert render_table(rows).splitlines()[2] == (
+        "  mail: 12 domains: 3 breaking receiver rules, 1 without DKIM, 2 without DMARC, "
+        "1 sending IP without forward-confirmed PTR")
+
+
 def test_render_table_shows_exposure_without_an_after_value() -> None:
     row = render_table([result("web1", Outcome.NONCOMPLIANT, generation="legacy", exposed_before=True)])
     assert row.splitlines()[1].split()[:4] == ["web1", "noncompliant", "legacy", "yes"]

@@ -253,11 +253,12 @@ def test_the_reason_severity_table_is_the_one_the_code_uses_and_names_real_reaso
 
 def attribute_vocabulary() -> dict[str, set[str]]:
     return {
-        "event": {"server-result", "run-digest", "run-stopped"},
+        "event": {"server-result", "run-digest", "run-stopped", notify.DELIVERABILITY_EVENT},
         "outcome": {str(o) for o in Outcome} | set(notify.NOTIFICATION_SCHEMA["$defs"]["runDigest"]["properties"]
-                                                   ["outcome"]["enum"]) | {"stopped"},
+                                                   ["outcome"]["enum"]) | {"stopped", "failing", "ok"},
         "severity": {*notify.SEVERITY.values(), notify.STOPPED_SEVERITY},
         "mode": {str(m) for m in Mode},
+        "finding": {"relay", "deliverability"},
     }
 
 

@@ -12,6 +12,7 @@ import pytest
 from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 from relayguard import bootstrap
 from relayguard.config import load_settings
+from relayguard.domain.metrics import METRICS
 from relayguard.domain.models import Outcome
 from relayguard.engine import Engine
 from relayguard.inventory import parse_inventory
@@ -25,6 +26,7 @@ from tests.fakes import (
     FakeJobQueue,
     FakeLambdaContext,
     FakeLockStore,
+    FakeMetrics,
     FakeNotifier,
     FakeRecordStore,
     FakeRunStore,
@@ -72,7 +74,7 @@ def entrypoint(name: str) -> Any:
     with this file instead: it opens its UDP emitter's socket on import, and unit tests run with sockets
     disabled. Metrics not flushed by an earlier test are dropped."""
     module = importlib.import_module(f"relayguard.entrypoints.{name}")
-    module.metrics.clear_metrics()
+    importlib.import_module("relayguard.entrypoints").metrics.clear_metrics()
     return module
 
 
@@ -81,13 +83,19 @@ def event(path: str) -> dict[str, Any]:
 
 
 def emitted_metrics(stdout: str) -> dict[str, float]:
-    """Every metric value the handler flushed as CloudWatch EMF lines, by name (ColdStart left out)."""
+    """Every metric value the handler flushed as CloudWatch EMF lines, by name (ColdStart left out).
+
+    Each one must be a metric of ``domain.metrics.METRICS`` (the list the alarms and the dashboard are
+    checked against), in the template's namespace, with exactly its dimensions plus ``service``."""
     found: dict[str, float] = {}
     for line in stdout.splitlines():
         blob = json.loads(line) if line.startswith("{") else {}
         for directive in blob.get("_aws", {}).get("CloudWatchMetrics", []):
             for metric in directive["Metrics"]:
                 if metric["Name"] != "ColdStart":
+                    listed = METRICS[metric["Name"]]
+                    assert (directive["Namespace"], metric["Unit"]) == ("RelayGuard", listed.unit)
+                    assert [sorted(d) for d in directive["Dimensions"]] == [sorted(("service", *listed.dimensions))]
                     values = blob[metric["Name"]]
                     found[metric["Name"]] = found.get(metric["Name"], 0) + (
                         sum(values) if isinstance(values, list) else values)
@@ -101,14 +109,15 @@ def test_planner_fans_out_one_job_per_server_and_reports_them(capsys: pytest.Cap
     runs, queue, notifier = FakeRunStore(), FakeJobQueue(), FakeNotifier()
     handler = entrypoint("planner").make_handler(functools.partial(
         bootstrap.planner, inventory=FakeInventoryStore(INVENTORY), runs=runs, queue=queue,
-        publisher=Publisher(notifier, runs, FakeStateStore(), FakeRecordStore())))
+        publisher=Publisher(notifier, runs, FakeStateStore(), FakeRecordStore(), FakeMetrics())))
 
     result = handler(event("planner/manual_fix_sweep.json"), FakeLambdaContext())
 
     assert (result["servers"], result["mode"], result["unsent"], result["closed_overdue"]) == (2, "fix", 0, [])
     assert [json.loads(body)["server"]["name"] for body in queue.sent[WORK]] == ["web1", "web2"]
     assert runs.progress(result["run_id"]).total == 2
-    assert emitted_metrics(capsys.readouterr().out) == {"ServersPlanned": 2, "RunsClosedOverdue": 0}
+    assert emitted_metrics(capsys.readouterr().out) == {"ServersPlanned": 2, "RunsClosedOverdue": 0,
+                                                        "RunsStarted": 1}
 
 
 # -- worker ------------------------------------------------------------------------------------
@@ -119,7 +128,8 @@ def worker_handler(session: FakeSession, state: FakeStateStore, queue: FakeJobQu
     return entrypoint("worker").make_handler(functools.partial(
         bootstrap.worker, engine_factory=lambda: Engine(FakeConnector(session), FakeBannerCheck()),
         locks=FakeLockStore(), state=state, queue=queue,
-        publisher=Publisher(FakeNotifier(), runs, state, FakeRecordStore()), inventory=FakeInventoryStore(INVENTORY)))
+        publisher=Publisher(FakeNotifier(), runs, state, FakeRecordStore(), FakeMetrics()),
+        inventory=FakeInventoryStore(INVENTORY)))
 
 
 def test_worker_audits_each_server_of_the_batch(capsys: pytest.CaptureFixture[str]) -> None:
@@ -209,7 +219,8 @@ def test_alert_enqueues_one_urgent_job_and_a_repeat_is_deduplicated(capsys: pyte
     assert again[0]["run_id"] == first[0]["run_id"]
     (body,) = queue.sent[URGENT]
     assert json.loads(body)["alert_id"] == first[0]["alert_id"]
-    assert emitted_metrics(capsys.readouterr().out) == {"AlertsReceived": 2, "AlertsDeduplicated": 1}
+    assert emitted_metrics(capsys.readouterr().out) == {"AlertsReceived": 2, "AlertsDeduplicated": 1,
+                                                        "RunsStarted": 1}
 
 
 def test_alert_naming_an_unknown_server_changes_nothing(capsys: pytest.CaptureFixture[str]) -> None:
@@ -254,7 +265,7 @@ def test_worker_reads_the_inventory_once_per_batch_and_refuses_a_tampered_job_wi
     handler = entrypoint("worker").make_handler(functools.partial(
         bootstrap.worker, engine_factory=lambda: Engine(connector, FakeBannerCheck()), locks=FakeLockStore(),
         state=state, queue=FakeJobQueue(), inventory=inventory,
-        publisher=Publisher(FakeNotifier(), FakeRunStore(), state, FakeRecordStore())))
+        publisher=Publisher(FakeNotifier(), FakeRunStore(), state, FakeRecordStore(), FakeMetrics())))
 
     answer = handler(batch, FakeLambdaContext())
 
@@ -268,4 +279,4 @@ def test_worker_reads_the_inventory_once_per_batch_and_refuses_a_tampered_job_wi
     assert refusal.reason == "inventory-mismatch: the job's host differ from the inventory's"  # type: ignore[attr-defined]
     assert refusal.address == "192.0.2.66"  # type: ignore[attr-defined]
     assert emitted_metrics(capsys.readouterr().out) == {"JobsReceived": 2, "ServersScanned": 2, "JobsRefused": 1,
-                                                        "Failed": 1, "QueueSize": 3}
+                                                        "Failed": 1, "FailedByReason": 1, "QueueSize": 3}

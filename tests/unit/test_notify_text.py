@@ -69,12 +69,20 @@ def test_a_failure_email_names_its_reason_and_leaves_out_what_did_not_happen():
     assert "mailboxes" not in text
 
 
-def test_the_digest_email_is_one_line_with_every_count():
+def test_the_digest_email_sums_up_in_its_first_line_then_lists_the_chat_facts():
     doc = digest_message("sweep-1", mode="fix", trigger="sweep", total=5,
                          counts={"remediated": 2, "compliant": 1, "unreachable": 1, "not-cpanel": 1},
-                         started_at=AT, at=AT)
-    assert digest_text(doc) == ("RelayGuard run sweep-1 (sweep, fix): 5 servers; compliant: 1, not-cpanel: 1, "
-                                "remediated: 2, unreachable: 1; failed: 1\n")
+                         started_at="2026-11-25T13:00:00+00:00", at=AT)
+    assert digest_text(doc).splitlines() == [
+        "RelayGuard run sweep-1 (sweep, fix): 5 servers; compliant: 1, not-cpanel: 1, remediated: 2, unreachable: 1; "
+        "failed: 1",
+        "",
+        "Outcome: failed (severity warning)",
+        "Servers: 5",
+        "By outcome: compliant 1, not-cpanel 1, remediated 2, unreachable 1",
+        "Failed: 1",
+        f"Started / finished: 2026-11-25T13:00:00+00:00 / {AT}",
+    ]
 
 
 def test_sns_gets_text_for_email_and_the_document_for_every_machine_protocol():
@@ -94,7 +102,7 @@ def test_sns_gets_text_for_email_and_the_document_for_every_machine_protocol():
         assert json.loads(message[protocol]) == doc, protocol
     assert {k: v["StringValue"] for k, v in call["MessageAttributes"].items()} == {
         "event": "server-result", "outcome": "remediated", "severity": doc["severity"], "server": "web1",
-        "mode": "fix"}
+        "mode": "fix", "finding": "relay"}
 
 
 def test_an_audit_message_carries_the_plan_a_fix_would_run_and_the_spam_signals():

@@ -29,6 +29,7 @@ from tests.fakes import (
     FakeInventoryStore,
     FakeJobQueue,
     FakeLockStore,
+    FakeMetrics,
     FakeNotifier,
     FakeRecordStore,
     FakeRunStore,
@@ -62,7 +63,7 @@ def make_stack(failures: int = 0, inventory: Inventory = INVENTORY) -> Stack:
     connector = FakeConnector(error=Unreachable("198.51.100.1:22: connection refused"))
     store = FakeInventoryStore(inventory)
     worker = Worker(SETTINGS, lambda: Engine(connector, FakeBannerCheck(None)), FakeLockStore(), state,
-                    Publisher(notifier, runs, state, records), FakeJobQueue(), store)
+                    Publisher(notifier, runs, state, records, FakeMetrics()), FakeJobQueue(), store)
     return Stack(worker, notifier, runs, state, records, connector, store)
 
 

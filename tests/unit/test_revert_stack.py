@@ -23,6 +23,7 @@ from tests.fakes import (
     FakeInventoryStore,
     FakeJobQueue,
     FakeLockStore,
+    FakeMetrics,
     FakeNotifier,
     FakeRecordStore,
     FakeRunStore,
@@ -75,7 +76,7 @@ def test_the_worker_runs_a_revert_job_through_engine_revert_never_reusing_a_fix_
     session = FakeSession([ok(probe_text(MODERN_EXPOSED) + "revert.record.kind=missing\n")])
     runs, state, notifier = FakeRunStore(), FakeStateStore(), FakeNotifier()
     worker = Worker(SETTINGS, lambda: Engine(FakeConnector(session), FakeBannerCheck()), FakeLockStore(), state,
-                    Publisher(notifier, runs, state, FakeRecordStore()), FakeJobQueue(),
+                    Publisher(notifier, runs, state, FakeRecordStore(), FakeMetrics()), FakeJobQueue(),
                     FakeInventoryStore(Inventory((WEB1,))))
     runs.create("alert-revert-web1-1", "fix", "alert", 1, "2026-12-01T10:00:00+00:00")
     job = job_for(WEB1, "alert-revert-web1-1", Mode.FIX, "alert", "revert-web1-1", action="revert")
@@ -101,7 +102,7 @@ def test_a_revert_job_that_no_revert_request_made_is_refused_with_no_connection(
     connector = FakeConnector(session)
     runs, state, notifier = FakeRunStore(), FakeStateStore(), FakeNotifier()
     worker = Worker(SETTINGS, lambda: Engine(connector, FakeBannerCheck()), FakeLockStore(), state,
-                    Publisher(notifier, runs, state, FakeRecordStore()), FakeJobQueue(),
+                    Publisher(notifier, runs, state, FakeRecordStore(), FakeMetrics()), FakeJobQueue(),
                     FakeInventoryStore(Inventory((WEB1,))))
     job = job_for(WEB1, "run-1", Mode.FIX, trigger, alert_id, action="revert")
     handled = worker.handle(job, receive_count=1, remaining_ms=600_000, queue_url=queue)

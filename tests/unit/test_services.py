@@ -35,6 +35,7 @@ from tests.fakes import (
     FakeInventoryStore,
     FakeJobQueue,
     FakeLockStore,
+    FakeMetrics,
     FakeNotifier,
     FakeRecordStore,
     FakeRunReports,
@@ -57,7 +58,7 @@ INVENTORY = parse_inventory({"servers": [
 
 def make_publisher() -> tuple[Publisher, FakeNotifier, FakeRunStore, FakeStateStore]:
     notifier, runs, state = FakeNotifier(), FakeRunStore(), FakeStateStore()
-    return Publisher(notifier, runs, state, FakeRecordStore()), notifier, runs, state
+    return Publisher(notifier, runs, state, FakeRecordStore(), FakeMetrics()), notifier, runs, state
 
 
 def unreachable_engine() -> Engine:
@@ -205,7 +206,8 @@ def test_worker_records_announces_and_digests_a_one_server_run():
     for doc in (server_msg, digest):
         jsonschema.validate(doc, SCHEMA)
     assert notifier.published[0].attributes == {"event": "server-result", "outcome": "unreachable",
-                                                "severity": "warning", "server": "web1", "mode": "fix"}
+                                                "severity": "warning", "server": "web1", "mode": "fix",
+                                                "finding": "relay"}
 
 
 def test_a_runs_last_job_writes_the_runs_report_page_and_the_digest_says_where_it_is():

@@ -34,6 +34,7 @@ from tests.fakes import (
     FakeInventoryStore,
     FakeJobQueue,
     FakeLockStore,
+    FakeMetrics,
     FakeNotifier,
     FakeRecordStore,
     FakeRunStore,
@@ -174,7 +175,7 @@ def test_a_job_of_no_run_record_is_not_limited() -> None:
 
 def test_the_stop_is_one_error_message_and_the_digest_says_stopped() -> None:
     notifier, runs = FakeNotifier(), FakeRunStore()
-    publisher = Publisher(notifier, runs, FakeStateStore(), FakeRecordStore())
+    publisher = Publisher(notifier, runs, FakeStateStore(), FakeRecordStore(), FakeMetrics())
     open_run(runs, Rollout(max_errors=ErrorBudget(count=1), canary=1), total=3)
     gate = RunGate(runs, RUN, publisher.run_stopped)
     assert gate.admit(WEB1).decision == Decision.START
@@ -188,7 +189,7 @@ def test_the_stop_is_one_error_message_and_the_digest_says_stopped() -> None:
 
     stopped, digest = notifier.published
     assert stopped.attributes == {"event": "run-stopped", "outcome": "stopped", "severity": "error", "server": "*",
-                                  "mode": "fix"}
+                                  "mode": "fix", "finding": "relay"}
     assert (stopped.document["reason"], stopped.document["fixes"], stopped.document["limits"]) == (
         "canary-failed", {"started": 1, "finished": 1, "failed": 1},
         {"max_changes": None, "max_errors": "1", "canary": 1})
@@ -202,7 +203,7 @@ def test_the_stop_is_one_error_message_and_the_digest_says_stopped() -> None:
 
 def test_a_digest_of_a_stopped_run_without_failures_is_at_least_an_error() -> None:
     notifier, runs = FakeNotifier(), FakeRunStore()
-    publisher = Publisher(notifier, runs, FakeStateStore(), FakeRecordStore())
+    publisher = Publisher(notifier, runs, FakeStateStore(), FakeRecordStore(), FakeMetrics())
     open_run(runs, Rollout(), total=1)
     assert runs.claim_stop(RUN, "error-budget")
     publisher.count(RUN, "web1", "skipped")
@@ -214,7 +215,7 @@ def test_a_digest_of_a_stopped_run_without_failures_is_at_least_an_error() -> No
 
 
 def planned(cfg: Settings, runs: FakeRunStore, queue: FakeJobQueue, **kwargs: Any) -> dict[str, Any]:
-    publisher = Publisher(FakeNotifier(), runs, FakeStateStore(), FakeRecordStore())
+    publisher = Publisher(FakeNotifier(), runs, FakeStateStore(), FakeRecordStore(), FakeMetrics())
     return plan_sweep(cfg, FakeInventoryStore(INVENTORY), runs, queue, publisher, **kwargs)
 
 
@@ -278,7 +279,7 @@ def exposed_engine(session: FakeSession) -> Engine:
 
 def make_worker(runs: FakeRunStore, session: FakeSession, cfg: Settings | None = None) -> tuple[Worker, FakeNotifier]:
     notifier = FakeNotifier()
-    publisher = Publisher(notifier, runs, FakeStateStore(), FakeRecordStore())
+    publisher = Publisher(notifier, runs, FakeStateStore(), FakeRecordStore(), FakeMetrics())
     worker = Worker(cfg or settings(), lambda: exposed_engine(session), FakeLockStore(), publisher.state, publisher,
                     FakeJobQueue(), FakeInventoryStore(INVENTORY))
     return worker, notifier

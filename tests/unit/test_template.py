@@ -22,6 +22,7 @@ from relayguard.adapters.s3_reports import REPORTS_PREFIX
 from relayguard.config import ALL_VARIABLES, load_settings
 from samtranslator.translator.transform import transform
 
+from harness import iam
 from harness.intrinsics import NO_VALUE, Resolver
 from harness.template import load_template
 
@@ -190,7 +191,8 @@ def test_alert_intake_has_explicit_async_retries_and_an_on_failure_queue(cfn: di
     assert cfn["Resources"][dlq]["Type"] == "AWS::SQS::Queue"
     assert dlq not in {m["Properties"]["EventSourceArn"]["Fn::GetAtt"][0]
                        for m in _of_type(cfn, "AWS::Lambda::EventSourceMapping").values()}
-    sends = [s for s in _statements(cfn, "AlertIntakeFunctionRole") if s["Resource"] == destination]
+    # Lambda sends the failed event with the function's role.
+    sends = [s for s in _statements(cfn, "AlertIntakeFunctionRole") if destination in _as_list(s["Resource"])]
     assert sends
     assert all(s["Action"] in ("sqs:SendMessage", ["sqs:SendMessage"]) for s in sends)
 
@@ -348,39 +350,88 @@ def test_vpc_placement_is_off_by_default_and_on_when_subnets_are_given(cfn: dict
 
 # -- IAM ------------------------------------------------------------------------------------------
 
-# AWS-managed policies SAM attaches to every generated role, and why each is acceptable:
-MANAGED_POLICIES = {
-    # CloudWatch Logs (logs:CreateLogGroup/CreateLogStream/PutLogEvents): Lambda's own logging, and
-    # Powertools Metrics, which writes EMF to the log stream (no cloudwatch:PutMetricData anywhere).
-    "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole",
-    # X-Ray (Tracing: Active): xray:PutTraceSegments/PutTelemetryRecords only accept Resource "*".
-    "arn:aws:iam::aws:policy/AWSXrayWriteOnlyAccess",
-    # ENI management (ec2:CreateNetworkInterface/Describe*/DeleteNetworkInterface, Resource "*", as
-    # Lambda's VPC access requires). SAM attaches it whenever VpcConfig is present, even as an Fn::If
-    # that resolves to AWS::NoValue, so it is there without a VPC too.
-    "arn:aws:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole",
-}
-
-# What each function may touch: a new permission has to be added here on purpose.
-EXPECTED_ACCESS = {
-    "PlannerFunctionRole": {"InventoryBucket", "WorkQueue", "RunsTable", "ResultsTopic"},
-    "WorkerFunctionRole": {"WorkQueue", "UrgentQueue", "RunsTable", "StateTable", "LocksTable", "ResultsTopic",
-                           "secret", "InventoryBucket", "RecordsBucket"},
-    "AlertIntakeFunctionRole": {"InventoryBucket", "UrgentQueue", "IdempotencyTable", "RunsTable", "AlertIntakeDLQ"},
-}
+def _policies(policy: dict[str, Any]) -> list[dict[str, Any]]:
+    """A role's policy, or each branch of a conditional one (``Fn::If``, e.g. ChatNotifications): the checks
+    hold whichever way the condition goes."""
+    if "Fn::If" in policy:
+        _, *branches = policy["Fn::If"]
+        return [p for branch in branches if branch != {"Ref": "AWS::NoValue"} for p in _policies(branch)]
+    return [policy]
 
 
 def _statements(cfn: dict[str, Any], role: str) -> list[dict[str, Any]]:
-    return [s for policy in _props(cfn, role).get("Policies", []) for s in policy["PolicyDocument"]["Statement"]]
+    return [s for policy in _props(cfn, role).get("Policies", []) for branch in _policies(policy)
+            for s in branch["PolicyDocument"]["Statement"]]
 
 
 def _as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
 
+@pytest.fixture(scope="module")
+def code() -> iam.Code:
+    return iam.Code()
+
+
+@pytest.mark.parametrize("conditions", [
+    {}, {"UseVpc": True}, {"ChatEnabled": True}, {"UseVpc": True, "ChatEnabled": True},
+], ids=["plain", "vpc", "chat", "vpc+chat"])
+def test_each_role_grants_exactly_the_calls_its_function_makes(code: iam.Code, conditions: dict[str, bool]) -> None:
+    """The AWS calls are derived from the code (harness/iam.py), never listed here: a new boto3 call,
+    adapter or Powertools utility in a function's wiring needs its statement, and a statement nothing
+    calls fails too."""
+    template = iam.Template()
+    functions = iam.functions()
+    assert {f.logical_id for f in functions} == set(_of_type(template.doc, "AWS::Serverless::Function"))
+    roles = set()
+    for function in functions:
+        role = template.role_of(function.logical_id)
+        roles.add(role)
+        needed = iam.derived(function, template, code, conditions)
+        granted = template.granted(role, conditions)
+        assert {"missing": sorted(needed - granted), "extra": sorted(granted - needed)} == \
+            {"missing": [], "extra": []}, function.logical_id
+    assert len(roles) == len(functions), "one role per function"
+
+
+def test_the_derivation_reads_the_code_not_a_list(tmp_path: Path) -> None:
+    """A call added to an adapter shows up on the roles of the functions that reach it, and only there."""
+    import shutil
+
+    package = tmp_path / "relayguard"
+    shutil.copytree(iam.PACKAGE, package)
+    records = package / "adapters" / "s3_records.py"
+    text = records.read_text()
+    assert "        return f\"s3://{self.bucket}/{key}\"\n" in text
+    records.write_text(text.replace("        return f\"s3://{self.bucket}/{key}\"\n",
+                                    "        self.client.delete_object(Bucket=self.bucket, Key=key)\n"
+                                    "        return f\"s3://{self.bucket}/{key}\"\n", 1))
+    changed, template = iam.Code(package), iam.Template()
+    by_id = {f.logical_id: f for f in iam.functions()}
+    assert ("s3:DeleteObject", "RecordsBucket") in iam.derived(by_id["WorkerFunction"], template, changed)
+    for other in ("PlannerFunction", "AlertIntakeFunction"):
+        assert not any(a == "s3:DeleteObject" for a, _ in iam.derived(by_id[other], template, changed)), other
+
+
+def test_the_derivation_follows_ports_to_the_wired_adapters(code: iam.Code) -> None:
+    by_id = {f.logical_id: iam.derived(f, code=code) for f in iam.functions()}
+    # The planner's Publisher has a state store and a record store wired, but the planner never calls them.
+    assert not {r for _, r in by_id["PlannerFunction"]} & {"StateTable", "RecordsBucket", "LocksTable"}
+    # The worker's fix gate (RunGate, a FixGate the engine calls) reserves fixes in one transaction.
+    assert {("dynamodb:PutItem", "RunsTable"), ("dynamodb:UpdateItem", "RunsTable")} <= by_id["WorkerFunction"]
+    # Requeueing sends to the queue the job came from: both event sources, and no other queue.
+    assert {r for a, r in by_id["WorkerFunction"] if a == "sqs:SendMessage"} == {"WorkQueue", "UrgentQueue"}
+    # Powertools Idempotency's calls, on the table bootstrap hands it.
+    assert {a for a, r in by_id["AlertIntakeFunction"] if r == "IdempotencyTable"} == {
+        "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"}
+
+
 def _own_resource(resource: Any, ours: set[str]) -> str:
-    """The logical id (or "secret") a policy statement's Resource is scoped to; fails on anything else."""
+    """The logical id (or parameter) a policy statement's Resource is scoped to; fails on anything else."""
     assert isinstance(resource, dict), f"literal resource {resource!r}"
+    if "Fn::If" in resource:
+        _, *branches = resource["Fn::If"]
+        return "|".join(sorted({_own_resource(b, ours) for b in branches}))
     if set(resource) == {"Ref"} or set(resource) == {"Fn::GetAtt"}:
         target = resource["Ref"] if "Ref" in resource else resource["Fn::GetAtt"][0]
         assert target in ours, resource
@@ -389,10 +440,14 @@ def _own_resource(resource: Any, ours: set[str]) -> str:
     sub = resource["Fn::Sub"]
     if sub == SECRET_ARN:
         return "secret"
+    if isinstance(sub, str):
+        # "${Bucket.Arn}/${Key}": an object of a bucket of this stack, its key a parameter.
+        match = re.fullmatch(r"\$\{(\w+)\.Arn\}/\$\{(\w+)\}", sub)
+        assert match, sub
+        assert match.group(1) in ours, sub
+        return match.group(1)
     text, variables = sub
     (name, value), = variables.items()
-    if text == "${" + name + "}":  # a policy template's parameter passed straight through
-        return _own_resource(value, ours)
     target = value["Ref"] if "Ref" in value else value["Fn::GetAtt"][0]
     assert target in ours, resource
     # An ARN of this account and region whose only wildcard is a suffix within the named resource.
@@ -405,21 +460,27 @@ def _own_resource(resource: Any, ours: set[str]) -> str:
 
 def test_iam_is_scoped_to_this_stacks_resources(cfn: dict[str, Any]) -> None:
     roles = _of_type(cfn, "AWS::IAM::Role")
-    assert sorted(roles) == sorted(EXPECTED_ACCESS)
-    ours = set(cfn["Resources"])
+    assert sorted(roles) == ["AlertIntakeFunctionRole", "PlannerFunctionRole", "WorkerFunctionRole"]
+    ours = set(cfn["Resources"]) | set(cfn["Parameters"])
     for role, spec in roles.items():
         props = spec["Properties"]
         assert props["AssumeRolePolicyDocument"]["Statement"] == [{
             "Action": ["sts:AssumeRole"], "Effect": "Allow", "Principal": {"Service": ["lambda.amazonaws.com"]}}]
-        assert set(props["ManagedPolicyArns"]) == MANAGED_POLICIES, role
-        reached = set()
+        assert "ManagedPolicyArns" not in props, role
+        # The VPC policy exists only when subnets are given.
+        (vpc,) = [p["Fn::If"] for p in props["Policies"] if p.get("Fn::If", [""])[0] == "UseVpc"]
+        assert vpc[2] == {"Ref": "AWS::NoValue"}, role
         for statement in _statements(cfn, role):
             assert statement["Effect"] == "Allow"
-            for action in _as_list(statement["Action"]):
-                assert not action.endswith("*") or action == "sqs:SendMessage*", (role, action)
+            assert statement.get("Sid"), (role, statement)
+            actions = _as_list(statement["Action"])
+            assert not [a for a in actions if "*" in a], (role, actions)
+            if statement["Resource"] == "*":
+                # Only actions AWS lets take no narrower resource, each with its reason in harness/iam.py.
+                assert set(actions) <= set(iam.UNSCOPED), (role, actions)
+                continue
             for resource in _as_list(statement["Resource"]):
-                reached.add(_own_resource(resource, ours))
-        assert reached == EXPECTED_ACCESS[role], role
+                _own_resource(resource, ours)
     secret = cfn["Parameters"]["SshKeySecretName"]
     assert "*" not in secret["Default"]  # the ARN pattern's "-*" is Secrets Manager's random suffix only
 
@@ -428,10 +489,21 @@ def test_iam_check_rejects_unscoped_resources() -> None:
     ours = {"RunsTable"}
     table = "arn:${AWS::Partition}:dynamodb:${AWS::Region}:${AWS::AccountId}:table/${t}"
     for bad in ("*", {"Ref": "SomeoneElsesTable"}, {"Fn::Sub": [table + "*", {"t": {"Ref": "RunsTable"}}]},
-                {"Fn::Sub": ["arn:aws:dynamodb:*:*:table/${t}", {"t": {"Ref": "RunsTable"}}]}):
+                {"Fn::Sub": ["arn:aws:dynamodb:*:*:table/${t}", {"t": {"Ref": "RunsTable"}}]},
+                {"Fn::Sub": "${RunsTable.Arn}/*"}):
         with pytest.raises(AssertionError):
             _own_resource(bad, ours)
     assert _own_resource({"Fn::Sub": [table + "/index/*", {"t": {"Ref": "RunsTable"}}]}, ours) == "RunsTable"
+
+
+def test_every_function_logs_to_a_log_group_of_its_own(cfn: dict[str, Any]) -> None:
+    groups = _of_type(cfn, "AWS::Logs::LogGroup")
+    seen = set()
+    for name, fn in _of_type(cfn, "AWS::Lambda::Function").items():
+        (group,) = [g for g in groups if fn["Properties"]["LoggingConfig"]["LogGroup"] == {"Ref": g}]
+        assert group not in seen, name
+        seen.add(group)
+        assert groups[group]["Properties"]["RetentionInDays"] > 0
 
 
 # -- pins -----------------------------------------------------------------------------------------
@@ -476,3 +548,24 @@ def test_cfn_lint_rejects_a_malformed_schedule() -> None:
     matches = lint(text.replace("Default: rate(1 day)", "Default: rate(5 minute)"),
                    config=ManualArgs(regions=["eu-west-1"]))
     assert [(m.rule.id, "'minute' is not one of" in m.message) for m in matches] == [("W1030", True)]
+
+
+def test_chat_notifications_add_a_chat_topic_the_planner_and_worker_publish_to(cfn: dict[str, Any]) -> None:
+    assert cfn["Parameters"]["ChatNotifications"]["Default"] == "off"
+    assert cfn["Resources"]["ChatTopic"]["Condition"] == "ChatEnabled"
+    assert _props(cfn, "ChatTopic")["KmsMasterKeyId"] == _props(cfn, "ResultsTopic")["KmsMasterKeyId"]
+    assert cfn["Outputs"]["ChatTopicArn"]["Condition"] == "ChatEnabled"
+    functions = _of_type(cfn, "AWS::Lambda::Function")
+    for setting, expected in (("off", ""), ("chatbot", "arn:chat")):
+        resolver = Resolver(cfn, {"ChatNotifications": setting, "ChatTopic": "arn:chat"})
+        for name, fn in functions.items():
+            assert resolver.value(fn["Properties"]["Environment"]["Variables"]["RG_CHAT_TOPIC_ARN"]) == expected, name
+    # Only the functions that publish may publish to it, and only when it exists.
+    for role in ("PlannerFunctionRole", "WorkerFunctionRole"):
+        conditional = [p for p in _props(cfn, role)["Policies"] if "Fn::If" in p and p["Fn::If"][0] != "UseVpc"]
+        assert [p["Fn::If"][0] for p in conditional] == ["ChatEnabled"], role
+        (statement,) = conditional[0]["Fn::If"][1]["PolicyDocument"]["Statement"]
+        assert _as_list(statement["Action"]) == ["sns:Publish"]
+        assert _own_resource(statement["Resource"], set(cfn["Resources"])) == "ChatTopic"
+    intake = _props(cfn, "AlertIntakeFunctionRole")["Policies"]
+    assert not any(p.get("Fn::If", [""])[0] == "ChatEnabled" for p in intake)

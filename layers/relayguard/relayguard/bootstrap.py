@@ -21,9 +21,11 @@ from relayguard.engine import BannerCheck, Engine
 from relayguard.errors import RelayGuardError
 from relayguard.ports import (
     Connector,
+    DeadLetterQueues,
     InventoryStore,
     JobQueue,
     LockStore,
+    MetricSink,
     Notifier,
     RecordStore,
     ReportPages,
@@ -122,11 +124,19 @@ def directory_record_store(root: str) -> RecordStore:
     return DirectoryRecordStore(root)
 
 
-def bucket_run_reports(bucket: str, *, s3: Any = None) -> RunReports:
-    """A run's records in ``bucket`` and its report page beside them (``reports/<run_id>.html``)."""
+def run_reports(settings: Settings, *, s3: Any = None) -> RunReports:
+    """The worker's: a run's records in the records bucket and its report page beside them
+    (``reports/<run_id>.html``)."""
     from relayguard.adapters.s3_reports import S3RunReports  # noqa: PLC0415 - deferred (botocore)
 
-    return S3RunReports(s3 or client("s3"), bucket)
+    return S3RunReports(s3 or client("s3"), settings.records_bucket)
+
+
+def bucket_run_reports(bucket: str) -> RunReports:
+    """The CLI's ``--bucket``: the same, with the operator's own AWS credentials."""
+    from relayguard.adapters.s3_reports import S3RunReports  # noqa: PLC0415 - deferred (botocore)
+
+    return S3RunReports(client("s3"), bucket)
 
 
 def directory_run_records(root: str) -> RunRecords:
@@ -143,9 +153,18 @@ def html_file(path: str) -> ReportPages:
     return HtmlFile(path)
 
 
+def metric_sink() -> MetricSink:
+    """Metrics as EMF lines; those without dimensions of their own join the handler's Powertools buffer."""
+    from aws_lambda_powertools.metrics import Metrics  # noqa: PLC0415 - deferred
+
+    from relayguard.adapters.emf_metrics import EmfMetricSink  # noqa: PLC0415 - deferred
+
+    return EmfMetricSink(Metrics())
+
+
 def publisher(settings: Settings, *, notifier: Notifier | None = None, runs: RunStore | None = None,
               state: StateStore | None = None, records: RecordStore | None = None,
-              reports: RunReports | None = None) -> Publisher:
+              reports: RunReports | None = None, metrics: MetricSink | None = None) -> Publisher:
     """The publisher of results and digests; ``reports``, where a run's report page goes with its digest,
     is given by the worker only (None: digests without a page; the planner's role cannot read records)."""
     from relayguard.services import Publisher  # noqa: PLC0415 - deferred (pydantic)
@@ -154,8 +173,25 @@ def publisher(settings: Settings, *, notifier: Notifier | None = None, runs: Run
         from relayguard.adapters.notify_sns import SnsNotifier  # noqa: PLC0415 - deferred
 
         notifier = SnsNotifier(client("sns"), settings.topic_arn)
+        if settings.chat_topic_arn:
+            from relayguard.adapters.notify_chatbot import ChatbotNotifier, WithChat  # noqa: PLC0415 - deferred
+
+            notifier = WithChat(notifier, ChatbotNotifier(client("sns"), settings.chat_topic_arn))
     return Publisher(notifier, runs or run_store(settings), state or state_store(settings),
-                     records or record_store(settings), reports)
+                     records or record_store(settings), metrics or metric_sink(), reports)
+
+
+def dead_letter_queues() -> DeadLetterQueues:
+    """The stack's queues on SQS and CloudFormation, for ``relayguard redrive`` on an operator's machine
+    (region and credentials from the usual AWS environment and profile)."""
+    from botocore.exceptions import BotoCoreError  # noqa: PLC0415 - deferred (botocore)
+
+    from relayguard.adapters.sqs_redrive import SqsDeadLetterQueues  # noqa: PLC0415 - deferred
+
+    try:
+        return SqsDeadLetterQueues(client("sqs"), client("cloudformation"))
+    except BotoCoreError as exc:  # no region configured, most often
+        raise RelayGuardError(f"cannot reach AWS: {exc}") from exc
 
 
 # The factory under a name that the factories' own ``publisher`` parameters do not hide.
@@ -206,7 +242,7 @@ def worker(settings: Settings, *, engine_factory: Callable[[], Engine] | None = 
         locks = DynamoLockStore(client("dynamodb"), settings.locks_table)
     state = state or state_store(settings)
     return Worker(settings, engine_factory, locks, state,
-                  publisher or _publisher(settings, state=state, reports=bucket_run_reports(settings.records_bucket)),
+                  publisher or _publisher(settings, state=state, reports=run_reports(settings)),
                   queue or job_queue(),
                   inventory or inventory_store(settings))
 

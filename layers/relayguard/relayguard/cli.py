@@ -6,6 +6,7 @@
         fix limits: --max-errors N|P%  --max-changes N  --canary K  --window SPEC
     relayguard revert HOST[:PORT]...           undo the last fix: POP-before-SMTP relaying on again
     relayguard inventory add HOST[:PORT]       fetch, confirm and pin a server's host keys
+    relayguard redrive --queue work|urgent --stack NAME [--copy]   dead-lettered jobs back to their queue
     relayguard report --from DIR|--run RUN_ID --html FILE [--bucket B]   a run's fleet report page
 
 Exit codes: 0 every host compliant, remediated, not cPanel or (revert) reverted; 1 exposed hosts were left as they are
@@ -32,13 +33,16 @@ from relayguard.adapters.ssh_keys import fetch_host_keys, host_keys_from_known_h
 from relayguard.bootstrap import (
     bucket_run_reports,
     build_engine,
+    dead_letter_queues,
     directory_record_store,
     directory_run_records,
     html_file,
 )
 from relayguard.domain.bounds import bounded_result
 from relayguard.domain.evidence import record_document
+from relayguard.domain.mailreport import summary_text
 from relayguard.domain.models import FAILURE_OUTCOMES, Mode, Outcome, Policy
+from relayguard.domain.redrive import QUEUES, copied_text, moved_text, plan_redrive
 from relayguard.domain.revert import before_from_results
 from relayguard.domain.rollout import ErrorBudget, MaintenanceWindow, Rollout, excluded
 from relayguard.domain.server import Server
@@ -48,6 +52,7 @@ from relayguard.enroll import AddRequest, add_server
 from relayguard.errors import InvalidInput, RelayGuardError
 from relayguard.fleet import LocalGate
 from relayguard.inventory import load_inventory
+from relayguard.ports import DeadLetterQueues
 
 ENV_SSH_KEY = "RELAYGUARD_SSH_KEY"  # private key text (e.g. from a secret store); default: unset
 #: SSH jobs at once, for scan, check and fix alike: a long host list must not open a connection per host.
@@ -147,6 +152,16 @@ def _parser() -> argparse.ArgumentParser:
                      help="another name, public IP or instance id alerts may use (repeatable)")
     add.add_argument("--tag", action="append", default=[], metavar="TAG", help="a tag (repeatable)")
     add.add_argument("--timeout", type=float, default=15.0, help="connect and key exchange deadline, seconds")
+    redrive = sub.add_parser(
+        "redrive", help="move dead-lettered jobs back to their queue, once their cause is fixed",
+        description="Move the jobs of a job queue's dead-letter queue back to that queue with SQS's message "
+                    "move task (or --copy: receive, send, delete), finding both queues in the stack's outputs. "
+                    "AWS region and credentials come from the usual AWS environment and profile.")
+    redrive.add_argument("--queue", required=True, choices=sorted(QUEUES), help="which job queue")
+    redrive.add_argument("--stack", required=True, metavar="NAME", help="the RelayGuard stack's name")
+    redrive.add_argument("--copy", action="store_true",
+                         help="copy message by message instead of StartMessageMoveTask (an SQS without it)")
+    redrive.add_argument("--max-messages", type=_count, metavar="N", help="--copy only: copy at most N jobs")
     report = sub.add_parser(
         "report", help="render a run's fleet report page (HTML) from its records",
         description="Render one self-contained HTML page of a run's job records: summary counts, a chart of "
@@ -350,6 +365,8 @@ def render_table(results: list[ServerResult]) -> str:
             out.append(f"  plan: {'; '.join(r.plan)}")
         if r.signals and signal_metrics(r.signals):
             out.append(f"  signals: {signals_text(r.signals)}")
+        if r.deliverability:
+            out.append(f"  mail: {summary_text(r.deliverability['summary'])}")
     return "\n".join(out)
 
 
@@ -415,12 +432,34 @@ def write_records(record_dir: str, results: Sequence[ServerResult], run_id: str,
         written[r.name] = store.put(document)
 
 
+def redrive(ns: argparse.Namespace, queues: DeadLetterQueues | None) -> int:
+    """``relayguard redrive``: 0 when the move started (or the copy finished), 2 on any error. ``queues``:
+    the stack's queues (None: on AWS, through the composition root)."""
+    try:
+        queues = queues or dead_letter_queues()
+        plan = plan_redrive(ns.queue, queues.stack_outputs(ns.stack))
+        if ns.copy:
+            print(copied_text(plan, copied=queues.copy(plan.dead_letter_url, plan.destination_url, ns.max_messages)),
+                  end="")
+        else:
+            waiting = queues.waiting(plan.dead_letter_url)
+            task, source_arn = queues.start_move(plan.dead_letter_url, plan.destination_url)
+            print(moved_text(plan, waiting=waiting, task=task, source_arn=source_arn), end="")
+    except RelayGuardError as exc:
+        print(f"relayguard: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    ns = _parser().parse_args(argv)
-    if ns.command == "inventory":
-        return inventory_add(ns)
-    if ns.command == "report":
-        return fleet_report(ns)
+    parser = _parser()
+    ns = parser.parse_args(argv)
+    if ns.command in ("inventory", "report"):
+        return inventory_add(ns) if ns.command == "inventory" else fleet_report(ns)
+    if ns.command == "redrive":
+        if ns.max_messages is not None and not ns.copy:
+            parser.error("--max-messages limits --copy; a move task moves every job")
+        return redrive(ns, None)
     if ns.command == "revert":
         print(REVERT_WARNING, file=sys.stderr)
     opts = parse_options(argv)

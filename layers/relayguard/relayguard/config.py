@@ -42,6 +42,7 @@ ENV_CANARY_SIZE = "RG_CANARY_SIZE"  # default: 0 (no canary)
 ENV_MAINTENANCE_WINDOW = "RG_MAINTENANCE_WINDOW"  # default: empty (fix sweeps at any time)
 ENV_EXCLUDE_TAG = "RG_EXCLUDE_TAG"  # default: relayguard:exclude
 ENV_RECORDS_BUCKET = "RG_RECORDS_BUCKET"  # required (worker): every job's record, written once
+ENV_CHAT_TOPIC_ARN = "RG_CHAT_TOPIC_ARN"  # default: empty (no chat copies); template parameter ChatNotifications
 
 ALL_VARIABLES = (
     ENV_INVENTORY_BUCKET, ENV_INVENTORY_KEY, ENV_WORK_QUEUE_URL, ENV_URGENT_QUEUE_URL, ENV_RUNS_TABLE,
@@ -49,6 +50,7 @@ ALL_VARIABLES = (
     ENV_USE_SUDO, ENV_SWEEP_MODE, ENV_ALERT_MODE, ENV_DISABLE_TRACKER, ENV_COMMAND_TIMEOUT, ENV_LOCK_TTL_SECONDS,
     ENV_LOCK_RETRY_SECONDS, ENV_DEDUP_WINDOW_SECONDS, ENV_MAX_RECEIVE_COUNT, ENV_SAFETY_MARGIN_MS, ENV_MAX_CHANGES,
     ENV_MAX_ERRORS, ENV_CANARY_SIZE, ENV_MAINTENANCE_WINDOW, ENV_EXCLUDE_TAG, ENV_RECORDS_BUCKET,
+    ENV_CHAT_TOPIC_ARN,
 )
 #: The value of ``RG_MAX_CHANGES`` and ``RG_MAX_ERRORS`` that sets no limit.
 UNLIMITED = "unlimited"
@@ -90,6 +92,9 @@ class Settings:
     exclude_tag: str = EXCLUDE_TAG
     #: The bucket of job records (docs/operations.md, The record of every job).
     records_bucket: str = ""
+    #: The topic AWS Chatbot reads: every notification is also published there as a Chatbot custom
+    #: notification (docs/deploy.md, Chat notifications). None: no chat copies.
+    chat_topic_arn: str | None = None
 
 
 def _bool(name: str, value: str) -> bool:
@@ -177,4 +182,5 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         maintenance_window=_window(optional(ENV_MAINTENANCE_WINDOW, "")),
         exclude_tag=optional(ENV_EXCLUDE_TAG, EXCLUDE_TAG),
         records_bucket=required(ENV_RECORDS_BUCKET),
+        chat_topic_arn=environ.get(ENV_CHAT_TOPIC_ARN, "").strip() or None,
     )

@@ -13,7 +13,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from relayguard.domain.collect import parse_collected
 from relayguard.domain.decide import Assessment, assess
+from relayguard.domain.deliverability import Collected
+from relayguard.domain.mailreport import collected_only, report_json
 from relayguard.domain.models import Finding, Outcome, Plan, Policy, StepName, StepResult
 from relayguard.domain.plan import plan_lines, would_fix
 from relayguard.domain.probe import PROBE_SCRIPT, parse_probe
@@ -50,9 +53,12 @@ from relayguard.domain.verdict import (
     verdict_before_fix,
 )
 from relayguard.errors import FixDeferred, InvalidInput, RelayGuardError, Timeout, TransportError
-from relayguard.ports import CommandResult, Connector, FixGate, Session
+from relayguard.ports import CommandResult, Connector, DeliverabilityJudge, FixGate, Session
 
 FIX_TIMEOUT_FACTOR = 5
+#: Seconds a deliverability judgement may take at most (the DNS judge bounds itself to it, and the engine
+#: skips judging when the job's deadline leaves less): docs/deliverability.md, Limits.
+JUDGE_BUDGET = 60.0
 
 
 class BannerCheck(Protocol):
@@ -95,6 +101,9 @@ class ServerResult:
     exim_restart_attempts: int = 0
     #: The post-fix proof (domain/proof.py); empty when no fix reached the finish round trip.
     post_fix: dict[str, Any] = field(default_factory=dict)
+    #: The deliverability scan (issue 20, domain/mailreport.py): per-domain findings and counts; None when
+    #: the server hosts no domains (not cPanel) or the probe did not finish.
+    deliverability: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The result record: the documented JSON the CLI prints and the worker stores and notifies from."""
@@ -122,6 +131,7 @@ class ServerResult:
             "signals": self.signals,
             "exim_restart_attempts": self.exim_restart_attempts,
             "post_fix": self.post_fix,
+            "deliverability": self.deliverability,
         }
 
     def to_json_line(self) -> str:
@@ -149,10 +159,15 @@ class _DeadlineSession:
 class Engine:
     """Runs jobs through injected ports; holds no per-server state between jobs."""
 
-    def __init__(self, connector: Connector, banner_check: BannerCheck, timeout: float = 60.0) -> None:
+    def __init__(self, connector: Connector, banner_check: BannerCheck, timeout: float = 60.0,
+                 judge: DeliverabilityJudge | None = None, judge_budget: float = JUDGE_BUDGET) -> None:
         self.connector = connector
         self.banner_check = banner_check
         self.timeout = timeout
+        #: Judges the domains the probe collected against DNS; None: the record carries what was collected.
+        self.judge = judge
+        #: Seconds of the job's deadline the judgement needs: with less left, it is skipped and said so.
+        self.judge_budget = judge_budget
 
     def run(self, target: Server, policy: Policy, deadline: float | None = None,
             gate: FixGate | None = None) -> ServerResult:
@@ -163,8 +178,27 @@ class Engine:
         admitted fix ended, whatever ended it. When it says wait, :class:`FixDeferred` propagates with
         nothing changed on the server."""
         ticket = _Ticket(gate, target)
-        return self._in_session(target, str(policy.mode), deadline,
-                                lambda session, result: self._job(session, policy, result, ticket), ticket)
+        collected: list[Collected] = []
+        result = self._in_session(target, str(policy.mode), deadline,
+                                  lambda session, result: self._job(session, policy, result, ticket, collected),
+                                  ticket)
+        if collected:
+            # After the session closed and the relay result is final: DNS never holds the SSH connection,
+            # and nothing here can change the outcome.
+            result.deliverability = self._judge(collected[0], deadline)
+        return result
+
+    def _judge(self, collected: Collected, deadline: float | None) -> dict[str, Any]:
+        """The deliverability record of ``collected``: judged when a judge is wired and time is left; a
+        judge that fails anyway leaves the collection in the record with the reason in its notes."""
+        if self.judge is None:
+            return collected_only(collected, "not judged: no DNS resolver configured")
+        if deadline is not None and deadline - time.monotonic() < self.judge_budget:
+            return collected_only(collected, "not judged: the job's deadline leaves no time for DNS")
+        try:
+            return report_json(collected, self.judge.judge(collected))
+        except Exception as exc:
+            return collected_only(collected, f"not judged: {type(exc).__name__}: {exc}")
 
     def _in_session(self, target: Server, mode: str, deadline: float | None,
                     job: Callable[[Session, ServerResult], None], ticket: _Ticket | None = None) -> ServerResult:
@@ -226,13 +260,17 @@ class Engine:
         result.steps.append(StepResult(name, res.rc, res.duration, "", res.stderr))
         return res
 
-    def _job(self, session: Session, policy: Policy, result: ServerResult, ticket: _Ticket) -> None:
+    def _job(self, session: Session, policy: Policy, result: ServerResult, ticket: _Ticket,
+             collected: list[Collected]) -> None:
         probe = self._exec(session, StepName.PROBE, PROBE_SCRIPT, result)
         finding = parse_probe(probe.stdout)
         unreadable = probe_verdict(finding, probe.stderr)
         if unreadable is not None:
             _record(result, unreadable)
             return
+        mail = parse_collected(probe.stdout, finding.hostname)
+        if mail is not None:
+            collected.append(mail)
         before = assess(finding)
         result.generation = str(before.generation)
         result.exposed_before = before.exposed

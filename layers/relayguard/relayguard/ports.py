@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from relayguard.domain.deliverability import Collected, Deliverability
+from relayguard.domain.metrics import Datapoint
 from relayguard.domain.models import Outcome
 from relayguard.domain.rollout import Admission, Rollout, Tally
 from relayguard.domain.server import Inventory, Server
@@ -73,8 +74,10 @@ class RunStore(Protocol):
         touch a running run). False, with nothing written, when the run exists already (a retried planner)."""
         ...
 
-    def record(self, run_id: str, server: str, outcome: str) -> RunProgress | None:
-        """Count one finished server once (a redelivered job does not count twice).
+    def record(self, run_id: str, server: str, outcome: str,
+               mail: Mapping[str, int] | None = None) -> RunProgress | None:
+        """Count one finished server once (a redelivered job does not count twice), with its deliverability
+        summary (``domain.mailreport.SUMMARY_KEYS``) added to the run's ``mail`` totals.
 
         None when the run has no record (expired, or a hand-made job): there is nothing to count into.
         """
@@ -130,6 +133,8 @@ class RunProgress:
     fix_finished: int = 0
     fix_failed: int = 0
     stopped: str = ""  # why the run stopped starting fixes (a claimed stop), or ""
+    #: Deliverability summaries added up over the run's servers; ``servers`` counts those that had one.
+    mail: dict[str, int] = field(default_factory=dict)
 
     @property
     def done(self) -> bool:
@@ -191,6 +196,9 @@ class ServerState:
     #: The change of that record not yet announced ("" when nothing is owed): set before the SNS publish,
     #: cleared after it, so a failed publish is retried by the server's next job (services.Publisher.flush).
     pending: str = ""
+    #: The deliverability summary line last announced ("" before any): a server-deliverability message goes
+    #: out only when it changes (domain.notify.mail_change).
+    mail: str = ""
 
 
 class StateStore(Protocol):
@@ -217,6 +225,12 @@ class Notifier(Protocol):
     def publish(self, notification: Notification) -> None: ...
 
 
+class MetricSink(Protocol):
+    """Where metric data points go: CloudWatch (EMF lines through Powertools) in the functions."""
+
+    def emit(self, points: Iterable[Datapoint]) -> None: ...
+
+
 class SecretStore(Protocol):
     def ssh_key(self) -> str: ...
 
@@ -225,3 +239,21 @@ class DeliverabilityJudge(Protocol):
     """Judges what a server collected against DNS (issue 20); bounded in time, never raises for DNS trouble."""
 
     def judge(self, collected: Collected) -> Deliverability: ...
+
+
+class DeadLetterQueues(Protocol):
+    """A stack's job queues and their dead-letter queues, for ``relayguard redrive`` (domain/redrive.py)."""
+
+    def stack_outputs(self, stack: str) -> dict[str, str]: ...
+
+    def waiting(self, queue_url: str) -> int:
+        """About how many messages wait in the queue (SQS counts approximately)."""
+        ...
+
+    def start_move(self, source_url: str, destination_url: str) -> tuple[str, str]:
+        """Start moving every message of ``source_url`` to ``destination_url``; (the task handle, the source ARN)."""
+        ...
+
+    def copy(self, source_url: str, destination_url: str, limit: int | None) -> int:
+        """Receive, send and delete until ``source_url`` is empty or ``limit`` are copied; how many were."""
+        ...

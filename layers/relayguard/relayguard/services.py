@@ -6,7 +6,7 @@ import hashlib
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -14,13 +14,17 @@ from typing import Any, Protocol
 from relayguard.config import Settings
 from relayguard.domain.bounds import bounded_result, state_result
 from relayguard.domain.evidence import record_document
+from relayguard.domain.metrics import run_finished_points, run_stopped_points
 from relayguard.domain.models import Mode, Outcome, Policy
 from relayguard.domain.notify import (
     announced_status,
     attributes,
     change_of,
+    deliverability_message,
+    deliverability_text,
     digest_message,
     digest_text,
+    mail_change,
     run_stopped_message,
     run_stopped_text,
     server_message,
@@ -37,6 +41,7 @@ from relayguard.ports import (
     InventoryStore,
     JobQueue,
     LockStore,
+    MetricSink,
     Notification,
     Notifier,
     RecordStore,
@@ -97,12 +102,13 @@ def job_for(server: Server, run_id: str, mode: Mode, trigger: str, alert_id: str
 @dataclass
 class Publisher:
     """Records every result, and turns results and run progress into notifications (only on change; one
-    digest per run)."""
+    digest per run) and run metrics (``domain.metrics``: RunsFinished, RunFailedServers, RunsStopped)."""
 
     notifier: Notifier
     runs: RunStore
     state: StateStore
     records: RecordStore
+    metrics: MetricSink
     #: Where a run's report page goes with its digest (None: no page, digests say ``report: null``).
     reports: RunReports | None = None
 
@@ -121,13 +127,20 @@ class Publisher:
         change = change_of(previous.announced if previous else None, record["outcome"], record["reason"])
         state = ServerState(server=job.server.name, outcome=record["outcome"],
                             announced=previous.announced if previous else "ok", updated_at=at, mode=str(job.mode),
-                            record=location, pending=change or "")
+                            record=location, pending=change or "", mail=previous.mail if previous else "")
         view = state_result(bounded_result(record, location))
         self.state.put(state, view)
-        if change is None:
-            return False
-        self._announce(state, record, job.run_id, job.trigger, view)
-        return True
+        if change is not None:
+            state = self._announce(state, record, job.run_id, job.trigger, view)
+        mail = mail_change(state.mail, record)
+        if mail is not None:
+            # Apart from the relay message (attribute finding=deliverability), and only when the summary changed.
+            doc = deliverability_message(record, job.run_id, job.trigger, now_iso(), record=location)
+            self.notifier.publish(Notification(
+                subject=f"RelayGuard: {job.server.name} deliverability", document=doc,
+                text=deliverability_text(doc), attributes=attributes(doc)))
+            self.state.put(replace(state, mail=mail), view)
+        return change is not None or mail is not None
 
     def flush(self, server: str) -> ServerState | None:
         """Announce the change a failed publish left owed for ``server``, from its record; the server's
@@ -150,8 +163,8 @@ class Publisher:
         self.state.put(announced, view)
         return announced
 
-    def count(self, run_id: str, server: str, outcome: str) -> None:
-        progress = self.runs.record(run_id, server, outcome)
+    def count(self, run_id: str, server: str, outcome: str, mail: Mapping[str, int] | None = None) -> None:
+        progress = self.runs.record(run_id, server, outcome, mail)
         if progress is not None:
             self.digest_if_done(progress)
 
@@ -160,7 +173,10 @@ class Publisher:
         if progress.done and self.runs.claim_digest(run_id):
             doc = digest_message(run_id, mode=progress.mode, trigger=progress.trigger, total=progress.total,
                                  counts=progress.counts, started_at=progress.started_at, at=now_iso(),
-                                 stopped=progress.stopped, report=self._report(run_id))
+                                 stopped=progress.stopped, mail=progress.mail, report=self._report(run_id))
+            # Before the publish: the claim is taken, so a failed publish is never retried, and the run
+            # must still count on the dashboard and in the failed-servers alarm.
+            self.metrics.emit(run_finished_points(doc))
             self.notifier.publish(Notification(
                 subject=f"RelayGuard run {run_id}: {doc['outcome']}", document=doc, text=digest_text(doc),
                 attributes=attributes(doc)))
@@ -186,6 +202,7 @@ class Publisher:
             limits={"max_changes": limits.max_changes, "canary": limits.canary,
                     "max_errors": str(limits.max_errors) if limits.max_errors else None},
             at=now_iso())
+        self.metrics.emit(run_stopped_points())
         self.notifier.publish(Notification(
             subject=f"RelayGuard run {progress.run_id} stopped: {reason}", document=doc, text=run_stopped_text(doc),
             attributes=attributes(doc)))
@@ -379,7 +396,8 @@ class Worker:
             finally:
                 # Counted even when the publish failed: the result is recorded, and the digest must not wait
                 # for a retry (counting is idempotent per run and server).
-                self.publisher.count(job.run_id, job.server.name, str(result.outcome))
+                self.publisher.count(job.run_id, job.server.name, str(result.outcome),
+                                     (result.deliverability or {}).get("summary"))
             return Handled("done", result)
         finally:
             self.locks.release(job.server.name, job.job_id)

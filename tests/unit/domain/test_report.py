@@ -71,17 +71,26 @@ def test_a_row_keeps_what_the_table_shows_and_where_the_whole_record_is() -> Non
     assert row.deliverability is None
 
 
-def test_deliverability_counts_are_shown_only_where_a_result_has_them_and_summed_over_the_fleet() -> None:
+def test_deliverability_counts_are_shown_only_where_a_result_has_them_and_added_up_over_the_fleet() -> None:
     plain = report_of(FLEET)
     assert (plain.has_deliverability, plain.deliverability) == (False, ())
     assert "Deliverability" not in render_html(plain)
-    counts = {"spf:missing": 2, "dkim:valid": 3}
-    report = report_of([*FLEET, record("g.example", "compliant", deliverability={"domains": [], "counts": counts}),
-                        record("h.example", "compliant", deliverability={"counts": {"spf:missing": 1}})])
-    assert report.has_deliverability
-    assert dict(report.deliverability) == {"spf:missing": 3, "dkim:valid": 3}
-    assert {row.server: row.deliverability_total for row in report.rows}["g.example"] == 5
-    assert "Deliverability" in render_html(report)
+    summary = {"domains": 12, "judged": 12, "failing": 3, "without_dmarc": 2, "ips": 2, "ips_without_fcrdns": 1}
+    scanned = record("g.example", "compliant", deliverability={"judged": True, "summary": summary, "counts": {}})
+    report = report_of([*FLEET, scanned, record("h.example", "compliant",
+                                                deliverability={"summary": {"domains": 3, "judged": 3}})])
+    assert report.deliverability_servers == 2
+    assert dict(report.deliverability) == {"domains": 15, "judged": 15, "failing": 3, "without_spf": 0,
+                                           "without_dkim": 0, "without_dmarc": 2, "ips": 2, "ips_without_fcrdns": 1,
+                                           "dns_errors": 0}
+    row = {r.server: r for r in report.rows}["g.example"]
+    assert row.deliverability_text == ("12 domains: 3 breaking receiver rules, 2 without DMARC, "
+                                       "1 sending IP without forward-confirmed PTR")
+    assert (row.deliverability_failing, {r.server: r for r in report.rows}["a.example"].deliverability_failing) == (
+        3, -1)
+    page = render_html(report)
+    assert "15 domains: 3 breaking receiver rules, 2 without DMARC" in page
+    assert row.deliverability_text in page
 
 
 def test_a_document_that_is_no_record_is_refused_by_name() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
@@ -76,7 +77,8 @@ class DynamoRunStore:
                                 UpdateExpression=f"{action} #runs :id", ExpressionAttributeNames={"#runs": "runs"},
                                 ExpressionAttributeValues={":id": {"SS": [run_id]}})
 
-    def record(self, run_id: str, server: str, outcome: str) -> RunProgress | None:
+    def record(self, run_id: str, server: str, outcome: str,
+               mail: Mapping[str, int] | None = None) -> RunProgress | None:
         try:
             self.client.put_item(
                 TableName=self.table,
@@ -89,13 +91,19 @@ class DynamoRunStore:
                 raise
             item = self._item(run_id)
             return _progress(item) if item else None
+        # The server's deliverability counts (m_<key>) join in the same update: counted once, like the outcome.
+        added = {f"m_{key}": int(value) for key, value in {**(mail or {}), **({"servers": 1} if mail else {})}.items()
+                 if int(value) and key.replace("_", "").isalnum()}
+        names = {"#c": f"n_{outcome}", **{f"#m{i}": name for i, name in enumerate(added)}}
+        values = {":one": {"N": "1"}, **{f":m{i}": {"N": str(v)} for i, v in enumerate(added.values())}}
+        extra = "".join(f", #m{i} :m{i}" for i in range(len(added)))
         return self._update_run(
             run_id,
-            UpdateExpression="ADD completed :one, #c :one",
+            UpdateExpression=f"ADD completed :one, #c :one{extra}",
             # Without the run's own item, ADD would create a headless one.
             ConditionExpression="attribute_exists(run_id)",
-            ExpressionAttributeNames={"#c": f"n_{outcome}"},
-            ExpressionAttributeValues={":one": {"N": "1"}},
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=values,
         )
 
     def _update_run(self, run_id: str, **update: Any) -> RunProgress | None:
@@ -249,6 +257,7 @@ def _progress(item: dict[str, Any]) -> RunProgress:
         started_at=item["started_at"]["S"], rollout=rollout, fix_started=_number(item, "fix_started"),
         fix_finished=_number(item, "fix_finished"), fix_failed=_number(item, "fix_failed"),
         stopped=item.get("stopped", {}).get("S", ""),
+        mail={k[2:]: int(v["N"]) for k, v in item.items() if k.startswith("m_")},
     )
 
 
@@ -267,13 +276,14 @@ class DynamoStateStore:
         it = item["Item"]
         return ServerState(server=server, outcome=it["outcome"]["S"], announced=it["announced"]["S"],
                            updated_at=it["updated_at"]["S"], mode=it["mode"]["S"],
-                           record=it.get("record", {}).get("S", ""), pending=it.get("pending", {}).get("S", ""))
+                           record=it.get("record", {}).get("S", ""), pending=it.get("pending", {}).get("S", ""),
+                           mail=it.get("mail", {}).get("S", ""))
 
     def put(self, state: ServerState, result: dict[str, Any] | None = None) -> None:
         item = {"server": {"S": state.server}, "outcome": {"S": state.outcome}, "announced": {"S": state.announced},
                 "updated_at": {"S": state.updated_at}, "mode": {"S": state.mode}}
         # Empty strings are left out: items written before records existed look the same.
-        for name, value in (("record", state.record), ("pending", state.pending)):
+        for name, value in (("record", state.record), ("pending", state.pending), ("mail", state.mail)):
             if value:
                 item[name] = {"S": value}
         if result is not None:

@@ -25,8 +25,11 @@ STATE_BUDGET = 300_000
 #: What stands for a field that grows with the server's relay lists (``before``, ``after``, ``revert``) in
 #: the state table when the bounded view would not fit it.
 OMITTED = {"omitted": "too large for the state table; the record holds it"}
-#: Those fields, in the order they are given up.
-_LIST_SIZED = ("before", "after", "revert")
+#: Those fields, in the order they are given up (``deliverability`` grows with the server's domains).
+_LIST_SIZED = ("deliverability", "before", "after", "revert")
+#: Domains of the deliverability scan listed in a bounded view, those breaking a receiver rule first;
+#: ``deliverability.domains_total`` counts them all, and the counts and summary always cover every domain.
+DOMAIN_LIMIT = 100
 
 
 def clip_text(text: str, limit: int = OUTPUT_LIMIT) -> str:
@@ -65,7 +68,8 @@ def _bounded_state(state: Any) -> Any:
 def bounded_result(record: dict[str, Any], location: str | None = None) -> dict[str, Any]:
     """The bounded view of a result record: step output and ``exim_status`` clipped to :data:`OUTPUT_LIMIT`
     characters, the first :data:`MAILBOX_LIMIT` affected mailboxes with ``affected_mailboxes_total``, and
-    ``record``: where the full record is (None: nowhere). ``before``/``after`` lists stay whole, because
+    ``record``: where the full record is (None: nowhere), and the deliverability scan's first
+    :data:`DOMAIN_LIMIT` domains. ``before``/``after`` lists stay whole, because
     ``relayguard revert --record`` restores them from a result line."""
     out = copy.deepcopy(record)
     out["steps"] = [_bounded_step(step) for step in record.get("steps") or []]
@@ -75,8 +79,18 @@ def bounded_result(record: dict[str, Any], location: str | None = None) -> dict[
     for side in ("before", "after"):
         if side in out:
             out[side] = _bounded_state(out[side])
+    if isinstance(out.get("deliverability"), dict):
+        out["deliverability"] = bounded_deliverability(out["deliverability"], DOMAIN_LIMIT)
     out["record"] = location
     return out
+
+
+def bounded_deliverability(report: dict[str, Any], limit: int) -> dict[str, Any]:
+    """The deliverability record with at most ``limit`` domains, those breaking a receiver rule first (then in
+    the server's order), and ``domains_total``: how many the record has."""
+    domains = list(report.get("domains") or [])
+    ranked = sorted(range(len(domains)), key=lambda i: (not domains[i].get("rules_broken"), i))
+    return {**report, "domains": [domains[i] for i in ranked[:limit]], "domains_total": len(domains)}
 
 
 def state_result(bounded: dict[str, Any], budget: int = STATE_BUDGET) -> dict[str, Any]:

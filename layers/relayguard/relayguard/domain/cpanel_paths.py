@@ -41,6 +41,13 @@ MARKERS = tuple(f"/etc/{d}{m}" for d in ("recentauthedmailiptracker", "antirelay
                 for m in ("disable", "isevil"))
 
 EXIM = "/usr/sbin/exim"
+EXIM_CONF = "/etc/exim.conf"
+#: Where the Exim daemon writes its PID: systemd hosts, then older init-script hosts (cpanel.md §2).
+EXIM_PIDFILES = ("/var/spool/exim/exim-daemon.pid", "/var/run/exim.pid")
+#: Exim's spool: one ``<id>-H`` header file per queued message, in ``input/`` or its split subdirectories.
+EXIM_SPOOL_INPUT = "/var/spool/exim/input"
+#: Present = SMTP Restrictions on; ``smtpmailgidonly status`` reports exactly this (cpanel.md §2, M23).
+SMTPGIDONLY_TWEAK = "/var/cpanel/smtpgidonlytweak"
 EXIM_MAINLOG = "/var/log/exim_mainlog"
 EXIMREJECTS = "/etc/eximrejects"
 LOCALDOMAINS = "/etc/localdomains"

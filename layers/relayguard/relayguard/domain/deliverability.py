@@ -48,6 +48,9 @@ class Collected:
     total_domains: int = 0
     #: Why the collection is partial or missing (e.g. ``"truncated: 5000 of 7123 domains"``), else empty.
     notes: tuple[str, ...] = ()
+    #: The Exim Configuration Manager options found on (``per_domain_mailips``, ``use_rdns_for_helo``, ...):
+    #: why each domain's IP and HELO come from the maps or from the server.
+    options: tuple[str, ...] = ()
 
     @property
     def truncated(self) -> bool:

@@ -12,7 +12,9 @@ import json
 from importlib import resources
 from typing import Any
 
-from relayguard.domain.bounds import clip_text, first_items
+from relayguard.domain.bounds import bounded_deliverability, clip_item, clip_text, first_items
+from relayguard.domain.mailreport import SUMMARY_KEYS, summary_text
+from relayguard.domain.mailreport import digest_text as mail_digest_text
 from relayguard.domain.models import FAILURE_OUTCOMES, OK_OUTCOMES, Outcome
 from relayguard.domain.schema import Validator
 from relayguard.domain.signals import signals_text
@@ -180,21 +182,103 @@ def server_message(result: dict[str, Any], change: str, run_id: str, trigger: st
             # Both are small (a few short lines, a few numbers) and need no bounding.
             "plan": list(result.get("plan") or []),
             "signals": result.get("signals"),
+            # Counts only (a few integers): the domains themselves go in a server-deliverability message.
+            "deliverability": mail_summary(result.get("deliverability")),
         })
         if payload_size(doc, server_text(doc)) <= MESSAGE_BUDGET:
             break
     return doc
 
 
+def mail_summary(report: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The deliverability counts a message carries: ``{judged, total_domains, truncated, summary}``; None
+    when the server has no deliverability scan (or a record from before it existed)."""
+    if not report:
+        return None
+    return {"judged": bool(report.get("judged")), "total_domains": int(report.get("total_domains") or 0),
+            "truncated": bool(report.get("truncated")),
+            "summary": {k: int((report.get("summary") or {}).get(k, 0)) for k in SUMMARY_KEYS}}
+
+
+def mail_change(previous: str, result: dict[str, Any]) -> str | None:
+    """The deliverability news of a result: its summary line when it differs from the one last announced
+    (``previous``; "" for never), else None. A judged server is news the first time only if something fails;
+    an unjudged scan (no resolver, a DNS outage) is never news, so an outage does not flap the messages."""
+    report = result.get("deliverability")
+    if not report or not report.get("judged"):
+        return None
+    summary = report.get("summary") or {}
+    text = summary_text(summary)
+    if text == previous or (not previous and not summary.get("failing")):
+        return None
+    return text
+
+
+def deliverability_message(result: dict[str, Any], run_id: str, trigger: str, at: str, *,
+                           record: str | None = None) -> dict[str, Any]:
+    """A server's deliverability findings (event ``server-deliverability``, attribute ``finding`` =
+    ``deliverability``): the counts, the notes and the first domains breaking a receiver rule, each with its
+    check statuses, bounded like a server result (:data:`NOTIFY_LIST_LIMIT` items, then fewer until it fits)."""
+    report = result["deliverability"]
+    summary = mail_summary(report) or {}
+    failing = [d for d in report.get("domains") or [] if d.get("rules_broken")]
+    for keep in _LIST_STEPS:
+        shown = bounded_deliverability({"domains": failing}, keep)["domains"]
+        doc = check_notification({
+            "schema": SCHEMA,
+            "event": DELIVERABILITY_EVENT,
+            "run_id": run_id,
+            "trigger": trigger,
+            "mode": result["mode"],
+            "at": at,
+            "server": result["host"],
+            "outcome": "failing" if summary["summary"]["failing"] else "ok",
+            "severity": "warning" if summary["summary"]["failing"] else "info",
+            **summary,
+            "notes": first_items(list(report.get("notes") or []), keep),
+            "domains": [{"domain": clip_item(d["domain"]), "sending_ip": d.get("sending_ip", ""),
+                         "rules_broken": first_items(list(d.get("rules_broken") or []), NOTIFY_LIST_LIMIT),
+                         "checks": {k: str(v.get("status", "")) for k, v in (d.get("checks") or {}).items()}}
+                        for d in shown],
+            "failing_total": len(failing),
+            "record": record,
+        })
+        if payload_size(doc, deliverability_text(doc)) <= MESSAGE_BUDGET:
+            break
+    return doc
+
+
+def deliverability_text(doc: dict[str, Any]) -> str:
+    """The plain-text body of a server-deliverability notification."""
+    lines = [f"RelayGuard: {doc['server']} deliverability: {summary_text(doc['summary'])}", "",
+             f"Mode: {doc['mode']} (trigger: {doc['trigger']}, run {doc['run_id']})"]
+    if doc["notes"]:
+        lines.append("Notes: " + "; ".join(doc["notes"]))
+    if doc["domains"]:
+        lines += ["", "Domains breaking a receiver rule (docs/deliverability.md):"]
+        lines += [f"  - {d['domain']} ({d['sending_ip']}): {', '.join(d['rules_broken'])}; "
+                  + ", ".join(f"{k} {v}" for k, v in d["checks"].items()) for d in doc["domains"]]
+        if doc["failing_total"] > len(doc["domains"]):
+            lines.append(f"  ... and {doc['failing_total'] - len(doc['domains'])} more, listed in the record")
+    if doc.get("record"):
+        lines += ["", f"Full record: {doc['record']}"]
+    return "\n".join(lines) + "\n"
+
+
+#: The event of a server's deliverability findings: apart from relay results, so subscribers can filter.
+DELIVERABILITY_EVENT = "server-deliverability"
 #: A run-stopped message, and the digest of a stopped run, are at least this severe.
 STOPPED_SEVERITY = "error"
 
 
 def digest_message(run_id: str, *, mode: str, trigger: str, total: int, counts: dict[str, int],
-                   started_at: str, at: str, stopped: str = "", report: str | None = None) -> dict[str, Any]:
+                   started_at: str, at: str, stopped: str = "", mail: dict[str, int] | None = None,
+                   report: str | None = None) -> dict[str, Any]:
     """The run-digest notification document: counts per outcome, the worst severity, an overall outcome,
-    ``stopped``: why the run stopped starting fixes (``error-budget``, ``canary-failed``), or null, and
-    ``report``: where the run's fleet report page is (``s3://bucket/reports/<run_id>.html``), or null."""
+    ``stopped``: why the run stopped starting fixes (``error-budget``, ``canary-failed``), or null,
+    ``deliverability``: the run's deliverability summary added up over its servers (``servers``: how many
+    were judged), or null when none was, and ``report``: where the run's fleet report page is
+    (``s3://bucket/reports/<run_id>.html``), or null."""
     failed = sum(n for outcome, n in counts.items() if outcome in FAILURES)
     severities = [severity_of(o) for o, n in counts.items() if n] + ([STOPPED_SEVERITY] if stopped else [])
     worst = max(severities, key=_RANK.__getitem__, default="info")
@@ -212,8 +296,15 @@ def digest_message(run_id: str, *, mode: str, trigger: str, total: int, counts: 
         "counts": {k: v for k, v in sorted(counts.items()) if v},
         "failed": failed,
         "stopped": stopped or None,
+        "deliverability": _run_mail(mail),
         "report": report,
     })
+
+
+def _run_mail(mail: dict[str, int] | None) -> dict[str, int] | None:
+    if not mail or not mail.get("servers"):
+        return None
+    return {"servers": int(mail["servers"]), **{k: int(mail.get(k, 0)) for k in SUMMARY_KEYS}}
 
 
 def run_stopped_message(run_id: str, *, mode: str, trigger: str, reason: str, total: int, fixes: dict[str, int],
@@ -236,42 +327,80 @@ def run_stopped_message(run_id: str, *, mode: str, trigger: str, reason: str, to
     })
 
 
-def run_stopped_text(doc: dict[str, Any]) -> str:
-    """The plain-text body of a run-stopped notification."""
+#: A labelled fact of a notification: ("Exim restarted", "yes"). Email (plain text, ``Label: value``) and
+#: chat (``domain.chat``, markdown) render the same list, so both carry the same facts in the same order.
+Fact = tuple[str, str]
+
+
+def run_stopped_why(doc: dict[str, Any]) -> str:
+    """Why a run stopped starting fixes, in words."""
     fixes, limits = doc["fixes"], doc["limits"]
-    why = {"error-budget": f"{fixes['failed']} fixes failed, the error budget is {limits['max_errors']}",
-           "canary-failed": f"a canary fix failed (canary of {limits['canary']})"}.get(doc["reason"], doc["reason"])
-    return (f"RelayGuard run {doc['run_id']} ({doc['trigger']}, {doc['mode']}) STOPPED starting fixes: {why}.\n"
-            f"Fixes started: {fixes['started']}, finished: {fixes['finished']}, failed: {fixes['failed']} "
-            f"of {doc['total']} servers. The remaining exposed servers are reported skipped ({doc['reason']}) "
-            "and left untouched; see docs/operations.md, Rolling out fix mode.\n")
+    reasons = {"error-budget": f"{fixes['failed']} fixes failed, the error budget is {limits['max_errors']}",
+               "canary-failed": f"a canary fix failed (canary of {limits['canary']})"}
+    return reasons.get(doc["reason"], str(doc["reason"]))
+
+
+def run_stopped_facts(doc: dict[str, Any]) -> list[Fact]:
+    """The labelled facts of a run-stopped notification."""
+    fixes = doc["fixes"]
+    return [
+        ("Why", run_stopped_why(doc)),
+        ("Fixes started / finished / failed", f"{fixes['started']} / {fixes['finished']} / {fixes['failed']}"),
+        ("Servers in the run", str(doc["total"])),
+        ("The rest", f"exposed servers are reported skipped ({doc['reason']}) and left untouched"),
+    ]
+
+
+def run_stopped_headline(doc: dict[str, Any]) -> str:
+    return f"RelayGuard run {doc['run_id']} ({doc['trigger']}, {doc['mode']}) STOPPED starting fixes"
+
+
+def run_stopped_text(doc: dict[str, Any]) -> str:
+    """The plain-text body of a run-stopped notification: its headline, then the same facts as chat."""
+    return "\n".join([f"{run_stopped_headline(doc)}: {run_stopped_why(doc)}.", "",
+                      *(f"{label}: {value}" for label, value in run_stopped_facts(doc)),
+                      "", "See docs/operations.md, Rolling out fix mode."]) + "\n"
+
+
+def server_facts(doc: dict[str, Any]) -> list[Fact]:
+    """The labelled facts of a server-result notification, in reading order (mailboxes and the record are
+    listed after them by each renderer)."""
+    facts: list[Fact] = [
+        ("Mode", f"{doc['mode']} (trigger: {doc['trigger']}, run {doc['run_id']})"),
+        ("cPanel generation", doc["generation"] or "unknown"),
+        ("Exposed before/after", f"{doc['exposed_before']} / {doc['exposed_after']}"),
+        ("Exim restarted", "yes" if doc["restarted"] else "no"),
+    ]
+    probe = doc.get("relay_probe") or {}
+    if probe.get("code"):
+        facts.append((f"Relay probe from {probe.get('ip')}", str(probe.get("reply"))))
+    if doc["warnings"]:
+        facts.append(("Warnings", ", ".join(doc["warnings"])))
+    if doc.get("plan"):
+        facts.append(("A fix would run" if doc["mode"] == "audit" else "Planned steps", "; ".join(doc["plan"])))
+    if doc.get("signals"):
+        facts.append(("Spam signals", signals_text(doc["signals"])))
+    if doc.get("deliverability"):
+        facts.append(("Deliverability", summary_text(doc["deliverability"]["summary"])))
+    return facts
+
+
+def server_headline(doc: dict[str, Any]) -> str:
+    """``RelayGuard: web1 failed (failed, exim-restart-failed)``: the email's first line, the chat title."""
+    reason = f", {doc['reason']}" if doc["reason"] else ""
+    return f"RelayGuard: {doc['server']} {doc['change']} ({doc['outcome']}{reason})"
+
+
+#: What a server-result message asks support to do with the affected mailboxes.
+MAILBOX_ASK = "These mailboxes relied on POP-before-SMTP; ask their owners to enable SMTP authentication:"
 
 
 def server_text(doc: dict[str, Any]) -> str:
     """The plain-text body of a server-result notification (e-mail subscribers read this)."""
-    reason = f", {doc['reason']}" if doc["reason"] else ""
-    lines = [
-        f"RelayGuard: {doc['server']} {doc['change']} ({doc['outcome']}{reason})",
-        "",
-        f"Mode: {doc['mode']} (trigger: {doc['trigger']}, run {doc['run_id']})",
-        f"cPanel generation: {doc['generation'] or 'unknown'}",
-        f"Exposed before/after: {doc['exposed_before']} / {doc['exposed_after']}",
-        f"Exim restarted: {'yes' if doc['restarted'] else 'no'}",
-    ]
-    probe = doc.get("relay_probe") or {}
-    if probe.get("code"):
-        lines.append(f"Relay probe from {probe.get('ip')}: {probe.get('reply')}")
-    if doc["warnings"]:
-        lines.append("Warnings: " + ", ".join(doc["warnings"]))
-    if doc.get("plan"):
-        verb = "A fix would run" if doc["mode"] == "audit" else "Planned steps"
-        lines.append(f"{verb}: " + "; ".join(doc["plan"]))
-    if doc.get("signals"):
-        lines.append("Spam signals: " + signals_text(doc["signals"]))
+    lines = [server_headline(doc), "", *(f"{label}: {value}" for label, value in server_facts(doc))]
     shown, total = doc["affected_mailboxes"], doc.get("affected_mailboxes_total", len(doc["affected_mailboxes"]))
     if total:
-        lines += ["", "These mailboxes relied on POP-before-SMTP; ask their owners to enable SMTP authentication:",
-                  *(f"  - {m}" for m in shown)]
+        lines += ["", MAILBOX_ASK, *(f"  - {m}" for m in shown)]
         if total > len(shown):
             lines.append(f"  ... and {total - len(shown)} more, listed in the record")
     if doc.get("record"):
@@ -279,13 +408,36 @@ def server_text(doc: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def digest_text(doc: dict[str, Any]) -> str:
-    """The one-line plain-text body of a run-digest notification."""
+def digest_headline(doc: dict[str, Any]) -> str:
+    """The one line that sums up a run: every count, failures and a stop."""
     counts = ", ".join(f"{k}: {v}" for k, v in doc["counts"].items()) or "no servers"
     stopped = f"; STOPPED: {doc['stopped']}" if doc.get("stopped") else ""
-    report = f"Fleet report: {doc['report']}\n" if doc.get("report") else ""
     return (f"RelayGuard run {doc['run_id']} ({doc['trigger']}, {doc['mode']}): {doc['total']} servers; {counts}; "
-            f"failed: {doc['failed']}{stopped}\n{report}")
+            f"failed: {doc['failed']}{stopped}")
+
+
+def digest_facts(doc: dict[str, Any]) -> list[Fact]:
+    """The labelled facts of a run digest."""
+    facts: list[Fact] = [
+        ("Outcome", f"{doc['outcome']} (severity {doc['severity']})"),
+        ("Servers", str(doc["total"])),
+        ("By outcome", ", ".join(f"{outcome} {n}" for outcome, n in doc["counts"].items()) or "none"),
+        ("Failed", str(doc["failed"])),
+        ("Started / finished", f"{doc['started_at']} / {doc['at']}"),
+    ]
+    if doc.get("stopped"):
+        facts.append(("Stopped starting fixes", str(doc["stopped"])))
+    if doc.get("deliverability"):
+        mail = doc["deliverability"]
+        facts.append(("Deliverability", mail_digest_text(mail, mail["servers"])))
+    if doc.get("report"):
+        facts.append(("Fleet report", str(doc["report"])))
+    return facts
+
+
+def digest_text(doc: dict[str, Any]) -> str:
+    """The plain-text body of a run-digest notification: its headline, then the same facts as chat."""
+    return "\n".join([digest_headline(doc), "", *(f"{label}: {value}" for label, value in digest_facts(doc))]) + "\n"
 
 
 def attributes(doc: dict[str, Any]) -> dict[str, str]:
@@ -296,4 +448,6 @@ def attributes(doc: dict[str, Any]) -> dict[str, str]:
         "severity": doc["severity"],
         "server": doc.get("server", "*"),
         "mode": doc["mode"],
+        # Deliverability findings go apart from relay results: a pager filters on finding=relay.
+        "finding": "deliverability" if doc["event"] == DELIVERABILITY_EVENT else "relay",
     }

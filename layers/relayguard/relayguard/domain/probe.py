@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import re
 
+from relayguard.domain.collect import collect_lines
 from relayguard.domain.cpanel_paths import (
     ANTIRELAYD_MODULE,
     CPANEL_CONFIG,
     EXCEPTIONS,
     EXIM,
+    EXIM_CONF,
     EXIM_MAINLOG,
+    EXIM_PIDFILES,
+    EXIM_SPOOL_INPUT,
     EXIMREJECTS,
     GATE_FILE,
     LEGACY_TAILWATCHD,
@@ -24,6 +28,7 @@ from relayguard.domain.cpanel_paths import (
     MODERN_TAILWATCHD,
     RESTARTSRV_EXIM,
     SENDERS_WARNING_FILE,
+    SMTPGIDONLY_TWEAK,
     SMTPMAILGIDONLY,
     TRACKER_MODULE,
     VERSION,
@@ -108,7 +113,51 @@ now() { read -r up _ < /proc/uptime; printf '%s' "$up"; }
 """
 
 
-def _probe_body() -> str:
+#: ``exim.status.text`` when the daemon is up (the PID follows) and when it is down.
+EXIM_UP_TEXT = "exim is running with PID"
+EXIM_DOWN_TEXT = "exim is down: no live exim process in its PID file"
+
+
+def _exim_lines() -> list[str]:
+    """Exim's state at the cost of shell builtins: each part answers what a tool run used to.
+
+    - Up or down: the PID in Exim's PID file names a live, non-zombie process whose ``comm`` starts with
+      ``exim``: the check ``restartsrv_exim --status`` makes ("systemd+/proc check method"), without its
+      Perl start-up. Only on a cPanel server (where restartsrv_exim exists), as before.
+    - Configuration valid: a daemon that started after the configuration last changed parsed it then, so
+      ``exim -bV`` runs only when ``/etc/exim.conf`` is newer than the PID file (or Exim is down).
+    - Queue: one ``-H`` file per queued message, counted by glob (what ``exim -bpc`` counts), in
+      ``input/`` and its split-spool subdirectories.
+    """
+    pidfiles = " ".join(EXIM_PIDFILES)
+    return [
+        "rg_pid=; rg_pf=",
+        f"for f in {pidfiles}; do if [ -r \"$f\" ]; then rg_pf=$f; read -r rg_pid _ < \"$f\"; break; fi; done",
+        "case \"$rg_pid\" in ''|*[!0-9]*) rg_pid= ;; esac",
+        "rg_up=0",
+        'if [ -n "$rg_pid" ] && [ -r "/proc/$rg_pid/stat" ] && [ -r "/proc/$rg_pid/comm" ]; then',
+        '  read -r rg_st < "/proc/$rg_pid/stat"; rg_st=${rg_st##*) }; rg_st=${rg_st%% *}',
+        '  read -r rg_comm < "/proc/$rg_pid/comm"',
+        '  case "$rg_st:$rg_comm" in Z:*|X:*) ;; *:exim*) rg_up=1 ;; esac',
+        "fi",
+        f"if [ -e {RESTARTSRV_EXIM} ]; then",
+        f'  if [ "$rg_up" = 1 ]; then kv exim.status.rc 0; kv exim.status.text "{EXIM_UP_TEXT} $rg_pid"',
+        f'  else kv exim.status.rc 1; kv exim.status.text "{EXIM_DOWN_TEXT}"; fi',
+        "else kv exim.status.rc 1; fi",
+        f'if [ "$rg_up" = 1 ] && ! [ {EXIM_CONF} -nt "$rg_pf" ]; then kv exim.bv.rc 0; kv exim.bv.by daemon',
+        f"else blob exim.bv {EXIM} -bV; fi",
+        f"if [ -d {EXIM_SPOOL_INPUT} ]; then",
+        "  rg_q=0",
+        f"  for f in {EXIM_SPOOL_INPUT}/*-H {EXIM_SPOOL_INPUT}/*/*-H; do",
+        '    if [ -f "$f" ]; then rg_q=$((rg_q + 1)); fi; done',
+        '  kv exim.queue.count "$rg_q"',
+        "fi",
+    ]
+
+
+def _probe_body(deliverability: bool = False) -> str:
+    """The probe's lines; ``deliverability`` adds the read-only collection of domain/collect.py (the first
+    probe of a job only: the probes that end a fix or revert do not need it again)."""
     cfg_re = "|".join(CONFIG_KEYS)
     lines = [
         "kv scan.schema " + SCHEMA,
@@ -131,15 +180,13 @@ def _probe_body() -> str:
     lines += [
         f"if [ -x {MODERN_TAILWATCHD} ]; then blob tailwatchd.status {MODERN_TAILWATCHD} --status",
         f"elif [ -x {LEGACY_TAILWATCHD} ]; then blob tailwatchd.status {LEGACY_TAILWATCHD} --status; fi",
-        f"if [ -e {RESTARTSRV_EXIM} ]; then",
-        f"  blob exim.status {RESTARTSRV_EXIM} --status",
-        "else blob exim.status false; fi",
-        f"blob exim.bv {EXIM} -bV",
-        f"blob exim.queue {EXIM} -bpc",
+    ]
+    lines += _exim_lines()
+    lines += [
         f"listfile eximrejects {EXIMREJECTS}",
         f"printf 'localdomain='; head -n 1 {LOCALDOMAINS} 2>/dev/null | tr -cd 'A-Za-z0-9.-'; echo",
-        f"if [ -e {SMTPMAILGIDONLY} ]; then",
-        f"  blob smtpmailgidonly {SMTPMAILGIDONLY} status; fi",
+        # What `smtpmailgidonly status` prints is this file's presence (cpanel.md §2): a test, not a Perl run.
+        f"if [ -e {SMTPMAILGIDONLY} ]; then flag smtp.gidonly {SMTPGIDONLY_TWEAK}; fi",
         f"if [ -r {EXIM_MAINLOG} ]; then",
     ]
     # A bounded tail, read once per pattern: the probe writes nothing, not even a temp file.
@@ -154,11 +201,14 @@ def _probe_body() -> str:
         f"      awk -v s=\"$rg_since\" -v m={SIGNALS_MAX_LINES} '{_SIGNALS_AWK}'",
         "  fi",
     ]
-    lines += ["fi", "kv scan.end 1"]
+    lines += ["fi"]
+    if deliverability:
+        lines += collect_lines()
+    lines += ["kv scan.end 1"]
     return "\n".join(lines) + "\n"
 
 
-PROBE_SCRIPT = PRELUDE + _probe_body()
+PROBE_SCRIPT = PRELUDE + _probe_body(deliverability=True)
 
 
 def _unhex(value: str) -> str:
@@ -191,6 +241,20 @@ def _listfile(kv: dict[str, str], key: str, path: str) -> ListFile:
     return ListFile(path=path, kind=kind, target=kv.get(f"{key}.target", ""), lines=tuple(text.splitlines()))
 
 
+def _queue(kv: dict[str, str]) -> int | None:
+    """The queued messages: the probe's ``-H`` file count, or (older scripts) ``exim -bpc``'s output."""
+    if "exim.queue.count" in kv:
+        return _int(kv["exim.queue.count"])
+    return _int(_unhex(kv.get("exim.queue.hex", "")).strip()) if kv.get("exim.queue.rc") == "0" else None
+
+
+def _smtp_restrictions(kv: dict[str, str]) -> str:
+    """``smtpmailgidonly status``'s answer: from the tweak file's presence, or (older scripts) the tool's output."""
+    if "smtp.gidonly" in kv:
+        return f"Protection is: {'on' if kv['smtp.gidonly'] == '1' else 'off'}"
+    return _unhex(kv.get("smtpmailgidonly.hex", "")).strip()
+
+
 def parse_probe(output: str) -> Finding:
     """Parse :data:`PROBE_SCRIPT` output. A missing start or end marker gives ``complete=False``."""
     kv = parse_kv(output)
@@ -216,12 +280,12 @@ def parse_probe(output: str) -> Finding:
         tailwatchd_status_rc=_int(kv.get("tailwatchd.status.rc")),
         tailwatchd_status=_unhex(kv.get("tailwatchd.status.hex", "")),
         exim_status_rc=_int(kv.get("exim.status.rc")),
-        exim_status=_unhex(kv.get("exim.status.hex", "")),
+        exim_status=kv.get("exim.status.text") or _unhex(kv.get("exim.status.hex", "")),
         exim_bv_rc=_int(kv.get("exim.bv.rc")),
-        queue=_int(_unhex(kv.get("exim.queue.hex", "")).strip()) if kv.get("exim.queue.rc") == "0" else None,
+        queue=_queue(kv),
         reject_text=_unhex(kv.get("eximrejects.hex", "")),
         local_domain=kv.get("localdomain", ""),
-        smtp_restrictions=_unhex(kv.get("smtpmailgidonly.hex", "")).strip(),
+        smtp_restrictions=_smtp_restrictions(kv),
         indicators={k: n for k in INDICATORS if (n := _int(kv.get(f"indicator.{k}"))) is not None},
         signals=Signals(since=kv.get("signals.since", ""), send_limit_hits=_int(kv.get("signals.send_limit")),
                         relay_rejects=_int(kv.get("signals.relay_reject")), partial=kv.get("signals.partial") == "1"),

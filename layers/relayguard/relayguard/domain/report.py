@@ -22,6 +22,7 @@ from typing import Any
 
 from relayguard.domain.bounds import clip_text
 from relayguard.domain.evidence import RECORD_SCHEMA
+from relayguard.domain.mailreport import SUMMARY_KEYS, summary_text
 from relayguard.domain.models import HELD_OUTCOMES, OK_OUTCOMES
 from relayguard.domain.notify import severity_of
 from relayguard.errors import RecordError
@@ -62,7 +63,8 @@ class Row:
     recorded_at: str
     #: Where the whole record is (a file or ``s3://`` location), "" when the reader did not say.
     record: str = ""
-    #: ``Deliverability.counts`` of the result (issue 20), None when the job collected none.
+    #: The ``summary`` counts of the result's deliverability scan (issue 20, domain/mailreport.py), in
+    #: ``SUMMARY_KEYS`` order; None when the job made no scan.
     deliverability: tuple[tuple[str, int], ...] | None = None
 
     @property
@@ -70,9 +72,14 @@ class Row:
         return group_of(self.outcome)
 
     @property
-    def deliverability_total(self) -> int:
-        """The sum of the deliverability counts (-1 without any), for sorting."""
-        return sum(n for _, n in self.deliverability) if self.deliverability is not None else -1
+    def deliverability_text(self) -> str:
+        """``12 domains: 3 breaking receiver rules, 2 without DMARC``; "" without a scan."""
+        return summary_text(dict(self.deliverability)) if self.deliverability is not None else ""
+
+    @property
+    def deliverability_failing(self) -> int:
+        """Domains breaking a receiver rule (-1 without a scan), the column's sort key."""
+        return dict(self.deliverability).get("failing", 0) if self.deliverability is not None else -1
 
     @property
     def rank(self) -> int:
@@ -84,11 +91,12 @@ def _flag(value: Any) -> bool | None:
     return value if isinstance(value, bool) else None
 
 
-def _counts(value: Any) -> tuple[tuple[str, int], ...] | None:
-    """The counts of a result's ``deliverability`` (``{"counts": {"spf:missing": 3, ...}}``), sorted."""
-    if not isinstance(value, Mapping) or not isinstance(value.get("counts"), Mapping):
+def _summary(value: Any) -> tuple[tuple[str, int], ...] | None:
+    """The ``summary`` of a result's ``deliverability`` (``{"summary": {"domains": 12, "failing": 3, ...}}``)."""
+    if not isinstance(value, Mapping) or not isinstance(value.get("summary"), Mapping):
         return None
-    return tuple(sorted((str(k), int(v)) for k, v in value["counts"].items() if isinstance(v, int)))
+    summary = value["summary"]
+    return tuple((key, int(summary.get(key) or 0)) for key in SUMMARY_KEYS)
 
 
 def row_of(document: Mapping[str, Any], location: str = "") -> Row:
@@ -111,7 +119,7 @@ def row_of(document: Mapping[str, Any], location: str = "") -> Row:
         run_id=str(document.get("run_id") or ""),
         recorded_at=str(document.get("recorded_at") or ""),
         record=location,
-        deliverability=_counts(result.get("deliverability")),
+        deliverability=_summary(result.get("deliverability")),
     )
 
 
@@ -138,7 +146,7 @@ class FleetReport:
     counts: tuple[tuple[str, int], ...]
     #: Records of a server replaced by a later record of the same server (a redelivered job).
     superseded: int = 0
-    #: Deliverability counts summed over the servers that have them (empty: no server has any).
+    #: Deliverability summary counts added up over the servers with a scan (empty: no server has one).
     deliverability: tuple[tuple[str, int], ...] = ()
     bars: tuple[Bar, ...] = field(default=())
 
@@ -163,8 +171,16 @@ class FleetReport:
         return sum(1 for row in self.rows if row.restarted)
 
     @property
+    def deliverability_servers(self) -> int:
+        return sum(1 for row in self.rows if row.deliverability is not None)
+
+    @property
     def has_deliverability(self) -> bool:
-        return any(row.deliverability is not None for row in self.rows)
+        return self.deliverability_servers > 0
+
+    @property
+    def deliverability_text(self) -> str:
+        return summary_text(dict(self.deliverability)) if self.deliverability else ""
 
 
 #: Height in pixels of one bar of the chart, gap included.
@@ -190,12 +206,14 @@ def build_report(rows: Iterable[Row], *, generated_at: str, title: str = "") -> 
     summed: Counter[str] = Counter()
     for row in ordered:
         summed.update(dict(row.deliverability or ()))
+    deliverability = tuple((key, summed[key]) for key in SUMMARY_KEYS) if any(
+        row.deliverability is not None for row in ordered) else ()
     runs = tuple(sorted({row.run_id for row in ordered if row.run_id}))
     if not title:
         title = f"RelayGuard fleet report: run {runs[0]}" if len(runs) == 1 else (
             f"RelayGuard fleet report: {len(runs)} runs" if runs else "RelayGuard fleet report")
     return FleetReport(title=title, runs=runs, generated_at=generated_at, rows=ordered, counts=counts,
-                       superseded=seen - len(ordered), deliverability=tuple(sorted(summed.items())), bars=bars)
+                       superseded=seen - len(ordered), deliverability=deliverability, bars=bars)
 
 
 def _csp_hash(text: str) -> str:

@@ -16,8 +16,8 @@ from typing import Any
 ANNOTATIONS = frozenset({"$schema", "$id", "$comment", "$defs", "title", "description", "format", "default",
                          "examples"})
 ASSERTIONS = frozenset({"type", "enum", "const", "required", "properties", "additionalProperties",
-                        "propertyNames", "items", "minLength", "maxLength", "minimum", "maximum", "oneOf", "anyOf",
-                        "allOf", "$ref"})
+                        "propertyNames", "items", "minLength", "maxLength", "minimum", "maximum", "maxItems", "oneOf",
+                        "anyOf", "allOf", "$ref"})
 _SUBSCHEMA_MAPS = ("properties", "$defs")
 _SUBSCHEMA_LISTS = ("oneOf", "anyOf", "allOf")
 _SUBSCHEMAS = ("additionalProperties", "propertyNames", "items")
@@ -153,6 +153,8 @@ class Validator:
                 yield f"{path}: shorter than {schema['minLength']}"
             if "maxLength" in schema and len(value) > schema["maxLength"]:
                 yield f"{path}: longer than {schema['maxLength']}"
+        if isinstance(value, list) and "maxItems" in schema and len(value) > schema["maxItems"]:
+            yield f"{path}: more than {schema['maxItems']} items"
         if _kind(value) in ("integer", "number"):
             if "minimum" in schema and value < schema["minimum"]:
                 yield f"{path}: less than {schema['minimum']}"
@@ -186,7 +188,7 @@ _CHECKS: tuple[tuple[frozenset[str], _Check], ...] = (
     (frozenset({"const"}), Validator._const),
     (frozenset({"required", "properties", "additionalProperties", "propertyNames"}), Validator._object),
     (frozenset({"items"}), Validator._items),
-    (frozenset({"minLength", "maxLength", "minimum", "maximum"}), Validator._bounds),
+    (frozenset({"minLength", "maxLength", "minimum", "maximum", "maxItems"}), Validator._bounds),
     (frozenset({"allOf"}), Validator._all_of),
     (frozenset({"anyOf"}), Validator._any_of),
     (frozenset({"oneOf"}), Validator._one_of),

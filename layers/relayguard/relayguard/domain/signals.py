@@ -11,10 +11,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from relayguard.domain.metrics import QUEUE_SIZE, RELAY_REJECTS, SEND_LIMIT_HITS
 from relayguard.domain.models import Finding
 
 #: Result field → metric name. Each is published with the dimension ``server`` (docs/operations.md).
-METRIC_NAMES = {"queue": "QueueSize", "send_limit_hits": "SendLimitHits", "relay_rejects": "RelayRejects"}
+METRIC_NAMES = {"queue": QUEUE_SIZE.name, "send_limit_hits": SEND_LIMIT_HITS.name, "relay_rejects": RELAY_REJECTS.name}
 
 
 def signals_of(finding: Finding) -> dict[str, Any]:

@@ -18,7 +18,7 @@ idempotency utility); this package holds what all three share. See bench/README.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, cast
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
@@ -26,6 +26,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from relayguard import bootstrap
 from relayguard.config import Settings, load_settings
+from relayguard.domain.metrics import Datapoint
 
 #: A Lambda handler: event and context in, the JSON answer out.
 Handler = Callable[[dict[str, Any], LambdaContext], dict[str, Any]]
@@ -37,6 +38,12 @@ tracer = Tracer()
 
 def settings() -> Settings:
     return bootstrap.cached_settings(tuple(sorted(os.environ.items())), load_settings)
+
+
+def emit(points: Iterable[Datapoint]) -> None:
+    """Data points of ``domain.metrics`` (the one list of every metric): those without dimensions of their
+    own are flushed with the handler's other metrics, the others at once."""
+    bootstrap.metric_sink().emit(points)
 
 
 def observed(handler: Handler) -> Handler:

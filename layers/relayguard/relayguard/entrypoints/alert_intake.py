@@ -4,14 +4,20 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.parser import parse
 from aws_lambda_powertools.utilities.parser.models import EventBridgeModel, SnsModel
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from relayguard import bootstrap
 from relayguard.config import Settings
-from relayguard.entrypoints import Handler, logger, metrics, observed, settings
+from relayguard.domain.metrics import (
+    ALERTS_DEDUPLICATED,
+    ALERTS_RECEIVED,
+    UNKNOWN_SERVERS,
+    count_points,
+    run_started_points,
+)
+from relayguard.entrypoints import Handler, emit, logger, observed, settings
 from relayguard.events import ALERT_DETAIL_TYPE, ALERT_EVENT_SOURCE, CloudWatchAlarm, SpamAlert
 from relayguard.services import AlertAnswer, AlertIntake
 
@@ -42,11 +48,12 @@ def _report(taken: AlertAnswer) -> None:
     if server is None:
         logger.warning("alert names a server outside the inventory; nothing done",
                        identities=alert.host.identities(), source=alert.source, kind=alert.kind)
-        metrics.add_metric(name="UnknownServers", unit=MetricUnit.Count, value=1)
+        emit(count_points(UNKNOWN_SERVERS, 1))
     elif taken.status == "duplicate":
-        metrics.add_metric(name="AlertsDeduplicated", unit=MetricUnit.Count, value=1)
+        emit(count_points(ALERTS_DEDUPLICATED, 1))
         logger.info("duplicate alert within the window", server=server.name, kind=alert.kind)
     else:
+        emit(run_started_points("alert"))
         logger.info("urgent job enqueued", server=server.name, run_id=taken.answer.get("run_id"))
 
 
@@ -56,7 +63,7 @@ def make_handler(intake: ComposeIntake = bootstrap.alert_intake) -> Handler:
     @observed
     def alert_intake_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         cfg = settings()
-        metrics.add_metric(name="AlertsReceived", unit=MetricUnit.Count, value=len(event.get("Records") or [event]))
+        emit(count_points(ALERTS_RECEIVED, len(event.get("Records") or [event])))
         answers = intake(cfg, lambda_context=context).take(_alerts_from(event))
         for taken in answers:
             _report(taken)

@@ -5,14 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.parser import parse
 from aws_lambda_powertools.utilities.parser.models import EventBridgeModel
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from relayguard import bootstrap
 from relayguard.config import Settings
-from relayguard.entrypoints import Handler, logger, metrics, observed, settings
+from relayguard.domain.metrics import RUNS_CLOSED_OVERDUE, SERVERS_PLANNED, count_points, run_started_points
+from relayguard.entrypoints import Handler, emit, logger, observed, settings
 from relayguard.events import SweepDetail
 from relayguard.services import SweepPlanner
 
@@ -34,10 +34,13 @@ def make_handler(planner: Callable[[Settings], SweepPlanner] = bootstrap.planner
         for closed in result["closed_overdue"]:
             # Its digest went out with these servers counted failed: their jobs are in a DLQ, or lost.
             logger.warning("run closed past its deadline; servers never counted are counted failed", **closed)
-        metrics.add_metric(name="RunsClosedOverdue", unit=MetricUnit.Count, value=len(result["closed_overdue"]))
+        emit(count_points(RUNS_CLOSED_OVERDUE, len(result["closed_overdue"])))
         logger.append_keys(run_id=result["run_id"])
         logger.info("sweep planned", servers=result["servers"], mode=result["mode"], unsent=result["unsent"])
-        metrics.add_metric(name="ServersPlanned", unit=MetricUnit.Count, value=result["servers"])
+        emit(count_points(SERVERS_PLANNED, result["servers"]))
+        if not result["duplicate"]:
+            # The missed-sweep alarm watches this: no sweep run opened in twice the schedule's period.
+            emit(run_started_points("sweep"))
         return result
 
     return planner_handler

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
-from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -13,13 +13,19 @@ from pydantic import ValidationError
 
 from relayguard import bootstrap
 from relayguard.config import Settings
-from relayguard.domain.models import FAILURE_OUTCOMES, Outcome
+from relayguard.domain.metrics import (
+    JOBS_RECEIVED,
+    JOBS_REFUSED,
+    MALFORMED_JOBS,
+    METRICS,
+    count_points,
+    point,
+    server_points,
+)
 from relayguard.domain.signals import signal_metrics
-from relayguard.entrypoints import Handler, logger, metrics, observed, settings
+from relayguard.entrypoints import Handler, emit, logger, observed, settings
 from relayguard.events import Job
 from relayguard.services import Deferred, LockBusy, Worker
-
-HOST_KEY_OUTCOMES = frozenset({Outcome.HOST_KEY_MISMATCH, Outcome.HOST_KEY_UNKNOWN})
 
 
 def _queue_url_of(cfg: Settings, event_source_arn: str) -> str:
@@ -39,7 +45,7 @@ def _work_record(record: SQSRecord, context: LambdaContext, compose: Callable[[S
     except ValidationError as exc:
         logger.error("rejected job message", message_id=record.message_id, errors=exc.errors(include_url=False,
                      include_input=False))
-        metrics.add_metric(name="MalformedJobs", unit=MetricUnit.Count, value=1)
+        emit(count_points(MALFORMED_JOBS, 1))
         raise
     logger.append_keys(run_id=job.run_id, server=job.server.name, alert_id=job.alert_id)
     worker = compose(cfg)
@@ -64,37 +70,21 @@ def _work_record(record: SQSRecord, context: LambdaContext, compose: Callable[[S
         raise
     result = handled.result
     if handled.status == "refused":
-        metrics.add_metric(name="JobsRefused", unit=MetricUnit.Count, value=1)
+        emit(count_points(JOBS_REFUSED, 1))
         logger.warning("job refused: its message disagrees with the inventory; no SSH connection was made",
                        reason=handled.note, address=result.address if result else "")
     if result is None:
         logger.info("job finished without a result of its own", status=handled.status, note=handled.note)
         return
-    metrics.add_metric(name="ServersScanned", unit=MetricUnit.Count, value=1)
-    for outcome, name in ((Outcome.NONCOMPLIANT, "NonCompliant"), (Outcome.REMEDIATED, "Remediated")):
-        if result.outcome == outcome:
-            metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
-    if result.outcome in HOST_KEY_OUTCOMES:
-        metrics.add_metric(name="HostKeyProblems", unit=MetricUnit.Count, value=1)
-    if result.outcome in FAILURE_OUTCOMES:
-        metrics.add_metric(name="Failed", unit=MetricUnit.Count, value=1)
+    emit(server_points(result.outcome, result.reason, exposed_before=result.exposed_before, trigger=job.trigger,
+                       action=job.action, enqueued_at=job.enqueued_at, finished_at=datetime.now(UTC)))
     _publish_signals(result.name, result.signals)
     logger.info("server done", outcome=str(result.outcome), reason=result.reason, restarted=result.restarted)
 
 
 def _publish_signals(server: str, signals: dict[str, Any] | None) -> None:
-    """One EMF document of the server's non-zero spam signals, with the dimension ``server``.
-
-    Its own metrics object: the handler's shared one carries only the ``service`` dimension, and a
-    ``server`` dimension there would split every fleet-wide count by server."""
-    values = signal_metrics(signals or {})
-    if not values:
-        return
-    per_server = EphemeralMetrics()
-    per_server.add_dimension(name="server", value=server)
-    for name, value in values.items():
-        per_server.add_metric(name=name, unit=MetricUnit.Count, value=value)
-    per_server.flush_metrics()
+    """The server's non-zero spam signals, each a metric with the dimension ``server`` (one EMF document)."""
+    emit([point(METRICS[name], value, server=server) for name, value in signal_metrics(signals or {}).items()])
 
 
 def make_handler(worker: Callable[[Settings], Worker] = bootstrap.worker) -> Handler:
@@ -104,7 +94,7 @@ def make_handler(worker: Callable[[Settings], Worker] = bootstrap.worker) -> Han
     @observed
     def worker_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         # Every invocation reports at least this metric (Powertools warns about an empty flush otherwise).
-        metrics.add_metric(name="JobsReceived", unit=MetricUnit.Count, value=len(event.get("Records") or []))
+        emit(count_points(JOBS_RECEIVED, len(event.get("Records") or [])))
         composed: list[Worker] = []
 
         def invocation_worker(cfg: Settings) -> Worker:
