@@ -7,9 +7,11 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from relayguard.domain.deliverability import Collected, Deliverability
+from relayguard.domain.entry import script_of
 from relayguard.domain.evidence import record_key
 from relayguard.domain.metrics import Datapoint
 from relayguard.domain.models import Outcome
+from relayguard.domain.operation import Operation
 from relayguard.domain.rollout import Admission, Rollout, Tally
 from relayguard.domain.server import Inventory, Server
 from relayguard.errors import RecordError, RecordExists, TransportError
@@ -20,16 +22,18 @@ from relayguard.services import UrgentJobs
 
 class FakeSession:
     """Answers each ``run`` with the next scripted :class:`CommandResult` (or raises the next scripted
-    transport error) and records every script."""
+    transport error) and records every operation, and the script the unrestricted path would send."""
 
     def __init__(self, results: Iterable[CommandResult | TransportError] = ()) -> None:
         self._results = list(results)
+        self.operations: list[Operation] = []
         self.scripts: list[str] = []
         self.timeouts: list[float] = []
         self.closed = False
 
-    def run(self, script: str, timeout: float) -> CommandResult:
-        self.scripts.append(script)
+    def run(self, op: Operation, timeout: float) -> CommandResult:
+        self.operations.append(op)
+        self.scripts.append(script_of(op))
         self.timeouts.append(timeout)
         if not self._results:
             raise AssertionError(f"unexpected script #{len(self.scripts)}: no scripted result left")

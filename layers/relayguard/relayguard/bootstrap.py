@@ -19,6 +19,7 @@ from relayguard.adapters.smtp import smtp_banner
 from relayguard.config import Settings
 from relayguard.engine import BannerCheck, Engine
 from relayguard.errors import RelayGuardError
+from relayguard.fleet_key import ScriptConnector
 from relayguard.ports import (
     Connector,
     DeadLetterQueues,
@@ -40,6 +41,16 @@ if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
     from relayguard.services import AlertIntake, EnqueueOnce, Publisher, SweepPlanner, UrgentJobs, Worker
+
+
+def build_operator_connector(*, key_path: str, sudo: bool = False, timeout: float = 60.0) -> ScriptConnector:
+    """The operator's own key, for ``relayguard enroll``: sessions that run a whole script with ``sh -s``."""
+    from relayguard.adapters.ssh import ParamikoConnector  # noqa: PLC0415 - deferred
+    from relayguard.adapters.ssh_keys import load_private_key  # noqa: PLC0415
+
+    handshake = min(timeout, 15.0)
+    return ParamikoConnector(load_private_key(path=key_path), connect_timeout=handshake,
+                             banner_timeout=handshake, auth_timeout=handshake, sudo=sudo)
 
 
 def build_engine(

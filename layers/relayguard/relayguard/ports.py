@@ -7,8 +7,10 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from relayguard.domain.deliverability import Collected, Deliverability
+from relayguard.domain.entry import Access
 from relayguard.domain.metrics import Datapoint
 from relayguard.domain.models import Outcome
+from relayguard.domain.operation import Operation
 from relayguard.domain.rollout import Admission, Rollout, Tally
 from relayguard.domain.server import Inventory, Server
 
@@ -21,13 +23,16 @@ class CommandResult:
     stdout: str
     stderr: str
     duration: float
+    #: How the server was reached (entry program or ``sh -s``); None where no transport says (fakes).
+    access: Access | None = None
 
 
 class Session(Protocol):
     """One authenticated SSH connection to one server, used for a whole job."""
 
-    def run(self, script: str, timeout: float) -> CommandResult:
-        """Run ``script`` with ``sh -s`` on the server (text on stdin, never on a command line)."""
+    def run(self, op: Operation, timeout: float) -> CommandResult:
+        """Run one RelayGuard operation: through the server's entry program, or where none is installed
+        its script (domain.entry.script_of) with ``sh -s``; values travel on stdin, never on a command line."""
         ...
 
     def close(self) -> None: ...
