@@ -113,6 +113,10 @@ def test_a_dry_run_reports_what_it_would_write_and_writes_nothing(fleet: Fleet) 
     assert proc.stdout.count("program would-install, key would-add") == 2, proc.stdout
     assert f'restrict,command="{ENTRY_PATH}",from="127.0.0.1/32" ssh-ed25519 ' in proc.stderr
     assert {h.name: files(h) for h in fleet.root_hosts} == before
+    # --print connects nowhere: the line for providers who push authorized_keys themselves
+    printed = rg(fleet, "enroll", "--fleet-key", f"{fleet.fleet_key}.pub", "--from", "127.0.0.1", "--print", "line")
+    key = (fleet.keys / "fleet.pub").read_text().strip()
+    assert printed.stdout == f'restrict,command="{ENTRY_PATH}",from="127.0.0.1/32" {key}\n'
 
 
 def test_enroll_installs_the_program_and_the_line_and_a_second_run_changes_nothing(fleet: Fleet) -> None:
@@ -234,6 +238,30 @@ def test_a_connection_from_outside_the_from_list_is_refused(fleet: Fleet) -> Non
     inside = openssh(fleet, fleet.modern, f"{ENTRY_PATH} probe")
     assert inside.returncode == 0
     assert inside.stdout.startswith(f"entry.version={ENTRY_VERSION}\n")
+
+
+def test_an_older_entry_program_serves_what_it_knows_and_enroll_upgrades_it(fleet: Fleet) -> None:
+    host = fleet.legacy
+    # GIVEN an older build: protocol version 0, another digest, and no revert operation
+    older = ssh(host, "sed -i -e 's/^RG_ENTRY_VERSION=.*/RG_ENTRY_VERSION=0/' -e 's/^RG_ENTRY_DIGEST=.*/"
+                      f"RG_ENTRY_DIGEST=older/' -e 's/|revert) ;;/) ;;/' {ENTRY_PATH}")
+    assert older.rc == 0, older.err
+    # WHEN jobs run: the scan is served with a warning; the revert it lacks runs nothing
+    checked = jobs(fleet, "check", [host])[0]
+    assert checked["outcome"] == "compliant"
+    assert checked["access"] == {"mode": "restricted", "entry_version": 0, "entry_digest": "older"}
+    assert "entry-program-outdated" in checked["warnings"]
+    before = files(host)
+    reverted = jobs(fleet, "revert", [host])[0]
+    assert reverted["outcome"] == "failed"
+    assert "refused revert: unknown operation (entry-program-outdated" in reverted["reason"]
+    assert files(host) == before
+    # THEN enroll upgrades it, and the warning is gone
+    upgraded = enroll(fleet, [host])
+    assert "program installed, key unchanged" in upgraded.stdout, upgraded.stderr
+    again = jobs(fleet, "check", [host])[0]
+    assert again["access"]["entry_version"] == ENTRY_VERSION
+    assert "entry-program-outdated" not in again["warnings"]
 
 
 # --- the sudo variant ---------------------------------------------------------------------------
