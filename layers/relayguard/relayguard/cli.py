@@ -155,16 +155,7 @@ def _parser() -> argparse.ArgumentParser:
                      help="another name, public IP or instance id alerts may use (repeatable)")
     add.add_argument("--tag", action="append", default=[], metavar="TAG", help="a tag (repeatable)")
     add.add_argument("--timeout", type=float, default=15.0, help="connect and key exchange deadline, seconds")
-    redrive = sub.add_parser(
-        "redrive", help="move dead-lettered jobs back to their queue, once their cause is fixed",
-        description="Move the jobs of a job queue's dead-letter queue back to that queue with SQS's message "
-                    "move task (or --copy: receive, send, delete), finding both queues in the stack's outputs. "
-                    "AWS region and credentials come from the usual AWS environment and profile.")
-    redrive.add_argument("--queue", required=True, choices=sorted(QUEUES), help="which job queue")
-    redrive.add_argument("--stack", required=True, metavar="NAME", help="the RelayGuard stack's name")
-    redrive.add_argument("--copy", action="store_true",
-                         help="copy message by message instead of StartMessageMoveTask (an SQS without it)")
-    redrive.add_argument("--max-messages", type=_count, metavar="N", help="--copy only: copy at most N jobs")
+    _add_redrive(sub)
     report = sub.add_parser(
         "report", help="render a run's fleet report page (HTML) from its records",
         description="Render one self-contained HTML page of a run's job records: summary counts, a chart of "
@@ -223,6 +214,19 @@ def _enroll_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     enroll_p.add_argument("--print", dest="print_what", choices=("line", "program", "sudoers"),
                           help="print the authorized_keys line, the program or the sudoers drop-in; connect nowhere")
     enroll_p.add_argument("--timeout", type=float, default=60.0, help="per-server deadline, seconds")
+
+
+def _add_redrive(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    redrive = sub.add_parser(
+        "redrive", help="move dead-lettered jobs back to their queue, once their cause is fixed",
+        description="Move the jobs of a job queue's dead-letter queue back to that queue with SQS's message "
+                    "move task (or --copy: receive, send, delete), finding both queues in the stack's outputs. "
+                    "AWS region and credentials come from the usual AWS environment and profile.")
+    redrive.add_argument("--queue", required=True, choices=sorted(QUEUES), help="which job queue")
+    redrive.add_argument("--stack", required=True, metavar="NAME", help="the RelayGuard stack's name")
+    redrive.add_argument("--copy", action="store_true",
+                         help="copy message by message instead of StartMessageMoveTask (an SQS without it)")
+    redrive.add_argument("--max-messages", type=_count, metavar="N", help="--copy only: copy at most N jobs")
 
 
 def _budget(text: str) -> ErrorBudget:
