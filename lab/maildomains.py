@@ -65,6 +65,16 @@ def dns_address(net: int) -> str:
     return f"127.{net}.252.1"
 
 
+def authoritative_address(net: int) -> str:
+    """nsd: authoritative for every lab zone."""
+    return f"127.{net}.252.2"
+
+
+def silent_address(net: int) -> str:
+    """The silent peer: reads DNS queries and never answers (the only name server of TIMEOUT_ZONE)."""
+    return f"127.{net}.252.3"
+
+
 def reverse_zone(net: int) -> str:
     return f"251.{net}.127.in-addr.arpa"
 
@@ -237,9 +247,33 @@ def _soa(zone: str, ns_host: str) -> list[str]:
     ]
 
 
-def zones(net: int) -> dict[str, str]:
-    """Zone name -> zone file text for the authoritative server (all but the timing-out zone)."""
-    ns = f"ns.{PROVIDER_ZONE}"
+BULK_ZONE = "bulk.test"
+
+
+def bulk_names(n: int) -> list[str]:
+    """``d0.bulk.test`` ... : many well-configured domains for load (``bench.deliverability``)."""
+    return [f"d{i}.{BULK_ZONE}" for i in range(n)]
+
+
+def bulk_collected(net: int, n: int) -> Collected:
+    """``n`` domains as a server with that many accounts reports them: all on the main IP and HELO."""
+    domains = tuple(
+        MailDomain(name, sending_ip(net, IP_MAIN), MAIN_HELO, Source.DEFAULT, Source.DEFAULT, KEY_A)
+        for name in bulk_names(n)
+    )
+    return Collected(domains=domains, total_domains=n)
+
+
+def zones(net: int, bulk: int = 0) -> dict[str, str]:
+    """Zone name -> zone file text for the authoritative server (all but the timing-out zone).
+
+    The parent zone ``test.`` delegates every lab zone to the authoritative server (``ns.test``) and
+    :data:`TIMEOUT_ZONE` to the silent peer, so a resolver finds each by ordinary iteration, and a name
+    outside every zone (``_dmarc.test``, where DMARC's organisational lookup may go) is NXDOMAIN.
+    ``bulk`` adds :data:`BULK_ZONE` with that many well-configured domains (one zone, so nsd starts as
+    fast with 5,000 domains as with none).
+    """
+    ns = "ns.test"
     out: dict[str, str] = {}
     for c in cases():
         if c.times_out:
@@ -252,7 +286,6 @@ def zones(net: int) -> dict[str, str]:
         out[c.domain] = "\n".join(lines) + "\n"
     provider = [
         *_soa(PROVIDER_ZONE, ns),
-        f"ns IN A {dns_address(net)}",
         f"_spf IN TXT {_txt(f'v=spf1 ip4:127.{net}.251.0/24 -all')}",
     ]
     provider += [f"l{i} IN TXT {_txt('v=spf1 -all')}" for i in range(1, 12)]
@@ -275,4 +308,17 @@ def zones(net: int) -> dict[str, str]:
         f"{IP_HELO} IN PTR mail.host6.test.",
     ]
     out[reverse_zone(net)] = "\n".join(rev) + "\n"
+    if bulk:
+        records = [*_soa(BULK_ZONE, ns)]
+        for name in bulk_names(bulk):
+            label = name.removesuffix(f".{BULK_ZONE}")
+            records += [f"{label} IN TXT {_txt(GOOD_SPF)}",
+                        f"default._domainkey.{label} IN TXT {_txt(_dkim(KEY_A))}",
+                        f"_dmarc.{label} IN TXT {_txt(GOOD_DMARC)}"]
+        out[BULK_ZONE] = "\n".join(records) + "\n"
+    parent = [*_soa("test", ns), f"ns IN A {authoritative_address(net)}"]
+    parent += [f"{z.removesuffix('.test')} IN NS {ns}." for z in sorted(out) if z.endswith(".test")]
+    parent += [f"{TIMEOUT_ZONE.removesuffix('.test')} IN NS ns.{TIMEOUT_ZONE}.",
+               f"ns.{TIMEOUT_ZONE.removesuffix('.test')} IN A {silent_address(net)}"]
+    out["test"] = "\n".join(parent) + "\n"
     return out

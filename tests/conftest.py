@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from lab import Host, HostSpec, Lab, reserve_net
+from lab.dns import LabDns
 from lab.fleet import pristine_view
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root for mount and PID namespaces")
@@ -25,6 +26,15 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     yield lab
     lab.down()
     reservation.release()
+
+
+@pytest.fixture(scope="session")
+def lab_dns(lab: Lab) -> Iterator[LabDns]:
+    """The lab's real DNS (nsd + unbound + a silent peer, lab/dns.py) on the lab's range, 127.<net>.252.x,
+    serving every case of lab/maildomains.py; judges get ``lab_dns.resolver``."""
+    dns = LabDns(lab.workdir / "dns", lab.net).start()
+    yield dns
+    dns.stop()
 
 
 HostFactory = Callable[..., Host]

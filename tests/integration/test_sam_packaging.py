@@ -40,7 +40,9 @@ RUNTIME_PROVIDED = ("boto3", "botocore", "s3transfer")
 # Pinned but deleted by layers/deps/Makefile because no handler can load them (UNREACHABLE there).
 UNREACHABLE = ("invoke", "cffi", "pycparser")
 LAMBDA_UNZIPPED_LIMIT = 250 * 1000 * 1000  # bytes, a function and all its layers
-DEPS_LAYER_BUDGET = 40 * 1000 * 1000  # measured 34.6 MB; botocore coming back would add 25 MB
+# measured 34.6 MB; 40.9 MB with the deliverability judge's checkdmarc stack (ADR 0007); botocore coming back
+# would add 25 MB
+DEPS_LAYER_BUDGET = 45 * 1000 * 1000
 
 
 def _norm(name: str) -> str:

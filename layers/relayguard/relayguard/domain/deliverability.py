@@ -84,6 +84,8 @@ class DomainFinding:
     sending_ip: str
     checks: tuple[CheckResult, ...]
     rules_broken: tuple[str, ...] = ()
+    #: Rules a DNS error keeps from being decided (neither kept nor broken).
+    rules_unknown: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
