@@ -96,7 +96,7 @@ class Options:
         return Rollout(max_changes=self.max_changes, max_errors=self.max_errors, canary=self.canary)
 
 
-def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat list of every command and option
+def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--user", default="root", help="SSH login (default: %(default)s)")
     common.add_argument("--identity", metavar="FILE", help=f"private key file (or set {ENV_SSH_KEY})")
