@@ -96,7 +96,7 @@ class Options:
         return Rollout(max_changes=self.max_changes, max_errors=self.max_errors, canary=self.canary)
 
 
-def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat list of every command and option
+def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--user", default="root", help="SSH login (default: %(default)s)")
     common.add_argument("--identity", metavar="FILE", help=f"private key file (or set {ENV_SSH_KEY})")
@@ -165,17 +165,7 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat list of ev
     redrive.add_argument("--copy", action="store_true",
                          help="copy message by message instead of StartMessageMoveTask (an SQS without it)")
     redrive.add_argument("--max-messages", type=_count, metavar="N", help="--copy only: copy at most N jobs")
-    report = sub.add_parser(
-        "report", help="render a run's fleet report page (HTML) from its records",
-        description="Render one self-contained HTML page of a run's job records: summary counts, a chart of "
-                    "outcomes, every server's outcome, failures first, filterable and sortable in the browser. "
-                    "Records come from a --record-dir (--from DIR, all of it or one --run of it) or from the "
-                    "stack's records bucket (--run RUN_ID --bucket BUCKET, read with your AWS credentials).")
-    report.add_argument("--from", dest="source", metavar="DIR", help="a --record-dir, or one run's folder of it")
-    report.add_argument("--run", metavar="RUN_ID", help="the run to report (required with --bucket)")
-    report.add_argument("--bucket", metavar="BUCKET", help="the stack's records bucket (output RecordsBucketName)")
-    report.add_argument("--html", required=True, metavar="FILE", help="the page to write (replaced if it exists)")
-    report.add_argument("--title", default="", help="the page's title (default: names the run)")
+    _report_parser(sub)
     _enroll_parser(sub)
     return parser
 
@@ -199,6 +189,20 @@ def fleet_report(ns: argparse.Namespace) -> int:
         return 2
     print(where)
     return 0
+
+
+def _report_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    report = sub.add_parser(
+        "report", help="render a run's fleet report page (HTML) from its records",
+        description="Render one self-contained HTML page of a run's job records: summary counts, a chart of "
+                    "outcomes, every server's outcome, failures first, filterable and sortable in the browser. "
+                    "Records come from a --record-dir (--from DIR, all of it or one --run of it) or from the "
+                    "stack's records bucket (--run RUN_ID --bucket BUCKET, read with your AWS credentials).")
+    report.add_argument("--from", dest="source", metavar="DIR", help="a --record-dir, or one run's folder of it")
+    report.add_argument("--run", metavar="RUN_ID", help="the run to report (required with --bucket)")
+    report.add_argument("--bucket", metavar="BUCKET", help="the stack's records bucket (output RecordsBucketName)")
+    report.add_argument("--html", required=True, metavar="FILE", help="the page to write (replaced if it exists)")
+    report.add_argument("--title", default="", help="the page's title (default: names the run)")
 
 
 def _enroll_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
