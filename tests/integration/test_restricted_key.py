@@ -170,8 +170,17 @@ def test_check_scan_fix_and_revert_work_with_the_fleet_key(fleet: Fleet, tmp_pat
 
 # --- ... and nothing else -----------------------------------------------------------------------
 
+#: The lab hosts have no syslog daemon (and must not reach the machine's): a stand-in ``logger`` earlier on
+#: the entry program's PATH, inside the host's own root, records how it was called.
+LOGGER = "#!/bin/sh\nprintf '%s|' \"$@\" >> /var/tmp/relayguard-syslog\necho >> /var/tmp/relayguard-syslog\n"
+
+
 def test_the_fleet_key_cannot_run_a_command_log_in_upload_or_inject(fleet: Fleet, tmp_path: Path) -> None:
     host = fleet.modern
+    stand_in = host.root / "usr/local/bin/logger"
+    stand_in.parent.mkdir(parents=True, exist_ok=True)
+    stand_in.write_text(LOGGER)
+    stand_in.chmod(0o755)
     before = files(host)
     shadow = openssh(fleet, host, "cat /etc/shadow")
     assert (shadow.returncode, "root:" in shadow.stdout) == (REFUSED_RC, False)
@@ -201,6 +210,15 @@ def test_the_fleet_key_cannot_run_a_command_log_in_upload_or_inject(fleet: Fleet
     assert argument.returncode == REFUSED_RC
     assert "refused: argument not accepted" in argument.stderr
     assert files(host) == before
+    # every refusal left a syslog line (auth facility), with what was asked in printable characters only
+    syslog = host.read("/var/tmp/relayguard-syslog").splitlines()
+    assert len(syslog) == 5  # cat, the login, scp -O, the operation, the argument (sftp never reaches it)
+    assert syslog[0] == ("-p|auth.warning|-t|relayguard-entry|refused: not a RelayGuard operation: "
+                         "'cat /etc/shadow' from 127.0.0.1 uid 0|")
+    assert "refused: no operation (an interactive login or a subsystem): ''" in syslog[1]
+    assert "refused: not a RelayGuard operation: 'scp -t /root/.ssh/evil'" in syslog[2]
+    assert f"refused: not a RelayGuard operation: '{ENTRY_PATH} probe?touch /root/.ssh/pwned'" in syslog[3]
+    assert "refused: argument not accepted: 'finish ip=203.0.113.7?touch /root/.ssh/pwned'" in syslog[4]
 
 
 def test_forwarding_is_refused(fleet: Fleet) -> None:

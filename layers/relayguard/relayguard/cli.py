@@ -155,18 +155,17 @@ def _parser() -> argparse.ArgumentParser:
                      help="another name, public IP or instance id alerts may use (repeatable)")
     add.add_argument("--tag", action="append", default=[], metavar="TAG", help="a tag (repeatable)")
     add.add_argument("--timeout", type=float, default=15.0, help="connect and key exchange deadline, seconds")
-    _add_redrive(sub)
-    report = sub.add_parser(
-        "report", help="render a run's fleet report page (HTML) from its records",
-        description="Render one self-contained HTML page of a run's job records: summary counts, a chart of "
-                    "outcomes, every server's outcome, failures first, filterable and sortable in the browser. "
-                    "Records come from a --record-dir (--from DIR, all of it or one --run of it) or from the "
-                    "stack's records bucket (--run RUN_ID --bucket BUCKET, read with your AWS credentials).")
-    report.add_argument("--from", dest="source", metavar="DIR", help="a --record-dir, or one run's folder of it")
-    report.add_argument("--run", metavar="RUN_ID", help="the run to report (required with --bucket)")
-    report.add_argument("--bucket", metavar="BUCKET", help="the stack's records bucket (output RecordsBucketName)")
-    report.add_argument("--html", required=True, metavar="FILE", help="the page to write (replaced if it exists)")
-    report.add_argument("--title", default="", help="the page's title (default: names the run)")
+    redrive = sub.add_parser(
+        "redrive", help="move dead-lettered jobs back to their queue, once their cause is fixed",
+        description="Move the jobs of a job queue's dead-letter queue back to that queue with SQS's message "
+                    "move task (or --copy: receive, send, delete), finding both queues in the stack's outputs. "
+                    "AWS region and credentials come from the usual AWS environment and profile.")
+    redrive.add_argument("--queue", required=True, choices=sorted(QUEUES), help="which job queue")
+    redrive.add_argument("--stack", required=True, metavar="NAME", help="the RelayGuard stack's name")
+    redrive.add_argument("--copy", action="store_true",
+                         help="copy message by message instead of StartMessageMoveTask (an SQS without it)")
+    redrive.add_argument("--max-messages", type=_count, metavar="N", help="--copy only: copy at most N jobs")
+    _report_parser(sub)
     _enroll_parser(sub)
     return parser
 
@@ -192,6 +191,20 @@ def fleet_report(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _report_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    report = sub.add_parser(
+        "report", help="render a run's fleet report page (HTML) from its records",
+        description="Render one self-contained HTML page of a run's job records: summary counts, a chart of "
+                    "outcomes, every server's outcome, failures first, filterable and sortable in the browser. "
+                    "Records come from a --record-dir (--from DIR, all of it or one --run of it) or from the "
+                    "stack's records bucket (--run RUN_ID --bucket BUCKET, read with your AWS credentials).")
+    report.add_argument("--from", dest="source", metavar="DIR", help="a --record-dir, or one run's folder of it")
+    report.add_argument("--run", metavar="RUN_ID", help="the run to report (required with --bucket)")
+    report.add_argument("--bucket", metavar="BUCKET", help="the stack's records bucket (output RecordsBucketName)")
+    report.add_argument("--html", required=True, metavar="FILE", help="the page to write (replaced if it exists)")
+    report.add_argument("--title", default="", help="the page's title (default: names the run)")
+
+
 def _enroll_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     enroll_p = sub.add_parser(
         "enroll", help="install the entry program and the restricted fleet key on servers (docs/security.md)",
@@ -214,19 +227,6 @@ def _enroll_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     enroll_p.add_argument("--print", dest="print_what", choices=("line", "program", "sudoers"),
                           help="print the authorized_keys line, the program or the sudoers drop-in; connect nowhere")
     enroll_p.add_argument("--timeout", type=float, default=60.0, help="per-server deadline, seconds")
-
-
-def _add_redrive(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    redrive = sub.add_parser(
-        "redrive", help="move dead-lettered jobs back to their queue, once their cause is fixed",
-        description="Move the jobs of a job queue's dead-letter queue back to that queue with SQS's message "
-                    "move task (or --copy: receive, send, delete), finding both queues in the stack's outputs. "
-                    "AWS region and credentials come from the usual AWS environment and profile.")
-    redrive.add_argument("--queue", required=True, choices=sorted(QUEUES), help="which job queue")
-    redrive.add_argument("--stack", required=True, metavar="NAME", help="the RelayGuard stack's name")
-    redrive.add_argument("--copy", action="store_true",
-                         help="copy message by message instead of StartMessageMoveTask (an SQS without it)")
-    redrive.add_argument("--max-messages", type=_count, metavar="N", help="--copy only: copy at most N jobs")
 
 
 def _budget(text: str) -> ErrorBudget:

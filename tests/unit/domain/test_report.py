@@ -141,7 +141,7 @@ def test_untrusted_text_is_escaped_and_the_page_loads_nothing_and_runs_only_its_
     assert page.scripts == 1  # the page's own, at the end
     assert page.sources == []  # no CDN, no stylesheet, no image: nothing is fetched
     assert evil in page.cells  # the text, as text
-    assert '"><b>bold</b>/r/0.json' in page.cells  # the reason, then where the record is
+    assert '"><b>bold</b>record/r/0.json' in page.cells  # the reason, then where the record is
     assert "<img src=x" not in html
     assert page.csp.startswith("default-src 'none'; ")
     assert "'unsafe-inline'" not in page.csp
