@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -14,7 +14,7 @@ from relayguard.domain.models import Outcome
 from relayguard.domain.operation import Operation
 from relayguard.domain.rollout import Admission, Rollout, Tally
 from relayguard.domain.server import Inventory, Server
-from relayguard.errors import RecordExists, TransportError
+from relayguard.errors import RecordError, RecordExists, TransportError
 from relayguard.events import SpamAlert
 from relayguard.ports import CommandResult, Notification, RunProgress, ServerState
 from relayguard.services import UrgentJobs
@@ -255,6 +255,28 @@ class FakeRecordStore:
 
     def get(self, location: str) -> dict[str, Any]:
         return self.documents[location]
+
+
+class FakeRunReports:
+    """A run's records read from a :class:`FakeRecordStore` (by their run id), pages kept in memory; ``broken``
+    makes every read fail as an unreadable bucket would."""
+
+    def __init__(self, records: FakeRecordStore, broken: bool = False) -> None:
+        self.records_store = records
+        self.broken = broken
+        self.pages: dict[str, str] = {}
+
+    def records(self, run_id: str | None) -> Iterator[tuple[str, dict[str, Any]]]:
+        if self.broken:
+            raise RecordError("memory://records: AccessDenied")
+        for location, document in self.records_store.documents.items():
+            if run_id is None or document["run_id"] == run_id:
+                yield location, document
+
+    def write(self, run_id: str | None, html: str) -> str:
+        location = f"memory://reports/{run_id}.html"
+        self.pages[location] = html
+        return location
 
 
 class FakeLockStore:

@@ -113,6 +113,10 @@ def test_a_dry_run_reports_what_it_would_write_and_writes_nothing(fleet: Fleet) 
     assert proc.stdout.count("program would-install, key would-add") == 2, proc.stdout
     assert f'restrict,command="{ENTRY_PATH}",from="127.0.0.1/32" ssh-ed25519 ' in proc.stderr
     assert {h.name: files(h) for h in fleet.root_hosts} == before
+    # --print connects nowhere: the line for providers who push authorized_keys themselves
+    printed = rg(fleet, "enroll", "--fleet-key", f"{fleet.fleet_key}.pub", "--from", "127.0.0.1", "--print", "line")
+    key = (fleet.keys / "fleet.pub").read_text().strip()
+    assert printed.stdout == f'restrict,command="{ENTRY_PATH}",from="127.0.0.1/32" {key}\n'
 
 
 def test_enroll_installs_the_program_and_the_line_and_a_second_run_changes_nothing(fleet: Fleet) -> None:
@@ -166,8 +170,17 @@ def test_check_scan_fix_and_revert_work_with_the_fleet_key(fleet: Fleet, tmp_pat
 
 # --- ... and nothing else -----------------------------------------------------------------------
 
+#: The lab hosts have no syslog daemon (and must not reach the machine's): a stand-in ``logger`` earlier on
+#: the entry program's PATH, inside the host's own root, records how it was called.
+LOGGER = "#!/bin/sh\nprintf '%s|' \"$@\" >> /var/tmp/relayguard-syslog\necho >> /var/tmp/relayguard-syslog\n"
+
+
 def test_the_fleet_key_cannot_run_a_command_log_in_upload_or_inject(fleet: Fleet, tmp_path: Path) -> None:
     host = fleet.modern
+    stand_in = host.root / "usr/local/bin/logger"
+    stand_in.parent.mkdir(parents=True, exist_ok=True)
+    stand_in.write_text(LOGGER)
+    stand_in.chmod(0o755)
     before = files(host)
     shadow = openssh(fleet, host, "cat /etc/shadow")
     assert (shadow.returncode, "root:" in shadow.stdout) == (REFUSED_RC, False)
@@ -197,6 +210,15 @@ def test_the_fleet_key_cannot_run_a_command_log_in_upload_or_inject(fleet: Fleet
     assert argument.returncode == REFUSED_RC
     assert "refused: argument not accepted" in argument.stderr
     assert files(host) == before
+    # every refusal left a syslog line (auth facility), with what was asked in printable characters only
+    syslog = host.read("/var/tmp/relayguard-syslog").splitlines()
+    assert len(syslog) == 5  # cat, the login, scp -O, the operation, the argument (sftp never reaches it)
+    assert syslog[0] == ("-p|auth.warning|-t|relayguard-entry|refused: not a RelayGuard operation: "
+                         "'cat /etc/shadow' from 127.0.0.1 uid 0|")
+    assert "refused: no operation (an interactive login or a subsystem): ''" in syslog[1]
+    assert "refused: not a RelayGuard operation: 'scp -t /root/.ssh/evil'" in syslog[2]
+    assert f"refused: not a RelayGuard operation: '{ENTRY_PATH} probe?touch /root/.ssh/pwned'" in syslog[3]
+    assert "refused: argument not accepted: 'finish ip=203.0.113.7?touch /root/.ssh/pwned'" in syslog[4]
 
 
 def test_forwarding_is_refused(fleet: Fleet) -> None:
@@ -234,6 +256,30 @@ def test_a_connection_from_outside_the_from_list_is_refused(fleet: Fleet) -> Non
     inside = openssh(fleet, fleet.modern, f"{ENTRY_PATH} probe")
     assert inside.returncode == 0
     assert inside.stdout.startswith(f"entry.version={ENTRY_VERSION}\n")
+
+
+def test_an_older_entry_program_serves_what_it_knows_and_enroll_upgrades_it(fleet: Fleet) -> None:
+    host = fleet.legacy
+    # GIVEN an older build: protocol version 0, another digest, and no revert operation
+    older = ssh(host, "sed -i -e 's/^RG_ENTRY_VERSION=.*/RG_ENTRY_VERSION=0/' -e 's/^RG_ENTRY_DIGEST=.*/"
+                      f"RG_ENTRY_DIGEST=older/' -e 's/|revert) ;;/) ;;/' {ENTRY_PATH}")
+    assert older.rc == 0, older.err
+    # WHEN jobs run: the scan is served with a warning; the revert it lacks runs nothing
+    checked = jobs(fleet, "check", [host])[0]
+    assert checked["outcome"] == "compliant"
+    assert checked["access"] == {"mode": "restricted", "entry_version": 0, "entry_digest": "older"}
+    assert "entry-program-outdated" in checked["warnings"]
+    before = files(host)
+    reverted = jobs(fleet, "revert", [host])[0]
+    assert reverted["outcome"] == "failed"
+    assert "refused revert: unknown operation (entry-program-outdated" in reverted["reason"]
+    assert files(host) == before
+    # THEN enroll upgrades it, and the warning is gone
+    upgraded = enroll(fleet, [host])
+    assert "program installed, key unchanged" in upgraded.stdout, upgraded.stderr
+    again = jobs(fleet, "check", [host])[0]
+    assert again["access"]["entry_version"] == ENTRY_VERSION
+    assert "entry-program-outdated" not in again["warnings"]
 
 
 # --- the sudo variant ---------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import pytest
 from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
 from relayguard.adapters.dynamo import DynamoLockStore, DynamoRunStore
 from relayguard.adapters.s3_records import PREFIX
+from relayguard.adapters.s3_reports import REPORTS_PREFIX
 from relayguard.config import ALL_VARIABLES, load_settings
 from samtranslator.translator.transform import transform
 
@@ -375,13 +376,19 @@ def test_job_records_go_to_a_retained_versioned_private_encrypted_bucket(cfn: di
 
 
 def test_the_worker_may_write_and_read_records_below_their_prefix_and_never_delete_one(cfn: dict[str, Any]) -> None:
-    on_records = [s for s in _statements(cfn, "WorkerFunctionRole")
-                  if "RecordsBucket" in str(s["Resource"])]
-    (statement,) = on_records
-    assert sorted(_as_list(statement["Action"])) == ["s3:GetObject", "s3:PutObject"]
-    text, variables = statement["Resource"]["Fn::Sub"]
-    assert text == "arn:${AWS::Partition}:s3:::${Bucket}/" + PREFIX + "*"
-    assert variables == {"Bucket": {"Ref": "RecordsBucket"}}
+    on_bucket = {str(s["Resource"]["Fn::Sub"][0]): s for s in _statements(cfn, "WorkerFunctionRole")
+                 if "RecordsBucket" in str(s["Resource"])}
+    bucket = "arn:${AWS::Partition}:s3:::${Bucket}"
+    assert set(on_bucket) == {bucket + "/" + PREFIX + "*", bucket + "/" + REPORTS_PREFIX + "*", bucket}
+    for statement in on_bucket.values():
+        assert statement["Resource"]["Fn::Sub"][1] == {"Bucket": {"Ref": "RecordsBucket"}}
+    assert sorted(_as_list(on_bucket[bucket + "/" + PREFIX + "*"]["Action"])) == ["s3:GetObject", "s3:PutObject"]
+    # The fleet report (issue 15): list the records only, and write pages beside them, never over one.
+    assert _as_list(on_bucket[bucket]["Action"]) == ["s3:ListBucket"]
+    assert on_bucket[bucket]["Condition"] == {"StringLike": {"s3:prefix": PREFIX + "*"}}
+    assert _as_list(on_bucket[bucket + "/" + REPORTS_PREFIX + "*"]["Action"]) == ["s3:PutObject"]
+    assert not PREFIX.startswith(REPORTS_PREFIX)
+    assert not REPORTS_PREFIX.startswith(PREFIX)
     for role in ("PlannerFunctionRole", "AlertIntakeFunctionRole"):
         assert "RecordsBucket" not in str(_statements(cfn, role)), role
 
@@ -502,7 +509,7 @@ def _own_resource(resource: Any, ours: set[str]) -> str:
     assert target in ours, resource
     # An ARN of this account and region whose only wildcard is a suffix within the named resource.
     assert text.startswith("arn:${AWS::Partition}:"), text
-    assert re.fullmatch(r"[^*]*\$\{" + name + r"\}(/index/\*|/\*|/records/\*)?", text), text
+    assert re.fullmatch(r"[^*]*\$\{" + name + r"\}(/index/\*|/\*|/records/\*|/reports/\*)?", text), text
     placeholders = set(re.findall(r"\$\{([^}]+)\}", text)) - {name}
     assert placeholders <= set(PSEUDO), text
     return str(target)

@@ -7,6 +7,7 @@
     relayguard revert HOST[:PORT]...           undo the last fix: POP-before-SMTP relaying on again
     relayguard inventory add HOST[:PORT]       fetch, confirm and pin a server's host keys
     relayguard redrive --queue work|urgent --stack NAME [--copy]   dead-lettered jobs back to their queue
+    relayguard report --from DIR|--run RUN_ID --html FILE [--bucket B]   a run's fleet report page
 
 Exit codes: 0 every host compliant, remediated, not cPanel or (revert) reverted; 1 exposed hosts were left as they are
 (audit, skipped by a fix limit, excluded); 2 a host failed or could not be reached (2 wins over 1).
@@ -29,7 +30,15 @@ from pathlib import Path
 from typing import TextIO
 
 from relayguard.adapters.ssh_keys import fetch_host_keys, host_keys_from_known_hosts
-from relayguard.bootstrap import build_engine, build_operator_connector, dead_letter_queues, directory_record_store
+from relayguard.bootstrap import (
+    bucket_run_reports,
+    build_engine,
+    build_operator_connector,
+    dead_letter_queues,
+    directory_record_store,
+    directory_run_records,
+    html_file,
+)
 from relayguard.domain.bounds import bounded_result
 from relayguard.domain.entry import ENTRY_PATH, ENTRY_PROGRAM, sudoers_text
 from relayguard.domain.evidence import record_document
@@ -156,8 +165,44 @@ def _parser() -> argparse.ArgumentParser:
     redrive.add_argument("--copy", action="store_true",
                          help="copy message by message instead of StartMessageMoveTask (an SQS without it)")
     redrive.add_argument("--max-messages", type=_count, metavar="N", help="--copy only: copy at most N jobs")
+    _report_parser(sub)
     _enroll_parser(sub)
     return parser
+
+
+def fleet_report(ns: argparse.Namespace) -> int:
+    """``relayguard report``: 0 when the page is written, 2 when the records could not be read or it not written."""
+    if bool(ns.source) == bool(ns.bucket) or (ns.bucket and not ns.run):
+        print("relayguard report: give --from DIR, or --run RUN_ID with --bucket BUCKET", file=sys.stderr)
+        return 2
+    from relayguard.services import write_report  # noqa: PLC0415 - deferred: pydantic, only for this command
+
+    try:
+        records = directory_run_records(ns.source) if ns.source else bucket_run_reports(ns.bucket)
+        where = write_report(records, html_file(ns.html), ns.run,
+                             generated_at=datetime.now(UTC).isoformat(timespec="seconds"), title=ns.title)
+    except RelayGuardError as exc:
+        print(f"relayguard report: {exc}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:  # boto3 is not among the CLI's own dependencies
+        print(f"relayguard report: --bucket needs {exc.name} (pip install boto3)", file=sys.stderr)
+        return 2
+    print(where)
+    return 0
+
+
+def _report_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    report = sub.add_parser(
+        "report", help="render a run's fleet report page (HTML) from its records",
+        description="Render one self-contained HTML page of a run's job records: summary counts, a chart of "
+                    "outcomes, every server's outcome, failures first, filterable and sortable in the browser. "
+                    "Records come from a --record-dir (--from DIR, all of it or one --run of it) or from the "
+                    "stack's records bucket (--run RUN_ID --bucket BUCKET, read with your AWS credentials).")
+    report.add_argument("--from", dest="source", metavar="DIR", help="a --record-dir, or one run's folder of it")
+    report.add_argument("--run", metavar="RUN_ID", help="the run to report (required with --bucket)")
+    report.add_argument("--bucket", metavar="BUCKET", help="the stack's records bucket (output RecordsBucketName)")
+    report.add_argument("--html", required=True, metavar="FILE", help="the page to write (replaced if it exists)")
+    report.add_argument("--title", default="", help="the page's title (default: names the run)")
 
 
 def _enroll_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -468,8 +513,9 @@ def redrive(ns: argparse.Namespace, queues: DeadLetterQueues | None) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     ns = parser.parse_args(argv)
-    if ns.command in ("inventory", "enroll"):
-        return inventory_add(ns) if ns.command == "inventory" else enroll_hosts(ns)
+    commands = {"inventory": inventory_add, "enroll": enroll_hosts, "report": fleet_report}
+    if ns.command in commands:
+        return commands[ns.command](ns)
     if ns.command == "redrive":
         if ns.max_messages is not None and not ns.copy:
             parser.error("--max-messages limits --copy; a move task moves every job")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -164,6 +164,29 @@ class RecordStore(Protocol):
     def get(self, location: str) -> dict[str, Any]:
         """The document at a location :meth:`put` returned."""
         ...
+
+
+class RunRecords(Protocol):
+    """Where a run's records are read back from for its fleet report (issue 15): the records bucket, a
+    ``--record-dir``."""
+
+    def records(self, run_id: str | None) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Every record of the run as (location, document), one at a time; ``None``: every record the store
+        holds (a directory; the bucket refuses). Raises :class:`relayguard.errors.RecordError`."""
+        ...
+
+
+class ReportPages(Protocol):
+    """Where a fleet report page goes: ``reports/<run_id>.html`` in the records bucket, the CLI's ``--html``."""
+
+    def write(self, run_id: str | None, html: str) -> str:
+        """Store the run's page, replacing an earlier one (a page is derived, the records are the evidence);
+        returns where it is."""
+        ...
+
+
+class RunReports(RunRecords, ReportPages, Protocol):
+    """Both in one place: the stack's records bucket, where the worker writes each run's page at its end."""
 
 
 @dataclass(frozen=True)

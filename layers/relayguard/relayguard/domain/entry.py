@@ -95,6 +95,9 @@ def _sentinel(name: str) -> str:
     return "RG_BODY_" + name.upper().replace("-", "_")
 
 
+TAB = "\t"
+
+
 def _program(digest: str) -> str:
     bodies = []
     for name, spec in OPERATIONS.items():
@@ -111,6 +114,9 @@ PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export PATH
 LC_ALL=C
 export LC_ALL
+# The default field separators, whatever the environment says: the command is split on them below.
+IFS=' {TAB}
+'
 RG_ENTRY={ENTRY_PATH}
 RG_ENTRY_VERSION={ENTRY_VERSION}
 RG_ENTRY_DIGEST={digest}
