@@ -4,9 +4,9 @@
     sudo .venv/bin/python -m bench --all [--out DIR] # the full figures of bench/README.md
 
 The modules also run on their own: ``bench.fleet``, ``bench.costs``, ``bench.lambda_costs``,
-``bench.scale``, ``bench.alert_to_fix`` and ``bench.lab_startup`` (see bench/README.md). Every step
-brings its lab, network namespace, relay and moto server down before the next starts, also on SIGTERM
-and Ctrl-C.
+``bench.scale``, ``bench.alert_to_fix``, ``bench.deliverability`` and ``bench.lab_startup`` (see
+bench/README.md). Every step brings its lab, network namespace, relay and moto server down before the
+next starts, also on SIGTERM and Ctrl-C.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import alert_to_fix, costs, fleet, lambda_costs, scale
+from bench import alert_to_fix, costs, deliverability, fleet, lambda_costs, scale
 from bench.common import REPO, log, machine, need_root
 
 #: The smoke run's own lab address block, apart from the full runs' (251, 253) and pytest's (100-249).
@@ -35,6 +35,7 @@ def _smoke() -> list[tuple[str, Callable[[], int]]]:
         ("per-server cost", lambda: costs.main(["--net", net, "--repeat", "1"])),
         ("planner and queue path", lambda: scale.main(["--servers", "200"])),
         ("alert to fix", lambda: alert_to_fix.main(["--repeat", "1"])),
+        ("DNS judge", lambda: deliverability.main(["--domains", "200", "--repeat", "1", "--net", net])),
     ]
     if (lambda_costs.BUILD / "DepsLayer" / "python").is_dir():
         steps.append(("Lambda costs", lambda: lambda_costs.main(["--repeat", "1"])))
@@ -51,6 +52,7 @@ def _all(out: Path) -> list[tuple[str, Callable[[], int]]]:
         ("Lambda costs", lambda: lambda_costs.main(["--json", str(out / "lambda.json")])),
         ("planner and queue path", lambda: scale.main(["--json", str(out / "scale.json")])),
         ("alert to fix", lambda: alert_to_fix.main(["--repeat", "7"])),
+        ("DNS judge", lambda: deliverability.main([])),
     ]
 
 

@@ -98,6 +98,52 @@ def baseline(rev: str, lab: Any, work: Path) -> Variant:
                                "--identity", str(lab.client_key)], env)
 
 
+#: Execs an unenrolled server sees before the shell path (issue 21's entry-program attempt).
+ENTRY_ATTEMPT = 1
+#: After a job's client exits, sshd's session process may still be finishing its teardown on the host.
+SETTLE = 0.2
+
+
+def exec_cost(host: Any, script: str) -> float:
+    """Server CPU of one SSH connection that runs ``script`` on ``sh -s``, as RelayGuard sends a probe."""
+    import paramiko  # noqa: PLC0415 - keeps `--help` light
+
+    before = host.cpu_time().total
+    client = paramiko.SSHClient()
+    client.load_host_keys(str(host.lab.known_hosts))
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    try:
+        client.connect(host.address, username=host.user, key_filename=str(host.lab.client_key), look_for_keys=False,
+                       allow_agent=False, timeout=30)
+        stdin, stdout, _stderr = client.exec_command("sh -s", timeout=60)
+        stdin.write(script)
+        stdin.channel.shutdown_write()
+        out = stdout.read().decode(errors="replace")
+        stdout.channel.recv_exit_status()
+    finally:
+        client.close()
+    if script and "scan.end=1" not in out:
+        raise SystemExit(f"{host.name}: the probe did not finish:\n{out[-2000:]}")
+    time.sleep(SETTLE)
+    return host.cpu_time().total - before
+
+
+def sections(host: Any, repeat: int) -> dict[str, float]:
+    """Median server CPU of a bare connection, the relay probe alone, and the probe with the deliverability
+    collection (what a scan runs): the deliverability part's share of a scan, measured on one host."""
+    from relayguard.domain.probe import PRELUDE, PROBE_SCRIPT, _probe_body  # noqa: PLC0415
+
+    parts = {"SSH connection running nothing": "",
+             "relay probe without the deliverability section": PRELUDE + _probe_body(deliverability=False),
+             "relay probe + deliverability collection (a scan's script)": PROBE_SCRIPT}
+    exec_cost(host, PROBE_SCRIPT)  # warm-up: a fresh host's first session pays for cold caches
+    runs: dict[str, list[float]] = {name: [] for name in parts}
+    for _ in range(repeat):
+        for name, script in parts.items():
+            runs[name].append(exec_cost(host, script))
+    return {name: statistics.median(values) for name, values in runs.items()}
+
+
 def fresh_fleet(lab: Any, specs: dict[str, Any]) -> list[Any]:
     """Every host restarted from its pristine seed (a fix changes it), all at once."""
     for host in list(lab):
@@ -120,6 +166,7 @@ def round_of(variant: Variant, lab: Any, specs: dict[str, Any]) -> float:
         before = {h.name: counters(h) for h in hosts}
         run = run_timed([*variant.argv, *extra], env=variant.env)
         longest = max(longest, run.wall)
+        time.sleep(SETTLE)
         outcomes = dict(_ROW.findall(run.stdout))
         for h in hosts:
             after = counters(h)
@@ -150,11 +197,15 @@ def report(variants: list[Variant], idle: float, job_wall: float) -> list[tuple[
              for r in runs]
     worst = max(now.cpu("scan", s) for (j, s) in now.rows if j == "scan" and s != "not-cpanel")
     every = [r for runs in now.rows.values() for r in runs]
+    # Issue 21: on a server without the entry program (the lab's hosts are not enrolled) the session's first
+    # exec tries /usr/local/sbin/relayguard-entry and falls back to sh -s: one exec more, not a round trip of work.
+    extra = ENTRY_ATTEMPT
     return [
         ("one SSH connection per server per job", all(r[2] == 1 for r in every)),
-        ("a scan is one exec round trip", all(r[3] == 1 for r in scans)),
-        ("a fix is at most three exec round trips",
-         all(r[3] <= 3 for (job, _s), runs in now.rows.items() if job != "scan" for r in runs)),
+        ("a scan is one exec round trip (+1 entry-program attempt, not enrolled)",
+         all(r[3] <= 1 + extra for r in scans)),
+        ("a fix is at most three exec round trips (+1 entry-program attempt, not enrolled)",
+         all(r[3] <= 3 + extra for (job, _s), runs in now.rows.items() if job != "scan" for r in runs)),
         ("no Exim restart on a compliant server or in a scan",
          all(r[4] == 0 for (job, _s), runs in now.rows.items() for r in runs
              if job == "scan" or r[0] in ("compliant", "not-cpanel"))),
@@ -176,7 +227,13 @@ def main(argv: list[str] | None = None) -> int:
     from lab import HostSpec, Lab  # noqa: PLC0415 - keeps `--help` light
 
     log(f"bench.costs\n  machine: {machine()}")
-    specs = {name: HostSpec(**spec) for name, spec in CASES.items()}
+    from lab import maildomains  # noqa: PLC0415
+
+    # Every cPanel host serves the lab's deliverability cases (a dozen domains with mail IPs, HELO names and
+    # DKIM keys), so the collection reads real files.
+    mail = tuple(case.name for case in maildomains.cases())
+    specs = {name: HostSpec(**spec, mail_cases=mail if spec["profile"] != "not-cpanel" else ())  # type: ignore[arg-type]
+             for name, spec in CASES.items()}
     with tempfile.TemporaryDirectory(prefix="rg-bench-costs-") as tmp:
         lab = Lab(Path(tmp) / "lab", net=args.net)
         try:
@@ -188,9 +245,20 @@ def main(argv: list[str] | None = None) -> int:
                     log(f"  round {i + 1}/{args.repeat}: {variant.name}")
                     job_wall = max(job_wall, round_of(variant, lab, specs))
             idle = idle_cpu(list(lab), job_wall)
+            parts = sections(fresh_fleet(lab, specs)[0], max(5, args.repeat * 3))
         finally:
             lab.down()
     checks = report(variants, idle, job_wall)
+    print("\n### A scan's script by part (one modern-exposed host, server CPU, median)\n")
+    print("| what runs | server CPU (ms) |")
+    print("|---|---:|")
+    for name, cpu in parts.items():
+        print(f"| {name} | {cpu * 1000:.1f} |")
+    relay, whole = list(parts.values())[1:]
+    share = (whole - relay) / relay if relay else 0.0
+    print(f"\nThe deliverability collection adds {(whole - relay) * 1000:.1f} ms, {share:+.0%} of the relay probe's "
+          "server CPU, in the same exec round trip.")
+    checks.append(("the deliverability collection adds at most 20% to a scan's server CPU", share <= 0.20))
     print()
     for text, ok in checks:
         print(f"- {text}: {'meets' if ok else 'MISSES'}")
@@ -198,8 +266,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps({v.name: {f"{j}|{s}": rows for (j, s), rows in v.rows.items()}
                                          for v in variants}, indent=1))
-    # The CPU target is a finding (MISSES), not a failure; broken counts are.
-    return 0 if all(ok for _, ok in checks[:-1]) else 1
+    # The CPU targets are findings (MISSES), not failures; broken counts are.
+    return 0 if all(ok for _, ok in checks[:-2]) else 1
 
 
 if __name__ == "__main__":

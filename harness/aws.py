@@ -35,7 +35,7 @@ FAKE_CREDENTIALS = {
     "AWS_DEFAULT_REGION": REGION,
     "AWS_REGION": REGION,
 }
-_STATEFUL = ("AWS::SQS::Queue", "AWS::DynamoDB::Table", "AWS::SNS::Topic", "AWS::S3::Bucket")
+_STATEFUL = ("AWS::KMS::Key", "AWS::SQS::Queue", "AWS::DynamoDB::Table", "AWS::SNS::Topic", "AWS::S3::Bucket")
 
 
 class MotoServer:
@@ -193,8 +193,15 @@ def deploy(endpoint: str, template: str = "template.yaml", parameters: Mapping[s
 
 def _create(stack: Stack, logical_id: str, kind: str, props: dict[str, Any], name: str) -> None:
     arn_base = f"{REGION}:{ACCOUNT}"
-    if kind == "AWS::SQS::Queue":
-        names = ("VisibilityTimeout", "MessageRetentionPeriod", "DelaySeconds", "ReceiveMessageWaitTimeSeconds")
+    if kind == "AWS::KMS::Key":
+        # The stack's customer-managed key, with its key policy: queues and topics name it as in AWS.
+        key = stack.client("kms").create_key(Description=props.get("Description", name),
+                                             Policy=json.dumps(props["KeyPolicy"]))["KeyMetadata"]
+        stack.resolve.update({logical_id: key["KeyId"], f"{logical_id}.Arn": key["Arn"],
+                              f"{logical_id}.KeyId": key["KeyId"]})
+    elif kind == "AWS::SQS::Queue":
+        names = ("VisibilityTimeout", "MessageRetentionPeriod", "DelaySeconds", "ReceiveMessageWaitTimeSeconds",
+                 "KmsMasterKeyId")
         attributes: dict[str, str] = {k: str(props[k]) for k in names if k in props}
         if "RedrivePolicy" in props:
             attributes["RedrivePolicy"] = json.dumps(props["RedrivePolicy"])

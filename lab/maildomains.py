@@ -247,12 +247,31 @@ def _soa(zone: str, ns_host: str) -> list[str]:
     ]
 
 
-def zones(net: int) -> dict[str, str]:
+BULK_ZONE = "bulk.test"
+
+
+def bulk_names(n: int) -> list[str]:
+    """``d0.bulk.test`` ... : many well-configured domains for load (``bench.deliverability``)."""
+    return [f"d{i}.{BULK_ZONE}" for i in range(n)]
+
+
+def bulk_collected(net: int, n: int) -> Collected:
+    """``n`` domains as a server with that many accounts reports them: all on the main IP and HELO."""
+    domains = tuple(
+        MailDomain(name, sending_ip(net, IP_MAIN), MAIN_HELO, Source.DEFAULT, Source.DEFAULT, KEY_A)
+        for name in bulk_names(n)
+    )
+    return Collected(domains=domains, total_domains=n)
+
+
+def zones(net: int, bulk: int = 0) -> dict[str, str]:
     """Zone name -> zone file text for the authoritative server (all but the timing-out zone).
 
     The parent zone ``test.`` delegates every lab zone to the authoritative server (``ns.test``) and
     :data:`TIMEOUT_ZONE` to the silent peer, so a resolver finds each by ordinary iteration, and a name
     outside every zone (``_dmarc.test``, where DMARC's organisational lookup may go) is NXDOMAIN.
+    ``bulk`` adds :data:`BULK_ZONE` with that many well-configured domains (one zone, so nsd starts as
+    fast with 5,000 domains as with none).
     """
     ns = "ns.test"
     out: dict[str, str] = {}
@@ -289,6 +308,14 @@ def zones(net: int) -> dict[str, str]:
         f"{IP_HELO} IN PTR mail.host6.test.",
     ]
     out[reverse_zone(net)] = "\n".join(rev) + "\n"
+    if bulk:
+        records = [*_soa(BULK_ZONE, ns)]
+        for name in bulk_names(bulk):
+            label = name.removesuffix(f".{BULK_ZONE}")
+            records += [f"{label} IN TXT {_txt(GOOD_SPF)}",
+                        f"default._domainkey.{label} IN TXT {_txt(_dkim(KEY_A))}",
+                        f"_dmarc.{label} IN TXT {_txt(GOOD_DMARC)}"]
+        out[BULK_ZONE] = "\n".join(records) + "\n"
     parent = [*_soa("test", ns), f"ns IN A {authoritative_address(net)}"]
     parent += [f"{z.removesuffix('.test')} IN NS {ns}." for z in sorted(out) if z.endswith(".test")]
     parent += [f"{TIMEOUT_ZONE.removesuffix('.test')} IN NS ns.{TIMEOUT_ZONE}.",

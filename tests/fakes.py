@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from relayguard.domain.deliverability import Collected, Deliverability
+from relayguard.domain.entry import script_of
 from relayguard.domain.evidence import record_key
 from relayguard.domain.metrics import Datapoint
 from relayguard.domain.models import Outcome
+from relayguard.domain.operation import Operation
 from relayguard.domain.rollout import Admission, Rollout, Tally
 from relayguard.domain.server import Inventory, Server
-from relayguard.errors import RecordExists, TransportError
+from relayguard.errors import RecordError, RecordExists, TransportError
 from relayguard.events import SpamAlert
 from relayguard.ports import CommandResult, Notification, RunProgress, ServerState
 from relayguard.services import UrgentJobs
@@ -20,16 +22,18 @@ from relayguard.services import UrgentJobs
 
 class FakeSession:
     """Answers each ``run`` with the next scripted :class:`CommandResult` (or raises the next scripted
-    transport error) and records every script."""
+    transport error) and records every operation, and the script the unrestricted path would send."""
 
     def __init__(self, results: Iterable[CommandResult | TransportError] = ()) -> None:
         self._results = list(results)
+        self.operations: list[Operation] = []
         self.scripts: list[str] = []
         self.timeouts: list[float] = []
         self.closed = False
 
-    def run(self, script: str, timeout: float) -> CommandResult:
-        self.scripts.append(script)
+    def run(self, op: Operation, timeout: float) -> CommandResult:
+        self.operations.append(op)
+        self.scripts.append(script_of(op))
         self.timeouts.append(timeout)
         if not self._results:
             raise AssertionError(f"unexpected script #{len(self.scripts)}: no scripted result left")
@@ -251,6 +255,28 @@ class FakeRecordStore:
 
     def get(self, location: str) -> dict[str, Any]:
         return self.documents[location]
+
+
+class FakeRunReports:
+    """A run's records read from a :class:`FakeRecordStore` (by their run id), pages kept in memory; ``broken``
+    makes every read fail as an unreadable bucket would."""
+
+    def __init__(self, records: FakeRecordStore, broken: bool = False) -> None:
+        self.records_store = records
+        self.broken = broken
+        self.pages: dict[str, str] = {}
+
+    def records(self, run_id: str | None) -> Iterator[tuple[str, dict[str, Any]]]:
+        if self.broken:
+            raise RecordError("memory://records: AccessDenied")
+        for location, document in self.records_store.documents.items():
+            if run_id is None or document["run_id"] == run_id:
+                yield location, document
+
+    def write(self, run_id: str | None, html: str) -> str:
+        location = f"memory://reports/{run_id}.html"
+        self.pages[location] = html
+        return location
 
 
 class FakeLockStore:

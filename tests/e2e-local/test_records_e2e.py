@@ -29,8 +29,8 @@ pytestmark = pytest.mark.integration
 
 
 def records(stack: Stack) -> list[dict[str, Any]]:
-    """Every version of every object in the records bucket, oldest first."""
-    listed = stack.client("s3").list_object_versions(Bucket=stack.resolve["RecordsBucket"])
+    """Every version of every record in the records bucket (records/, not the reports/ pages), oldest first."""
+    listed = stack.client("s3").list_object_versions(Bucket=stack.resolve["RecordsBucket"], Prefix="records/")
     return sorted(listed.get("Versions", []), key=lambda v: v["LastModified"])
 
 
@@ -77,8 +77,18 @@ def test_two_jobs_on_one_server_leave_two_records_and_the_first_stays_as_written
     assert (item["outcome"]["S"], item["record"]["S"], json.loads(item["result"]["S"])["record"]) == (
         "remediated", location, location)
     assert "pending" not in item
-    docs = [n["doc"] for n in notifications(stack, subscriber) if n["doc"]["event"] == "server-result"]
+    received = [n["doc"] for n in notifications(stack, subscriber)]
+    docs = [d for d in received if d["event"] == "server-result"]
     assert [d["record"] for d in docs] == [f"s3://{stack.resolve['RecordsBucket']}/{first['Key']}", location]
+    # Each run's digest names its fleet report page, written beside the records from them (issue 15).
+    pages = [d["report"] for d in received if d["event"] == "run-digest"]
+    bucket = stack.resolve["RecordsBucket"]
+    assert pages == [f"s3://{bucket}/reports/{audit['run_id']}.html", f"s3://{bucket}/reports/{fix['run_id']}.html"]
+    fix_page = stack.client("s3").get_object(Bucket=bucket, Key=f"reports/{fix['run_id']}.html")
+    assert fix_page["ContentType"] == "text/html; charset=utf-8"
+    html = fix_page["Body"].read().decode()
+    assert f'<td class="server">{host.name}</td>' in html
+    assert '<td class="outcome">remediated</td>' in html
     # AND the store refuses to write a record over an existing one (S3's If-None-Match, in moto too)
     store = bootstrap.record_store(load_settings(stack.environment_of("WorkerFunction")))
     with pytest.raises(RecordExists):

@@ -48,7 +48,7 @@ def test_bench_smoke_runs_every_benchmark_and_cleans_up() -> None:
     # Every installed approach probed every host: an incomplete one would show as failed.
     assert "| failed |" not in out
     assert "INCOMPLETE" not in out
-    assert "- a scan is one exec round trip: meets" in out
+    assert "- a scan is one exec round trip (+1 entry-program attempt, not enrolled): meets" in out
     assert "- exactly one digest: yes" in out
     if (REPO / ".aws-sam" / "build" / "DepsLayer" / "python").is_dir():
         # Each handler measured, with its stack-alone anchor beside it.

@@ -1,6 +1,7 @@
 """The DNS judge against the lab's real DNS (nsd authoritative, unbound resolving, a silent peer): every
 case of lab/maildomains.py gets the statuses and receiver rules its row says, shared lookups reach the
-server once per job, and DNS that times out or a dead resolver give ``dns-error``, never an exception.
+server once per job, and DNS that times out or a dead resolver give ``dns-error``, never an exception;
+end to end, a lab host's files read over real sshd and judged give every case its row too.
 Nothing is mocked at the DNS level: the judge sends real queries to a real resolver on loopback."""
 
 from __future__ import annotations
@@ -10,9 +11,12 @@ from pathlib import Path
 
 import pytest
 from relayguard.adapters.dns_judge import DnsJudge
+from relayguard.bootstrap import build_engine
 from relayguard.domain.deliverability import Collected, Deliverability
+from relayguard.domain.models import Policy
+from relayguard.domain.server import Server
 
-from lab import maildomains
+from lab import HostSpec, maildomains
 from lab.dns import LabDns
 
 pytestmark = pytest.mark.integration
@@ -95,3 +99,23 @@ def test_the_time_budget_cuts_the_job_and_says_so(lab_dns):
     assert report.domains == ()
     assert report.total_domains == 3
     assert report.notes == ("truncated: 1 of 3 domains", "time budget 0.2s: judged 0 of 1 domains")
+
+
+def test_end_to_end_over_sshd_every_case(lab, lab_dns, make_host):
+    """A lab host seeded with every case's files (real sshd, cPanel's paths), scanned in audit mode by the
+    engine with the DNS judge: the collection read over SSH, judged against the real DNS, gives each case
+    its row's statuses and rules."""
+    host = make_host(HostSpec(profile="modern", mail_cases=tuple(c.name for c in maildomains.cases())))
+    engine = build_engine(key_path=str(lab.client_key), timeout=30)
+    engine.judge = DnsJudge(lab_dns.resolver, timeout=TIMEOUT, budget=30)
+    pin = " ".join((host.dir / "ssh_host_ed25519_key.pub").read_text().split()[:2])
+    result = engine.run(Server(name=host.name, host=host.address, port=22, host_keys=(pin,)), Policy())
+    record = result.deliverability
+    assert record is not None
+    assert record["judged"] is True, record["notes"]
+    by_name = {d["domain"]: d for d in record["domains"]}
+    for case in maildomains.cases():
+        got = by_name[case.domain]
+        assert got["sending_ip"] == case.ip(lab.net), case.name
+        assert {check: v["status"] for check, v in got["checks"].items()} == case.expect, case.name
+        assert tuple(got["rules_broken"]) == case.rules_broken, case.name

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import subprocess
 import sys
 from collections import Counter
@@ -173,6 +174,9 @@ def test_outside_the_maintenance_window_fix_only_audits(lab, make_host):
 
 def test_check_honours_concurrency(lab, make_host):
     hosts = [make_host(profile="modern", exposed=False) for _ in range(3)]
+    for h in hosts:
+        # exim.conf newer than the daemon: the probe asks `exim -bV`, whose journal record dates each probe.
+        os.utime(h.path("/etc/exim.conf"))
     argv = [RELAYGUARD, "check", "--json", "--identity", str(lab.client_key), "--known-hosts", str(lab.known_hosts),
             "--concurrency", "1", *(h.address for h in hosts)]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)

@@ -161,6 +161,9 @@ paths, module, attr = json.loads(sys.argv[1])
 sys.path[:0] = paths
 handler = getattr(importlib.import_module(module), attr)
 assert callable(handler), handler
+# What a run's last job does besides (issue 15): the fleet report page, from the layers' template and Jinja2.
+from relayguard.domain.report import build_report, render_html
+assert "</html>" in render_html(build_report([], generated_at="2026-12-06T00:00:00+00:00"))
 files = sorted({m.__file__ for m in list(sys.modules.values()) if getattr(m, "__file__", None)})
 print(json.dumps({"handler": f"{handler.__module__}.{handler.__qualname__}", "files": files,
                   "stdlib": [p for p in sys.path if p not in paths]}))
@@ -221,6 +224,7 @@ def test_each_handler_imports_from_the_built_artifacts_alone(builds: Builds, fun
     # Cold start: no handler loads paramiko at import (the worker does on its first job; bench/README.md).
     assert not any(f.endswith("/paramiko/__init__.py") for f in seen["files"])
     assert origin("/pydantic_core/__init__.py").startswith(str(builds.x86_deps))
+    assert origin("/jinja2/__init__.py").startswith(str(builds.x86_deps))
     # The SDK (loaded at import by the tracer's botocore patch, boto3 on first use) is the runtime's.
     sdk_from = {p for f in seen["files"] for p in paths
                 if f.startswith(p + os.sep) and f[len(p) + 1:].split(os.sep)[0] in RUNTIME_PROVIDED}

@@ -13,6 +13,7 @@ import paramiko
 import pytest
 from relayguard.adapters.ssh import ParamikoConnector, ParamikoSession
 from relayguard.adapters.ssh_keys import load_private_key
+from relayguard.domain.entry import PROBE, UNRESTRICTED
 from relayguard.domain.server import Server
 from relayguard.errors import AuthFailed, HostKeyMismatch, HostKeyUnknown, Timeout, Unreachable
 from relayguard.ports import Connector, Session
@@ -98,19 +99,20 @@ def test_a_session_opened_through_the_connector_port_runs_a_script_on_that_serve
     # WHEN a session opened through it runs a script and is closed
     session: Session = port.connect(target_for(host))
     try:
-        result = session.run('echo "$SSH_CONNECTION"; id -un; exit 7', timeout=10)
+        result = session.run(PROBE, timeout=30)
     finally:
         session.close()
-    # THEN the script ran on that server (sshd's own record of the connection), as the target's user, once
-    connection, user = result.stdout.splitlines()
-    assert connection.split()[2:] == [host.address, "22"]
-    assert user == "root"
-    assert result.rc == 7
+    # THEN the probe ran on that server as the target's user, once, by the unrestricted path (no entry
+    # program is installed there), which the result says
+    assert result.rc == 0
+    assert "id.uid=0\n" in result.stdout
+    assert result.stdout.rstrip().endswith("scan.end=1")
+    assert result.access == UNRESTRICTED
     assert host.accepted_logins() == 1
 
 
 def test_runs_a_script_and_returns_stdout_stderr_and_rc(session):
-    result = session.run("echo out; echo err >&2; exit 3", timeout=10)
+    result = session.run_script("echo out; echo err >&2; exit 3", timeout=10)
 
     assert result.rc == 3
     assert result.stdout == "out\n"
@@ -121,7 +123,7 @@ def test_runs_a_script_and_returns_stdout_stderr_and_rc(session):
 def test_the_script_travels_on_stdin_not_on_the_command_line(session):
     marker = "marker-5d1c0f"
 
-    result = session.run(f": {marker}\ntr '\\0' ' ' < /proc/$$/cmdline", timeout=10)
+    result = session.run_script(f": {marker}\ntr '\\0' ' ' < /proc/$$/cmdline", timeout=10)
 
     assert result.rc == 0
     assert result.stdout.split() == ["sh", "-s"]
@@ -129,7 +131,7 @@ def test_the_script_travels_on_stdin_not_on_the_command_line(session):
 
 
 def test_a_megabyte_of_stderr_does_not_deadlock(session):
-    result = session.run("head -c 1048576 /dev/zero | tr '\\0' e >&2; echo done", timeout=30)
+    result = session.run_script("head -c 1048576 /dev/zero | tr '\\0' e >&2; echo done", timeout=30)
 
     assert result.rc == 0
     assert result.stdout == "done\n"
@@ -141,7 +143,7 @@ def test_a_big_script_and_big_output_in_both_streams_flow_together(session):
     line = "echo " + "o" * 60 + "; echo " + "x" * 60 + " >&2\n"
     script = line * 8000 + "exit 0\n"
 
-    result = session.run(script, timeout=60)
+    result = session.run_script(script, timeout=60)
 
     assert result.rc == 0
     assert result.stdout.count("\n") == 8000
@@ -149,7 +151,7 @@ def test_a_big_script_and_big_output_in_both_streams_flow_together(session):
 
 
 def test_output_is_decoded_as_utf8_with_replacement(session):
-    result = session.run("printf 'caf\\303\\251 \\377\\n'", timeout=10)
+    result = session.run_script("printf 'caf\\303\\251 \\377\\n'", timeout=10)
 
     assert result.stdout == "café \ufffd\n"
 
@@ -217,11 +219,11 @@ def test_a_command_past_its_deadline_times_out_and_the_session_survives(session)
     started = time.monotonic()
 
     with pytest.raises(Timeout) as caught:
-        session.run("sleep 30", timeout=2)
+        session.run_script("sleep 30", timeout=2)
 
     assert time.monotonic() - started < 20
     assert "deadline" in str(caught.value)
-    assert session.run("echo still here", timeout=10).stdout == "still here\n"
+    assert session.run_script("echo still here", timeout=10).stdout == "still here\n"
 
 
 def test_sudo_runs_the_script_as_root_for_a_user_with_a_sudoers_entry(lab, make_host):
@@ -229,7 +231,7 @@ def test_sudo_runs_the_script_as_root_for_a_user_with_a_sudoers_entry(lab, make_
     connector = ParamikoConnector(load_private_key(path=str(lab.client_key)), sudo=True)
 
     with connector.connect(target_for(host, user="cpuser")) as session:
-        result = session.run("id -u", timeout=10)
+        result = session.run_script("id -u", timeout=10)
 
     assert result.rc == 0
     assert result.stdout == "0\n"
@@ -240,7 +242,7 @@ def test_sudo_without_a_sudoers_entry_fails_without_prompting(lab, make_host):
     connector = ParamikoConnector(load_private_key(path=str(lab.client_key)), sudo=True)
 
     with connector.connect(target_for(host, user="cpuser")) as session:
-        result = session.run("id -u", timeout=10)
+        result = session.run_script("id -u", timeout=10)
 
     assert result.rc == 1
     assert "a password is required" in result.stderr
@@ -250,12 +252,12 @@ def test_sudo_without_a_sudoers_entry_fails_without_prompting(lab, make_host):
 def test_one_session_is_one_connection_and_close_is_idempotent(connector, host):
     session = connector.connect(target_for(host))
 
-    first = session.run("echo one", timeout=10)
-    second = session.run("echo two", timeout=10)
+    first = session.run_script("echo one", timeout=10)
+    second = session.run_script("echo two", timeout=10)
     session.close()
     session.close()
 
     assert (first.stdout, second.stdout) == ("one\n", "two\n")
     assert host.accepted_logins() == 1
     with pytest.raises(RuntimeError, match="closed"):
-        session.run("echo three", timeout=10)
+        session.run_script("echo three", timeout=10)

@@ -13,6 +13,7 @@ from relayguard.cli import (
     DEFAULT_CONCURRENCY,
     OUTSIDE_WINDOW,
     exit_code,
+    main,
     parse_options,
     policy_at,
     render_table,
@@ -20,6 +21,7 @@ from relayguard.cli import (
     run_summary,
     split_host,
     targets_from,
+    write_records,
 )
 from relayguard.domain.models import Mode, Outcome, Policy
 from relayguard.domain.probe import PROBE_SCRIPT
@@ -313,3 +315,44 @@ def test_a_server_tagged_exclude_is_probed_and_reported_never_fixed() -> None:
     assert sessions["kept"].scripts == [PROBE_SCRIPT]
     assert gate.tally.started == 1
     assert exit_code(results[:1]) == 1  # exposure left as it is, as the inventory asked
+
+
+def test_report_renders_a_record_dirs_runs_from_their_files_and_writes_the_page(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    records = tmp_path / "records"
+    runs = {"cli-a": [result("web1", Outcome.REMEDIATED), result("web2", Outcome.FAILED, reason="whmapi1-refused")],
+            "cli-b": [result("web3", Outcome.COMPLIANT)]}
+    for run_id, results in runs.items():
+        write_records(str(records), results, run_id, {})
+    page = tmp_path / "out" / "fleet.html"
+    page.parent.mkdir()
+    assert main(["report", "--from", str(records), "--run", "cli-a", "--html", str(page)]) == 0
+    assert capsys.readouterr().out == f"{page}\n"
+    html = page.read_text()
+    assert "<title>RelayGuard fleet report: run cli-a</title>" in html
+    assert html.index(">web2<") < html.index(">web1<")  # the failure first
+    assert ">web3<" not in html
+    assert main(["report", "--from", str(records), "--html", str(page), "--title", "All of it"]) == 0
+    assert html.count('class="server"') == 2
+    assert page.read_text().count('class="server"') == 3  # replaced by the page of every run
+    assert [p.name for p in page.parent.iterdir()] == ["fleet.html"]  # no temporary file left
+
+
+@pytest.mark.parametrize("argv", [
+    ["report", "--html", "x.html"],
+    ["report", "--from", "d", "--bucket", "b", "--run", "r", "--html", "x.html"],
+    ["report", "--bucket", "b", "--html", "x.html"],
+])
+def test_report_needs_one_source_and_a_bucket_needs_a_run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv) == 2
+    assert "give --from DIR, or --run RUN_ID with --bucket BUCKET" in capsys.readouterr().err
+
+
+def test_report_of_a_missing_directory_or_a_stray_file_fails_naming_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["report", "--from", str(tmp_path / "nope"), "--html", str(tmp_path / "x.html")]) == 2
+    assert "nope: no such directory of records" in capsys.readouterr().err
+    (tmp_path / "notes.json").write_text("{}")
+    assert main(["report", "--from", str(tmp_path), "--html", str(tmp_path / "x.html")]) == 2
+    assert "notes.json: not a relayguard.record/v1 record" in capsys.readouterr().err
+    assert not (tmp_path / "x.html").exists()

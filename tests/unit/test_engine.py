@@ -7,9 +7,10 @@ import time
 
 import pytest
 from relayguard.domain.decide import assess, decide
+from relayguard.domain.entry import PROBE
 from relayguard.domain.models import Mode, Outcome, Policy
 from relayguard.domain.probe import PROBE_SCRIPT, parse_probe
-from relayguard.domain.revert import record_of, render_write_record
+from relayguard.domain.revert import record_document, record_of
 from relayguard.domain.rollout import Admission, Decision, SkipReason
 from relayguard.domain.script import render_disable, render_finish
 from relayguard.domain.server import Server
@@ -209,8 +210,9 @@ def test_a_full_modern_fix_closes_the_gate_restarts_exim_once_and_proves_refusal
     assert result.warnings == []  # the post-fix proof found nothing inconclusive
     assert result.post_fix["auth_advertised"] == {"587": True, "465": True}
     # the revert record goes out with the first changing script, before anything changes
-    record = render_write_record(record_of(finding, assess(finding)))
-    assert session.scripts == [PROBE_SCRIPT, render_disable(plan, first=record), render_finish(plan)]
+    record = record_document(record_of(finding, assess(finding)))
+    assert session.operations == [PROBE, render_disable(plan, record=record), render_finish(plan)]
+    assert session.scripts[0] == PROBE_SCRIPT
     assert session.scripts[1].index("run write-revert-record") < session.scripts[1].index("run set-tweak")
     # the read-only probe gets the plain deadline; the changing round trips get FIX_TIMEOUT_FACTOR times it
     assert session.timeouts == [42.0, 42.0 * FIX_TIMEOUT_FACTOR, 42.0 * FIX_TIMEOUT_FACTOR]
@@ -251,7 +253,7 @@ def test_every_alwaysrelay_address_is_proven_and_one_refused_fails_the_fix() -> 
     # WHEN fixing
     result = run(session)
     # THEN the finish script proved exactly the non-loopback addresses, in file order
-    assert session.scripts[2] == render_finish(plan, alwaysrelay=("192.0.2.77", "198.51.100.4"))
+    assert session.operations[2] == render_finish(plan, alwaysrelay=("192.0.2.77", "198.51.100.4"))
     assert result.post_fix["alwaysrelay"] == {"192.0.2.77": 250, "198.51.100.4": 550}
     assert result.post_fix["alwaysrelay_not_probed"] == 1
     assert (result.outcome, result.reason) == (Outcome.FAILED, "alwaysrelay-broken: 198.51.100.4")

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from relayguard.domain.decide import assess
+from relayguard.domain.entry import REVERT_PROBE
 from relayguard.domain.models import Outcome
 from relayguard.domain.probe import parse_probe
 from relayguard.domain.record import state_of
-from relayguard.domain.revert import REVERT_PROBE_SCRIPT, plan_revert, record_document, record_of, render_revert
+from relayguard.domain.revert import plan_revert, record_document, record_of, render_revert
 from relayguard.domain.server import Server
 from relayguard.engine import FIX_TIMEOUT_FACTOR, Engine, ServerResult
 
@@ -46,7 +47,7 @@ def test_revert_restores_the_record_on_the_server_restarts_exim_once_and_proves_
     assert (result.restarted, result.exim_restarts) == (True, 1)
     assert (result.exposed_before, result.exposed_after) == (False, True)
     fixed = parse_probe(probe_with_record(None))
-    assert session.scripts == [REVERT_PROBE_SCRIPT, render_revert(plan_revert(BEFORE, fixed, assess(fixed)))]
+    assert session.operations == [REVERT_PROBE, render_revert(plan_revert(BEFORE, fixed, assess(fixed)))]
     assert session.timeouts == [30.0, 30.0 * FIX_TIMEOUT_FACTOR]
     assert (result.relay_probe["ip"], result.relay_probe["code"]) == ("198.51.100.9", 250)
     session.assert_all_consumed()

@@ -50,7 +50,7 @@ def test_the_server_email_says_what_changed_and_whom_to_tell():
     lines = text.splitlines()
     assert lines[0] == "RelayGuard: web1 remediated (remediated)"
     assert "Mode: fix (trigger: sweep, run sweep-1)" in lines
-    assert "Exposed before/after: True / False" in lines
+    assert "Exposed before/after: yes / no" in lines
     assert "Exim restarted: yes" in lines
     assert "Relay probe from 198.51.100.23: 550 relay not permitted" in lines
     assert "Warnings: admin-exception:alwaysrelay" in lines
@@ -65,6 +65,7 @@ def test_a_failure_email_names_its_reason_and_leaves_out_what_did_not_happen():
     text = server_text(server_message(result.to_json(), "failed", "alert-7", "alert", AT))
     assert text.splitlines()[0] == "RelayGuard: web9 failed (failed, exim-restart-failed)"
     assert "Exim restarted: no" in text
+    assert "Exposed before/after: yes / unknown" in text  # the failure came before the proof
     assert "Relay probe" not in text
     assert "mailboxes" not in text
 

@@ -221,3 +221,17 @@ def test_the_dashboard_shows_what_issue_15_asks_for(sam) -> None:
 def test_the_dashboards_alarm_widget_lists_every_alarm(sam) -> None:
     (widget,) = [w for w in dashboard(sam)["widgets"] if w["type"] == "alarm"]
     assert sorted(widget["properties"]["alarms"]) == sorted(f"<{a}.Arn>" for a in alarms(sam))
+
+
+# -- docs ------------------------------------------------------------------------------------------
+
+
+def test_operations_md_lists_every_metric_and_says_what_to_do_for_every_alarm(sam) -> None:
+    text = (REPO / "docs" / "operations.md").read_text()
+    metrics_table = text.split("\n### Metrics\n", 1)[1].split("\n## ", 1)[0]
+    for name, metric in METRICS.items():
+        (row,) = [line for line in metrics_table.splitlines() if line.startswith("|") and f"`{name}`" in line]
+        assert all(f"`{d}`" in row for d in metric.dimensions), row
+    alarms_table = text.split("\n## Alarms\n", 1)[1].split("\n## ", 1)[0]
+    for logical_id in alarms(sam):
+        assert f"| `{logical_id}` |" in alarms_table, logical_id

@@ -38,6 +38,7 @@ from tests.fakes import (
     FakeMetrics,
     FakeNotifier,
     FakeRecordStore,
+    FakeRunReports,
     FakeRunStore,
     FakeStateStore,
 )
@@ -207,6 +208,36 @@ def test_worker_records_announces_and_digests_a_one_server_run():
     assert notifier.published[0].attributes == {"event": "server-result", "outcome": "unreachable",
                                                 "severity": "warning", "server": "web1", "mode": "fix",
                                                 "finding": "relay"}
+
+
+def test_a_runs_last_job_writes_the_runs_report_page_and_the_digest_says_where_it_is():
+    worker, notifier, runs, _ = make_worker()
+    records = worker.publisher.records
+    assert isinstance(records, FakeRecordStore)
+    reports = worker.publisher.reports = FakeRunReports(records)
+    runs.create("run-1", "fix", "sweep", 2, "2026-11-25T00:00:00+00:00")
+    for name in ("web1", "web2"):
+        worker.handle(job_for(INVENTORY.resolve(name), "run-1", Mode.FIX, "sweep"),  # type: ignore[arg-type]
+                      receive_count=1, remaining_ms=600_000, queue_url=WORK)
+    digest = notifier.published[-1]
+    assert digest.document["report"] == "memory://reports/run-1.html"
+    jsonschema.validate(digest.document, SCHEMA)
+    assert digest.text.endswith("Fleet report: memory://reports/run-1.html\n")
+    page = reports.pages["memory://reports/run-1.html"]
+    assert '<dd id="count-total">2</dd>' in page
+    assert page.count("<td class=\"server\">") == 2
+
+
+def test_a_report_that_cannot_be_written_never_holds_back_the_digest(caplog: pytest.LogCaptureFixture):
+    worker, notifier, runs, _ = make_worker()
+    records = worker.publisher.records
+    assert isinstance(records, FakeRecordStore)
+    worker.publisher.reports = FakeRunReports(records, broken=True)
+    worker.handle(a_job(runs), receive_count=1, remaining_ms=600_000, queue_url=WORK)
+    digest = notifier.published[-1]
+    assert (digest.document["event"], digest.document["report"]) == ("run-digest", None)
+    assert "Fleet report" not in digest.text
+    assert "run report not written" in caplog.text
 
 
 def test_same_failure_again_is_not_announced_again():

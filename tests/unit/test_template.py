@@ -18,6 +18,7 @@ import pytest
 from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
 from relayguard.adapters.dynamo import DynamoLockStore, DynamoRunStore
 from relayguard.adapters.s3_records import PREFIX
+from relayguard.adapters.s3_reports import REPORTS_PREFIX
 from relayguard.config import ALL_VARIABLES, load_settings
 from samtranslator.translator.transform import transform
 
@@ -296,10 +297,67 @@ def test_tables_expire_items_by_the_attribute_the_code_writes(cfn: dict[str, Any
     assert "TimeToLiveSpecification" not in _props(cfn, "StateTable")
 
 
-def test_results_topic_is_kms_encrypted(cfn: dict[str, Any]) -> None:
-    assert _props(cfn, "ResultsTopic")["KmsMasterKeyId"] == "alias/aws/sns"
+STACK_KEY = {"Fn::If": ["CreateKmsKey", _getatt("KmsKey", "Arn"), {"Ref": "KmsKeyArn"}]}
+
+
+def test_everything_the_stack_stores_is_encrypted_with_its_customer_managed_key(cfn: dict[str, Any]) -> None:
+    for name, queue in _of_type(cfn, "AWS::SQS::Queue").items():
+        assert queue["Properties"]["KmsMasterKeyId"] == STACK_KEY, name
+        assert "SqsManagedSseEnabled" not in queue["Properties"], name
+    for name, topic in _of_type(cfn, "AWS::SNS::Topic").items():
+        assert topic["Properties"]["KmsMasterKeyId"] == STACK_KEY, name
+    for name, table in _of_type(cfn, "AWS::DynamoDB::Table").items():
+        assert table["Properties"]["SSESpecification"] == {
+            "SSEEnabled": True, "SSEType": "KMS", "KMSMasterKeyId": STACK_KEY}, name
+    (sse,) = _props(cfn, "RecordsBucket")["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert sse == {"ServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": STACK_KEY},
+                   "BucketKeyEnabled": True}
+    assert cfn["Outputs"]["KmsKeyArn"]["Value"] == STACK_KEY
+    assert set(_of_type(cfn, "AWS::SQS::Queue")) >= {"WorkQueue", "WorkDLQ", "UrgentQueue", "UrgentDLQ",
+                                                     "AlertIntakeDLQ"}
     for fn in _of_type(cfn, "AWS::Lambda::Function").values():
         assert fn["Properties"]["Environment"]["Variables"]["RG_TOPIC_ARN"] == {"Ref": "ResultsTopic"}
+
+
+def test_the_stack_creates_its_key_unless_one_is_given(cfn: dict[str, Any]) -> None:
+    parameter = cfn["Parameters"]["KmsKeyArn"]
+    assert parameter["Default"] == ""
+    assert re.fullmatch(parameter["AllowedPattern"], "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd")
+    assert not re.fullmatch(parameter["AllowedPattern"], "alias/aws/sns")
+    assert _resolver(cfn).condition("CreateKmsKey") is True
+    given = _resolver(cfn, KmsKeyArn="arn:aws:kms:eu-west-1:123456789012:key/1234abcd")
+    assert given.condition("CreateKmsKey") is False
+    assert given.value(STACK_KEY) == "arn:aws:kms:eu-west-1:123456789012:key/1234abcd"
+    key = cfn["Resources"]["KmsKey"]
+    assert key["Condition"] == "CreateKmsKey"
+    assert (key["DeletionPolicy"], key["Properties"]["EnableKeyRotation"]) == ("Retain", True)  # records outlive it
+    statements = {s["Sid"]: s for s in key["Properties"]["KeyPolicy"]["Statement"]}
+    assert statements["AccountIamPolicies"]["Principal"] == {
+        "AWS": {"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:root"}}
+    # The services that encrypt on RelayGuard's behalf may only generate and decrypt data keys.
+    for sid in ("DeliveriesFromThisAccount", "CloudWatchAlarmsToEncryptedTopic"):
+        assert sorted(statements[sid]["Action"]) == ["kms:Decrypt", "kms:GenerateDataKey"], sid
+    assert statements["DeliveriesFromThisAccount"]["Condition"] == {
+        "StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}}
+    assert statements["CloudWatchAlarmsToEncryptedTopic"]["Principal"] == {"Service": "cloudwatch.amazonaws.com"}
+    # and the alarm topic lets only this account's CloudWatch publish.
+    (publish,) = _props(cfn, "AlarmTopicPolicy")["PolicyDocument"]["Statement"]
+    assert publish["Condition"] == {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}}
+
+
+def test_every_bucket_blocks_public_access_and_refuses_plain_http(cfn: dict[str, Any]) -> None:
+    buckets = _of_type(cfn, "AWS::S3::Bucket")
+    policies = {p["Properties"]["Bucket"]["Ref"]: p["Properties"]["PolicyDocument"]["Statement"]
+                for p in _of_type(cfn, "AWS::S3::BucketPolicy").values()}
+    assert set(policies) == set(buckets)
+    for name, bucket in buckets.items():
+        block = bucket["Properties"]["PublicAccessBlockConfiguration"]
+        assert block == dict.fromkeys(("BlockPublicAcls", "BlockPublicPolicy", "IgnorePublicAcls",
+                                       "RestrictPublicBuckets"), True), name
+        (deny,) = [s for s in policies[name] if s["Effect"] == "Deny"]
+        assert (deny["Principal"], deny["Action"]) == ("*", "s3:*"), name
+        assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}, name
+        assert deny["Resource"] == [_getatt(name, "Arn"), {"Fn::Sub": "${" + name + ".Arn}/*"}], name
 
 
 def test_job_records_go_to_a_retained_versioned_private_encrypted_bucket(cfn: dict[str, Any]) -> None:
@@ -308,7 +366,7 @@ def test_job_records_go_to_a_retained_versioned_private_encrypted_bucket(cfn: di
     assert (bucket["DeletionPolicy"], bucket["UpdateReplacePolicy"]) == ("Retain", "Retain")
     assert props["VersioningConfiguration"] == {"Status": "Enabled"}
     (sse,) = props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
-    assert sse["ServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
+    assert sse["ServerSideEncryptionByDefault"]["SSEAlgorithm"] == "aws:kms"
     assert set(props["PublicAccessBlockConfiguration"].values()) == {True}
     assert len(props["PublicAccessBlockConfiguration"]) == 4
     (deny,) = _props(cfn, "RecordsBucketPolicy")["PolicyDocument"]["Statement"]
@@ -318,13 +376,19 @@ def test_job_records_go_to_a_retained_versioned_private_encrypted_bucket(cfn: di
 
 
 def test_the_worker_may_write_and_read_records_below_their_prefix_and_never_delete_one(cfn: dict[str, Any]) -> None:
-    on_records = [s for s in _statements(cfn, "WorkerFunctionRole")
-                  if "RecordsBucket" in str(s["Resource"])]
-    (statement,) = on_records
-    assert sorted(_as_list(statement["Action"])) == ["s3:GetObject", "s3:PutObject"]
-    text, variables = statement["Resource"]["Fn::Sub"]
-    assert text == "arn:${AWS::Partition}:s3:::${Bucket}/" + PREFIX + "*"
-    assert variables == {"Bucket": {"Ref": "RecordsBucket"}}
+    on_bucket = {str(s["Resource"]["Fn::Sub"][0]): s for s in _statements(cfn, "WorkerFunctionRole")
+                 if "RecordsBucket" in str(s["Resource"])}
+    bucket = "arn:${AWS::Partition}:s3:::${Bucket}"
+    assert set(on_bucket) == {bucket + "/" + PREFIX + "*", bucket + "/" + REPORTS_PREFIX + "*", bucket}
+    for statement in on_bucket.values():
+        assert statement["Resource"]["Fn::Sub"][1] == {"Bucket": {"Ref": "RecordsBucket"}}
+    assert sorted(_as_list(on_bucket[bucket + "/" + PREFIX + "*"]["Action"])) == ["s3:GetObject", "s3:PutObject"]
+    # The fleet report (issue 15): list the records only, and write pages beside them, never over one.
+    assert _as_list(on_bucket[bucket]["Action"]) == ["s3:ListBucket"]
+    assert on_bucket[bucket]["Condition"] == {"StringLike": {"s3:prefix": PREFIX + "*"}}
+    assert _as_list(on_bucket[bucket + "/" + REPORTS_PREFIX + "*"]["Action"]) == ["s3:PutObject"]
+    assert not PREFIX.startswith(REPORTS_PREFIX)
+    assert not REPORTS_PREFIX.startswith(PREFIX)
     for role in ("PlannerFunctionRole", "AlertIntakeFunctionRole"):
         assert "RecordsBucket" not in str(_statements(cfn, role)), role
 
@@ -445,7 +509,7 @@ def _own_resource(resource: Any, ours: set[str]) -> str:
     assert target in ours, resource
     # An ARN of this account and region whose only wildcard is a suffix within the named resource.
     assert text.startswith("arn:${AWS::Partition}:"), text
-    assert re.fullmatch(r"[^*]*\$\{" + name + r"\}(/index/\*|/\*|/records/\*)?", text), text
+    assert re.fullmatch(r"[^*]*\$\{" + name + r"\}(/index/\*|/\*|/records/\*|/reports/\*)?", text), text
     placeholders = set(re.findall(r"\$\{([^}]+)\}", text)) - {name}
     assert placeholders <= set(PSEUDO), text
     return str(target)

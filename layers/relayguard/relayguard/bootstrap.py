@@ -21,6 +21,7 @@ from relayguard.domain.collect import RESOLVER_OFF
 from relayguard.domain.deliverability import Collected, Deliverability
 from relayguard.engine import JUDGE_BUDGET, BannerCheck, Engine
 from relayguard.errors import RelayGuardError
+from relayguard.fleet_key import ScriptConnector
 from relayguard.ports import (
     Connector,
     DeadLetterQueues,
@@ -31,6 +32,9 @@ from relayguard.ports import (
     MetricSink,
     Notifier,
     RecordStore,
+    ReportPages,
+    RunRecords,
+    RunReports,
     RunStore,
     SecretStore,
     StateStore,
@@ -64,6 +68,16 @@ def dns_judge(resolver: str, budget: float = JUDGE_BUDGET) -> DeliverabilityJudg
     """The deliverability judge for a resolver setting (``IP[:PORT]``, "" for the machine's own), or None
     for ``off``: the scan then records what the server said, unjudged."""
     return None if resolver == RESOLVER_OFF else LazyDnsJudge(resolver, budget)
+
+
+def build_operator_connector(*, key_path: str, sudo: bool = False, timeout: float = 60.0) -> ScriptConnector:
+    """The operator's own key, for ``relayguard enroll``: sessions that run a whole script with ``sh -s``."""
+    from relayguard.adapters.ssh import ParamikoConnector  # noqa: PLC0415 - deferred
+    from relayguard.adapters.ssh_keys import load_private_key  # noqa: PLC0415
+
+    handshake = min(timeout, 15.0)
+    return ParamikoConnector(load_private_key(path=key_path), connect_timeout=handshake,
+                             banner_timeout=handshake, auth_timeout=handshake, sudo=sudo)
 
 
 def build_engine(
@@ -152,6 +166,35 @@ def directory_record_store(root: str) -> RecordStore:
     return DirectoryRecordStore(root)
 
 
+def run_reports(settings: Settings, *, s3: Any = None) -> RunReports:
+    """The worker's: a run's records in the records bucket and its report page beside them
+    (``reports/<run_id>.html``)."""
+    from relayguard.adapters.s3_reports import S3RunReports  # noqa: PLC0415 - deferred (botocore)
+
+    return S3RunReports(s3 or client("s3"), settings.records_bucket)
+
+
+def bucket_run_reports(bucket: str) -> RunReports:
+    """The CLI's ``--bucket``: the same, with the operator's own AWS credentials."""
+    from relayguard.adapters.s3_reports import S3RunReports  # noqa: PLC0415 - deferred (botocore)
+
+    return S3RunReports(client("s3"), bucket)
+
+
+def directory_run_records(root: str) -> RunRecords:
+    """Records under ``root``: a ``--record-dir``, or one run's folder of it."""
+    from relayguard.adapters.local_reports import DirectoryRunRecords  # noqa: PLC0415 - deferred
+
+    return DirectoryRunRecords(root)
+
+
+def html_file(path: str) -> ReportPages:
+    """The CLI's ``--html FILE``."""
+    from relayguard.adapters.local_reports import HtmlFile  # noqa: PLC0415 - deferred
+
+    return HtmlFile(path)
+
+
 def metric_sink() -> MetricSink:
     """Metrics as EMF lines; those without dimensions of their own join the handler's Powertools buffer."""
     from aws_lambda_powertools.metrics import Metrics  # noqa: PLC0415 - deferred
@@ -163,7 +206,9 @@ def metric_sink() -> MetricSink:
 
 def publisher(settings: Settings, *, notifier: Notifier | None = None, runs: RunStore | None = None,
               state: StateStore | None = None, records: RecordStore | None = None,
-              metrics: MetricSink | None = None) -> Publisher:
+              reports: RunReports | None = None, metrics: MetricSink | None = None) -> Publisher:
+    """The publisher of results and digests; ``reports``, where a run's report page goes with its digest,
+    is given by the worker only (None: digests without a page; the planner's role cannot read records)."""
     from relayguard.services import Publisher  # noqa: PLC0415 - deferred (pydantic)
 
     if notifier is None:
@@ -175,7 +220,7 @@ def publisher(settings: Settings, *, notifier: Notifier | None = None, runs: Run
 
             notifier = WithChat(notifier, ChatbotNotifier(client("sns"), settings.chat_topic_arn))
     return Publisher(notifier, runs or run_store(settings), state or state_store(settings),
-                     records or record_store(settings), metrics or metric_sink())
+                     records or record_store(settings), metrics or metric_sink(), reports)
 
 
 def dead_letter_queues() -> DeadLetterQueues:
@@ -240,7 +285,8 @@ def worker(settings: Settings, *, engine_factory: Callable[[], Engine] | None = 
         locks = DynamoLockStore(client("dynamodb"), settings.locks_table)
     state = state or state_store(settings)
     return Worker(settings, engine_factory, locks, state,
-                  publisher or _publisher(settings, state=state), queue or job_queue(),
+                  publisher or _publisher(settings, state=state, reports=run_reports(settings)),
+                  queue or job_queue(),
                   inventory or inventory_store(settings))
 
 

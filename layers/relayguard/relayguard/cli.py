@@ -7,6 +7,7 @@
     relayguard revert HOST[:PORT]...           undo the last fix: POP-before-SMTP relaying on again
     relayguard inventory add HOST[:PORT]       fetch, confirm and pin a server's host keys
     relayguard redrive --queue work|urgent --stack NAME [--copy]   dead-lettered jobs back to their queue
+    relayguard report --from DIR|--run RUN_ID --html FILE [--bucket B]   a run's fleet report page
 
 Exit codes: 0 every host compliant, remediated, not cPanel or (revert) reverted; 1 exposed hosts were left as they are
 (audit, skipped by a fix limit, excluded); 2 a host failed or could not be reached (2 wins over 1).
@@ -29,9 +30,18 @@ from pathlib import Path
 from typing import TextIO
 
 from relayguard.adapters.ssh_keys import fetch_host_keys, host_keys_from_known_hosts
-from relayguard.bootstrap import build_engine, dead_letter_queues, directory_record_store
+from relayguard.bootstrap import (
+    bucket_run_reports,
+    build_engine,
+    build_operator_connector,
+    dead_letter_queues,
+    directory_record_store,
+    directory_run_records,
+    html_file,
+)
 from relayguard.domain.bounds import bounded_result
 from relayguard.domain.collect import RESOLVER_OFF, resolver_address
+from relayguard.domain.entry import ENTRY_PATH, ENTRY_PROGRAM, sudoers_text
 from relayguard.domain.evidence import record_document
 from relayguard.domain.mailreport import summary_text
 from relayguard.domain.models import FAILURE_OUTCOMES, Mode, Outcome, Policy
@@ -44,6 +54,7 @@ from relayguard.engine import Engine, ServerResult
 from relayguard.enroll import AddRequest, add_server
 from relayguard.errors import InvalidInput, RelayGuardError
 from relayguard.fleet import LocalGate
+from relayguard.fleet_key import EnrollRequest, enroll
 from relayguard.inventory import load_inventory
 from relayguard.ports import DeadLetterQueues
 
@@ -159,7 +170,68 @@ def _parser() -> argparse.ArgumentParser:
     redrive.add_argument("--copy", action="store_true",
                          help="copy message by message instead of StartMessageMoveTask (an SQS without it)")
     redrive.add_argument("--max-messages", type=_count, metavar="N", help="--copy only: copy at most N jobs")
+    _report_parser(sub)
+    _enroll_parser(sub)
     return parser
+
+
+def fleet_report(ns: argparse.Namespace) -> int:
+    """``relayguard report``: 0 when the page is written, 2 when the records could not be read or it not written."""
+    if bool(ns.source) == bool(ns.bucket) or (ns.bucket and not ns.run):
+        print("relayguard report: give --from DIR, or --run RUN_ID with --bucket BUCKET", file=sys.stderr)
+        return 2
+    from relayguard.services import write_report  # noqa: PLC0415 - deferred: pydantic, only for this command
+
+    try:
+        records = directory_run_records(ns.source) if ns.source else bucket_run_reports(ns.bucket)
+        where = write_report(records, html_file(ns.html), ns.run,
+                             generated_at=datetime.now(UTC).isoformat(timespec="seconds"), title=ns.title)
+    except RelayGuardError as exc:
+        print(f"relayguard report: {exc}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:  # boto3 is not among the CLI's own dependencies
+        print(f"relayguard report: --bucket needs {exc.name} (pip install boto3)", file=sys.stderr)
+        return 2
+    print(where)
+    return 0
+
+
+def _report_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    report = sub.add_parser(
+        "report", help="render a run's fleet report page (HTML) from its records",
+        description="Render one self-contained HTML page of a run's job records: summary counts, a chart of "
+                    "outcomes, every server's outcome, failures first, filterable and sortable in the browser. "
+                    "Records come from a --record-dir (--from DIR, all of it or one --run of it) or from the "
+                    "stack's records bucket (--run RUN_ID --bucket BUCKET, read with your AWS credentials).")
+    report.add_argument("--from", dest="source", metavar="DIR", help="a --record-dir, or one run's folder of it")
+    report.add_argument("--run", metavar="RUN_ID", help="the run to report (required with --bucket)")
+    report.add_argument("--bucket", metavar="BUCKET", help="the stack's records bucket (output RecordsBucketName)")
+    report.add_argument("--html", required=True, metavar="FILE", help="the page to write (replaced if it exists)")
+    report.add_argument("--title", default="", help="the page's title (default: names the run)")
+
+
+def _enroll_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    enroll_p = sub.add_parser(
+        "enroll", help="install the entry program and the restricted fleet key on servers (docs/security.md)",
+        description="With the operator's own key (--identity), install on each server the entry program "
+                    f"({ENTRY_PATH}), with --sudo a sudoers drop-in allowing only it, and the fleet key's "
+                    "authorized_keys line restrict,command=...,from=...; --revoke removes the fleet key instead. "
+                    "Changes only what differs; a second run says nothing changed.")
+    enroll_p.add_argument("hosts", nargs="*", metavar="HOST[:PORT]")
+    enroll_p.add_argument("--identity", metavar="FILE", help="the operator's private key file (not the fleet key)")
+    enroll_p.add_argument("--known-hosts", metavar="FILE", default=str(Path.home() / ".ssh" / "known_hosts"),
+                          help="pinned host keys (default: %(default)s); unknown hosts are refused")
+    enroll_p.add_argument("--fleet-key", required=True, metavar="PUBKEY_FILE", help="the fleet key's public key file")
+    enroll_p.add_argument("--user", default="root", help="the login of the operator and the fleet key (default: root)")
+    enroll_p.add_argument("--sudo", action="store_true",
+                          help="non-root login: run through 'sudo -n', and let the user run only the entry program")
+    enroll_p.add_argument("--from", dest="cidrs", action="append", default=[], metavar="CIDR",
+                          help="the only source addresses the fleet key may log in from (repeatable)")
+    enroll_p.add_argument("--revoke", action="store_true", help="remove the fleet key's line instead")
+    enroll_p.add_argument("--dry-run", action="store_true", help="report what would change, write nothing")
+    enroll_p.add_argument("--print", dest="print_what", choices=("line", "program", "sudoers"),
+                          help="print the authorized_keys line, the program or the sudoers drop-in; connect nowhere")
+    enroll_p.add_argument("--timeout", type=float, default=60.0, help="per-server deadline, seconds")
 
 
 def _budget(text: str) -> ErrorBudget:
@@ -358,6 +430,33 @@ def inventory_add(ns: argparse.Namespace) -> int:
     return add_server(request, fetch_host_keys, sys.stdin, sys.stdout, sys.stderr)
 
 
+def enroll_hosts(ns: argparse.Namespace) -> int:
+    try:
+        request = EnrollRequest(fleet_key=Path(ns.fleet_key).read_text(), user=ns.user, sudo=ns.sudo,
+                                cidrs=tuple(ns.cidrs), revoke=ns.revoke, dry_run=ns.dry_run, timeout=ns.timeout)
+        if ns.print_what:
+            texts = {"program": ENTRY_PROGRAM, "sudoers": sudoers_text(ns.user) if ns.print_what == "sudoers" else ""}
+            print(request.line() if ns.print_what == "line" else texts[ns.print_what].rstrip("\n"))
+            return 0
+        if not ns.hosts or not ns.identity:
+            print("relayguard: enroll needs HOST[:PORT]... and --identity (or --print)", file=sys.stderr)
+            return 2
+        request.script()  # every value validated before any connection
+        known_hosts = Path(ns.known_hosts)
+        targets = []
+        for spec in ns.hosts:
+            host, port = split_host(spec)
+            pins = host_keys_from_known_hosts(str(known_hosts), host, port) if known_hosts.exists() else ()
+            targets.append(Server(name=spec, host=host, port=port, user=ns.user, host_keys=pins))
+        connector = build_operator_connector(key_path=ns.identity, sudo=ns.sudo, timeout=ns.timeout)
+    except (OSError, ValueError, RelayGuardError) as exc:
+        print(f"relayguard: {exc}", file=sys.stderr)
+        return 2
+    if ns.dry_run:
+        print(f"relayguard: dry run, nothing is written. The authorized_keys line:\n{request.line()}", file=sys.stderr)
+    return enroll(targets, request, connector, sys.stdout, sys.stderr)
+
+
 def revert_hosts(engine: Engine, targets: Sequence[Server], record_lines: Sequence[str] | None) -> list[ServerResult]:
     """Revert each target in turn (a deliberate, rare act: no concurrency); a target missing from the
     ``--record`` lines fails rather than falling back to the server's own record."""
@@ -430,8 +529,9 @@ def redrive(ns: argparse.Namespace, queues: DeadLetterQueues | None) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     ns = parser.parse_args(argv)
-    if ns.command == "inventory":
-        return inventory_add(ns)
+    commands = {"inventory": inventory_add, "enroll": enroll_hosts, "report": fleet_report}
+    if ns.command in commands:
+        return commands[ns.command](ns)
     if ns.command == "redrive":
         if ns.max_messages is not None and not ns.copy:
             parser.error("--max-messages limits --copy; a move task moves every job")

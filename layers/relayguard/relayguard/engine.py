@@ -16,10 +16,12 @@ from typing import Any, Protocol
 from relayguard.domain.collect import parse_collected
 from relayguard.domain.decide import Assessment, assess
 from relayguard.domain.deliverability import Collected
+from relayguard.domain.entry import PROBE, REVERT_PROBE, Access
 from relayguard.domain.mailreport import collected_only, report_json
 from relayguard.domain.models import Finding, Outcome, Plan, Policy, StepName, StepResult
+from relayguard.domain.operation import Operation
 from relayguard.domain.plan import plan_lines, would_fix
-from relayguard.domain.probe import PROBE_SCRIPT, parse_probe
+from relayguard.domain.probe import parse_probe
 from relayguard.domain.proof import alwaysrelay_targets, post_fix_proof, relay_class
 from relayguard.domain.record import (
     exim_restart_attempts,
@@ -29,13 +31,12 @@ from relayguard.domain.record import (
     state_of,
 )
 from relayguard.domain.revert import (
-    REVERT_PROBE_SCRIPT,
     plan_revert,
+    record_document,
     record_from,
     record_of,
     record_warnings,
     render_revert,
-    render_write_record,
     revert_verdict,
     server_record,
 )
@@ -101,6 +102,8 @@ class ServerResult:
     exim_restart_attempts: int = 0
     #: The post-fix proof (domain/proof.py); empty when no fix reached the finish round trip.
     post_fix: dict[str, Any] = field(default_factory=dict)
+    #: How the job reached the server (domain.entry.Access.to_json); empty when it did not.
+    access: dict[str, Any] = field(default_factory=dict)
     #: The deliverability scan (issue 20, domain/mailreport.py): per-domain findings and counts; None when
     #: the server hosts no domains (not cPanel) or the probe did not finish.
     deliverability: dict[str, Any] | None = None
@@ -131,6 +134,7 @@ class ServerResult:
             "signals": self.signals,
             "exim_restart_attempts": self.exim_restart_attempts,
             "post_fix": self.post_fix,
+            "access": self.access,
             "deliverability": self.deliverability,
         }
 
@@ -146,11 +150,11 @@ class _DeadlineSession:
         self._session = session
         self._deadline = deadline
 
-    def run(self, script: str, timeout: float) -> CommandResult:
+    def run(self, op: Operation, timeout: float) -> CommandResult:
         left = self._deadline - time.monotonic()
         if left < 1:
             raise Timeout("the job's deadline passed before the next round trip")
-        return self._session.run(script, min(timeout, left))
+        return self._session.run(op, min(timeout, left))
 
     def close(self) -> None:
         self._session.close()
@@ -230,18 +234,22 @@ class Engine:
             result.reason = str(exc)
         finally:
             session.close()
+            # After the verdict, whose warnings are the job's complete list: how the server was reached.
+            for warning in _access_warnings(result.access):
+                if warning not in result.warnings:
+                    result.warnings.append(warning)
             result.duration = time.monotonic() - started
             if ticket is not None:
                 ticket.close(result.outcome)
         return result
 
-    def _change(self, session: Session, name: StepName, script: str,
+    def _change(self, session: Session, name: StepName, op: Operation,
                 result: ServerResult) -> tuple[list[StepResult], Finding, Assessment]:
         """A changing round trip whose script ends with a probe (finish, revert): its steps, Exim restarts
         and after-state go into the record; returns the parsed steps and the after-state.
 
         ``restarted`` is true only when a restart exited 0: a failed attempt left Exim not restarted."""
-        res = self._exec(session, name, script, result)
+        res = self._exec(session, name, op, result)
         steps = parse_steps(res.stdout)
         result.steps += steps  # whole: the record keeps all, views clip (domain.bounds)
         result.exim_restarts = exim_restarts(steps)
@@ -252,17 +260,19 @@ class Engine:
         result.after = state_of(after_finding, after)
         return steps, after_finding, after
 
-    def _exec(self, session: Session, name: StepName, script: str, result: ServerResult) -> CommandResult:
+    def _exec(self, session: Session, name: StepName, op: Operation, result: ServerResult) -> CommandResult:
         # Changing round trips may legitimately take long: a tailwatchd stop waits up to 30 s and
         # restartsrv_exim retries internally. The read-only probe gets the plain deadline.
         deadline = self.timeout if name == StepName.PROBE else self.timeout * FIX_TIMEOUT_FACTOR
-        res = session.run(script, deadline)
+        res = session.run(op, deadline)
+        if res.access is not None:
+            result.access = res.access.to_json()
         result.steps.append(StepResult(name, res.rc, res.duration, "", res.stderr))
         return res
 
     def _job(self, session: Session, policy: Policy, result: ServerResult, ticket: _Ticket,
              collected: list[Collected]) -> None:
-        probe = self._exec(session, StepName.PROBE, PROBE_SCRIPT, result)
+        probe = self._exec(session, StepName.PROBE, PROBE, result)
         finding = parse_probe(probe.stdout)
         unreadable = probe_verdict(finding, probe.stderr)
         if unreadable is not None:
@@ -293,9 +303,9 @@ class Engine:
 
     def _fix(self, session: Session, plan: Plan, finding: Finding, before: Assessment, result: ServerResult) -> None:
         # The revert record goes on the server with the first script that changes anything.
-        write_record = render_write_record(record_of(finding, before))
-        disable = render_disable(plan, first=write_record)
-        if disable:
+        record = record_document(record_of(finding, before))
+        disable = render_disable(plan, record=record)
+        if disable is not None:
             res = self._exec(session, StepName.DISABLE, disable, result)
             steps = parse_steps(res.stdout)
             result.steps += steps  # whole: the record keeps all, views clip (domain.bounds)
@@ -304,7 +314,7 @@ class Engine:
                 _record(result, refused)
                 return
         alwaysrelay, not_probed = alwaysrelay_targets(finding)
-        finish = render_finish(plan, first="" if disable else write_record, alwaysrelay=alwaysrelay)
+        finish = render_finish(plan, record="" if disable is not None else record, alwaysrelay=alwaysrelay)
         steps, after_finding, after = self._change(session, StepName.FINISH, finish, result)
         result.revert = list(revert_of(plan, finding, before, steps))
         code, reply = relay_probe_reply(steps)
@@ -326,7 +336,7 @@ class Engine:
                                 lambda session, result: self._revert(session, before, result))
 
     def _revert(self, session: Session, given: Mapping[str, Any] | None, result: ServerResult) -> None:
-        probe = self._exec(session, StepName.PROBE, REVERT_PROBE_SCRIPT, result)
+        probe = self._exec(session, StepName.PROBE, REVERT_PROBE, result)
         finding = parse_probe(probe.stdout)
         unreadable = probe_verdict(finding, probe.stderr)
         if unreadable is not None:
@@ -387,6 +397,13 @@ class _Ticket:
         if self._gate is not None and self._granted:
             self._granted = False
             self._gate.finished(self._server, outcome)
+
+
+def _access_warnings(access: Mapping[str, Any]) -> tuple[str, ...]:
+    if not access:
+        return ()
+    return Access(str(access.get("mode", "")), access.get("entry_version"),
+                  str(access.get("entry_digest") or "")).warnings()
 
 
 def _record(result: ServerResult, verdict: Verdict) -> None:

@@ -62,3 +62,8 @@ class RecordError(RelayGuardError):
 
 class RecordExists(RecordError):
     """A record is already stored under this key: records are written once, never overwritten."""
+
+
+class EntryRefused(RelayGuardError):
+    """The server's entry program refused an operation: an older program that lacks it (``relayguard
+    enroll`` upgrades it), or a value it does not accept. Nothing ran."""

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from relayguard.domain.deliverability import Collected, Deliverability
+from relayguard.domain.entry import Access
 from relayguard.domain.metrics import Datapoint
 from relayguard.domain.models import Outcome
+from relayguard.domain.operation import Operation
 from relayguard.domain.rollout import Admission, Rollout, Tally
 from relayguard.domain.server import Inventory, Server
 
@@ -21,13 +23,16 @@ class CommandResult:
     stdout: str
     stderr: str
     duration: float
+    #: How the server was reached (entry program or ``sh -s``); None where no transport says (fakes).
+    access: Access | None = None
 
 
 class Session(Protocol):
     """One authenticated SSH connection to one server, used for a whole job."""
 
-    def run(self, script: str, timeout: float) -> CommandResult:
-        """Run ``script`` with ``sh -s`` on the server (text on stdin, never on a command line)."""
+    def run(self, op: Operation, timeout: float) -> CommandResult:
+        """Run one RelayGuard operation: through the server's entry program, or where none is installed
+        its script (domain.entry.script_of) with ``sh -s``; values travel on stdin, never on a command line."""
         ...
 
     def close(self) -> None: ...
@@ -159,6 +164,29 @@ class RecordStore(Protocol):
     def get(self, location: str) -> dict[str, Any]:
         """The document at a location :meth:`put` returned."""
         ...
+
+
+class RunRecords(Protocol):
+    """Where a run's records are read back from for its fleet report (issue 15): the records bucket, a
+    ``--record-dir``."""
+
+    def records(self, run_id: str | None) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Every record of the run as (location, document), one at a time; ``None``: every record the store
+        holds (a directory; the bucket refuses). Raises :class:`relayguard.errors.RecordError`."""
+        ...
+
+
+class ReportPages(Protocol):
+    """Where a fleet report page goes: ``reports/<run_id>.html`` in the records bucket, the CLI's ``--html``."""
+
+    def write(self, run_id: str | None, html: str) -> str:
+        """Store the run's page, replacing an earlier one (a page is derived, the records are the evidence);
+        returns where it is."""
+        ...
+
+
+class RunReports(RunRecords, ReportPages, Protocol):
+    """Both in one place: the stack's records bucket, where the worker writes each run's page at its end."""
 
 
 @dataclass(frozen=True)

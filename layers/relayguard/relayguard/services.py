@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -29,6 +30,7 @@ from relayguard.domain.notify import (
     server_message,
     server_text,
 )
+from relayguard.domain.report import build_report, render_html, row_of
 from relayguard.domain.rollout import Admission, Decision, admit, excluded, fix_failed, stop_reason
 from relayguard.domain.server import Inventory, Server, identity_key
 from relayguard.engine import Engine, ServerResult
@@ -43,7 +45,10 @@ from relayguard.ports import (
     Notification,
     Notifier,
     RecordStore,
+    ReportPages,
     RunProgress,
+    RunRecords,
+    RunReports,
     RunStore,
     ServerState,
     StateStore,
@@ -64,6 +69,10 @@ GATE_ATTEMPTS = 5
 def now_iso() -> str:
     # Microseconds: a job compares this with its own enqueue time to reuse a fresher result.
     return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+#: A child of Powertools' ``relayguard`` logger in Lambda, so its lines are JSON with the handler's keys.
+_log = logging.getLogger(__name__)
 
 
 class LockBusy(RelayGuardError):
@@ -100,6 +109,8 @@ class Publisher:
     state: StateStore
     records: RecordStore
     metrics: MetricSink
+    #: Where a run's report page goes with its digest (None: no page, digests say ``report: null``).
+    reports: RunReports | None = None
 
     def server_result(self, job: Job, result: ServerResult) -> bool:
         """Record the result; announce it if it is news. Returns whether a message went out.
@@ -162,13 +173,25 @@ class Publisher:
         if progress.done and self.runs.claim_digest(run_id):
             doc = digest_message(run_id, mode=progress.mode, trigger=progress.trigger, total=progress.total,
                                  counts=progress.counts, started_at=progress.started_at, at=now_iso(),
-                                 stopped=progress.stopped, mail=progress.mail)
+                                 stopped=progress.stopped, mail=progress.mail, report=self._report(run_id))
             # Before the publish: the claim is taken, so a failed publish is never retried, and the run
             # must still count on the dashboard and in the failed-servers alarm.
             self.metrics.emit(run_finished_points(doc))
             self.notifier.publish(Notification(
                 subject=f"RelayGuard run {run_id}: {doc['outcome']}", document=doc, text=digest_text(doc),
                 attributes=attributes(doc)))
+
+    def _report(self, run_id: str) -> str | None:
+        """Write the run's report page before its digest, so the digest says where it is; None without one.
+
+        Nothing that goes wrong here holds the digest back: it is claimed once and never sent again."""
+        if self.reports is None:
+            return None
+        try:
+            return write_report(self.reports, self.reports, run_id, generated_at=now_iso())
+        except Exception:
+            _log.exception("run report not written; the digest goes out without it", extra={"run_id": run_id})
+            return None
 
     def run_stopped(self, progress: RunProgress, reason: str) -> None:
         """Announce that the run stopped starting fixes (called once per run, by the claim's winner)."""
@@ -183,6 +206,15 @@ class Publisher:
         self.notifier.publish(Notification(
             subject=f"RelayGuard run {progress.run_id} stopped: {reason}", document=doc, text=run_stopped_text(doc),
             attributes=attributes(doc)))
+
+
+def write_report(records: RunRecords, pages: ReportPages, run_id: str | None, *, generated_at: str,
+                 title: str = "") -> str:
+    """Render the fleet report page of ``run_id``'s records (None: every record ``records`` holds), write it
+    to ``pages`` and return where it is. Each record becomes a small row as it is read: memory grows with
+    the fleet, not with its records."""
+    rows = (row_of(document, location) for location, document in records.records(run_id))
+    return pages.write(run_id, render_html(build_report(rows, generated_at=generated_at, title=title)))
 
 
 @dataclass

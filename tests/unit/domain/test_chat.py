@@ -165,3 +165,15 @@ def test_deliverability_findings_read_at_one_glance_too() -> None:
     assert "- and 4 more, listed in the record" in content["description"]
     assert message["metadata"]["eventType"] == "server-deliverability"
 
+
+
+def test_the_example_in_the_deploy_guide_is_what_the_code_sends() -> None:
+    deploy = (Path(__file__).resolve().parents[3] / "docs" / "deploy.md").read_text()
+    after = deploy.split("A failed fix, as the chat topic carries it", 1)[1]
+    shown = json.loads(after.split("```json\n", 1)[1].split("\n```", 1)[0])
+    result = ServerResult(name="web9", address="203.0.113.19", mode="fix", outcome=Outcome.FAILED,
+                          reason="exim-restart-failed", generation="legacy", exposed_before=True, exposed_after=True,
+                          affected_mailboxes=["alice@example.com", "bob@example.com"])
+    doc = server_message(result.to_json(), "failed", "sweep-1", "sweep", "2026-12-06T06:01:12.000000+00:00",
+                         record="s3://relayguard-records/records/sweep-1/web9/20261206T060112Z-job.json")
+    assert shown == chat_message(doc)

@@ -7,7 +7,9 @@ import re
 
 import pytest
 from relayguard.domain.decide import assess, decide
+from relayguard.domain.entry import OPERATIONS
 from relayguard.domain.models import Finding, Mode, Policy, StepName
+from relayguard.domain.operation import Operation
 from relayguard.domain.plan import plan_lines, plan_steps, would_fix
 from relayguard.domain.probe import parse_probe
 from relayguard.domain.script import render_disable, render_finish
@@ -51,6 +53,27 @@ def test_an_exposed_server_gets_the_fix_plan_as_readable_lines(facts: dict[str, 
     assert plan_lines(would_fix(finding, assess(finding), policy)) == lines
 
 
+def _active(op: Operation) -> str:
+    """The body lines ``op``'s flag arguments switch on: unguarded lines, and the lines of each
+    ``if [ -n "$RG_<flag>" ]; then`` block whose flag ``op`` gives."""
+    given = {key for key, _ in op.args}
+    out: list[str] = []
+    guard: str | None = None
+    for line in OPERATIONS[op.name].body.splitlines():
+        opened = re.fullmatch(r'if \[ -n "\$RG_([a-z_]+)" \]; then', line)
+        inline = re.match(r'if \[ -n "\$RG_([a-z_]+)" \]; then (.*); fi$', line)
+        if inline:
+            if inline.group(1) in given:
+                out.append(inline.group(2))
+        elif opened:
+            guard = opened.group(1)
+        elif guard is not None and line == "fi":
+            guard = None
+        elif guard is None or guard in given:
+            out.append(line)
+    return "\n".join(out)
+
+
 @pytest.mark.parametrize("facts", [MODERN_EXPOSED, LEGACY_EXPOSED])
 @pytest.mark.parametrize("disable_tracker", [False, True])
 def test_the_audit_plan_is_the_plan_a_fix_runs(facts: dict[str, str], disable_tracker: bool) -> None:
@@ -69,9 +92,9 @@ def test_the_plan_lines_are_the_changing_steps_the_fix_scripts_run_in_order(fact
     # GIVEN the plan of an exposed server
     finding = parsed(facts)
     plan = decide(finding, assess(finding), Policy(mode=Mode.FIX, disable_tracker=disable_tracker))
-    # WHEN the fix's two changing scripts are rendered from it
-    scripts = render_disable(plan) + render_finish(plan)
-    ran = [name for name in re.findall(r"\brun ([a-z0-9-]+) ", scripts)
+    # WHEN the fix's two changing operations are rendered from it
+    ops = [op for op in (render_disable(plan), render_finish(plan)) if op is not None]
+    ran = [name for op in ops for name in re.findall(r"\brun ([a-z0-9-]+) ", _active(op))
            if name not in NOT_PLANNED and not name.startswith(NOT_PLANNED_PREFIXES)]
     # THEN they run exactly the plan's steps, in the plan's order
     assert ran == [str(name) for name, _line in plan_steps(plan)]

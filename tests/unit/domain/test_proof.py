@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import shlex
-
 import pytest
 from relayguard.domain.models import Finding, ListFile
 from relayguard.domain.proof import (
     ALWAYSRELAY_LIMIT,
     PostFixProof,
     RelayClass,
+    alwaysrelay_args,
     alwaysrelay_targets,
     configured_ports,
     ehlo_offers_auth,
     post_fix_proof,
+    proof_lines,
     relay_class,
-    render_proof,
 )
 from relayguard.domain.script import parse_steps
 from relayguard.errors import InvalidInput
@@ -72,23 +71,21 @@ def test_no_alwaysrelay_file_means_nothing_to_prove() -> None:
     assert alwaysrelay_targets(Finding(complete=True)) == ((), 0)
 
 
-def test_the_proof_script_is_fixed_exim_sessions_with_only_validated_values() -> None:
-    lines = render_proof("203.0.113.7", SENDER, "relayguard-probe@example.net", ("192.0.2.77", "2001:db8::9"))
+def test_the_proof_is_fixed_exim_sessions_reading_only_validated_arguments() -> None:
+    lines = proof_lines("relayguard-probe@example.net")
     text = "\n".join(lines)
     assert "run exim-ports /usr/sbin/exim -bP daemon_smtp_ports tls_on_connect_ports" in lines
     assert "| run auth-ehlo-587 /usr/sbin/exim -bh 127.0.0.1 -oMi 127.0.0.1.587" in text
     assert "| run auth-ehlo-465 /usr/sbin/exim -bh 127.0.0.1 -oMi 127.0.0.1.465" in text
     # authenticated as the probe sender, from the very address whose unauthenticated relay must be refused
-    assert f"| run auth-relay-probe /usr/sbin/exim -bh 203.0.113.7 -oMaa dovecot_login -oMai {SENDER}" in text
-    assert "| run alwaysrelay-probe-1 /usr/sbin/exim -bh 192.0.2.77" in text
-    assert "| run alwaysrelay-probe-2 /usr/sbin/exim -bh 2001:db8::9" in text
-    for line in lines[1:]:
-        assert shlex.split(line)[0] == "printf"
+    assert '| run auth-relay-probe /usr/sbin/exim -bh "$RG_ip" -oMaa dovecot_login -oMai "$RG_sender"' in text
+    assert '| run "alwaysrelay-probe-$rg_i" /usr/sbin/exim -bh "$rg_ar"' in text
+    assert alwaysrelay_args(("192.0.2.77", "2001:DB8::9")) == ("192.0.2.77", "2001:db8::9")
 
 
 def test_the_proof_refuses_an_alwaysrelay_value_that_is_not_an_address() -> None:
     with pytest.raises(InvalidInput, match="not an IP address"):
-        render_proof("203.0.113.7", SENDER, "x@example.net", ("1.2.3.4;touch /tmp/x",))
+        alwaysrelay_args(("1.2.3.4;touch /tmp/x",))
 
 
 # --- reading it back ----------------------------------------------------------------------------

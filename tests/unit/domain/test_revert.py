@@ -6,12 +6,12 @@ import json
 import shlex
 
 import pytest
-from relayguard.domain.decide import Assessment, assess
-from relayguard.domain.models import Finding, Generation, Outcome, StepName, StepResult
+from relayguard.domain.decide import Assessment, assess, decide
+from relayguard.domain.entry import script_of
+from relayguard.domain.models import Finding, Generation, Mode, Outcome, Plan, Policy, StepName, StepResult
 from relayguard.domain.probe import parse_probe
 from relayguard.domain.record import state_of
 from relayguard.domain.revert import (
-    RECORD_FILE,
     RECORD_SCHEMA,
     RevertPlan,
     before_from_results,
@@ -21,11 +21,10 @@ from relayguard.domain.revert import (
     record_of,
     record_warnings,
     render_revert,
-    render_write_record,
     revert_verdict,
     server_record,
 )
-from relayguard.domain.script import parse_steps
+from relayguard.domain.script import RECORD_FILE, parse_steps, render_disable
 from relayguard.domain.verdict import Verdict
 from relayguard.errors import InvalidInput
 
@@ -91,7 +90,9 @@ def test_server_data_that_is_not_a_list_entry_is_dropped_and_never_rendered() ->
     assert record.lists["relayhosts"] == ("198.51.100.9",)
     assert record.dropped == ("1.2.3.4;touch /tmp/x", "$(reboot)")
     finding, now = finding_of(LEGACY_FIXED)
-    text = render_revert(plan_revert(record, finding, now))
+    op = render_revert(plan_revert(record, finding, now))
+    assert op.values("restore_relayhosts") == ("198.51.100.9",)
+    text = script_of(op)
     assert "touch" not in text
     assert "reboot" not in text
 
@@ -103,10 +104,19 @@ def test_an_unusable_before_state_is_refused(before: object) -> None:
         record_from(before)  # type: ignore[arg-type]
 
 
-def test_the_write_step_quotes_the_record_once_and_keeps_it_root_only() -> None:
+def plan_for_legacy() -> Plan:
+    finding, assessment = finding_of(LEGACY_EXPOSED)
+    return decide(finding, assessment, Policy(mode=Mode.FIX))
+
+
+def test_the_write_step_passes_the_record_as_one_argument_and_keeps_it_root_only() -> None:
     record = record_of(*finding_of(LEGACY_EXPOSED))
-    text = render_write_record(record)
-    assert f"run write-revert-record write_record {shlex.quote(record_document(record))}\n" in text
+    op = render_disable(plan_for_legacy(), record=record_document(record))
+    assert op is not None
+    assert op.value("record") == record_document(record)
+    text = script_of(op)
+    assert f"set -- {shlex.quote('record=' + record_document(record))} " in text
+    assert 'run write-revert-record write_record "$RG_record"' in text
     assert "umask 077" in text
     assert f"mv -f {RECORD_FILE}.tmp {RECORD_FILE}" in text
 
@@ -139,21 +149,25 @@ def test_a_legacy_revert_enables_antirelayd_restores_both_lists_and_restarts_exi
                                             StepName.RESTORE_RELAYHOSTSUSERS, StepName.UPDATE_EXIM_REJECTS,
                                             StepName.RESTART_EXIM]
     assert (plan.verify_ip, plan.temporary_ip) == ("198.51.100.9", False)
-    text = render_revert(plan)
+    op = render_revert(plan)
+    assert op.args == (("enable_antirelayd", "1"), ("restore_relayhosts", "198.51.100.9"),
+                       ("restore_relayhosts", "10.0.0.5"), ("restore_relayhostsusers", "198.51.100.9 carol"),
+                       ("restore_relayhostsusers", "10.0.0.5 dave"), ("update_exim_rejects", "1"),
+                       ("restart_exim", "1"), ("relay_list", "relayhosts"), ("ip", "198.51.100.9"),
+                       ("sender", plan.verify_sender))
+    text = script_of(op)
     assert (
+        'if [ -n "$RG_enable_antirelayd" ]; then\n'
         "if [ -x /usr/local/cpanel/bin/tailwatchd ] && run enable-antirelayd /usr/local/cpanel/bin/tailwatchd "
         "--enable=Cpanel::TailWatch::Antirelayd; then :; else\n"
         "  run unset-skipantirelayd unset_skipantirelayd\n"
         "  run restart-tailwatchd /usr/local/cpanel/scripts/restartsrv_tailwatchd\n"
-        "fi\n"
-        "run restore-relayhosts write_list /etc/relayhosts 198.51.100.9 10.0.0.5\n"
-        "run restore-relayhostsusers write_list /etc/relayhostsusers '198.51.100.9 carol' '10.0.0.5 dave'\n"
-        "run update-exim-rejects /usr/local/cpanel/scripts/update_exim_rejects\n"
-        "if run restart-exim /usr/local/cpanel/scripts/restartsrv_exim; then :; "
-        "else run restart-exim-hard /usr/local/cpanel/scripts/restartsrv_exim --hard; fi\n"
+        "fi\nfi\n"
     ) in text
+    assert ('if [ -f "$RG_D/restore_relayhosts" ]; then run restore-relayhosts copy_list /etc/relayhosts '
+            '"$RG_D/restore_relayhosts"; fi\n') in text
     assert text.count("restartsrv_exim; then") == 1
-    assert "| run relay-probe /usr/sbin/exim -bh 198.51.100.9\n" in text
+    assert '| run relay-probe /usr/sbin/exim -bh "$RG_ip"\n' in text
     assert text.endswith("kv scan.end 1\n")
 
 
@@ -163,8 +177,10 @@ def test_a_modern_revert_turns_the_tweak_back_on_and_leaves_the_live_lists_alone
     assert [s.name for s in plan.steps] == [StepName.SET_TWEAK_ON, StepName.UPDATE_EXIM_REJECTS,
                                             StepName.RESTART_EXIM]
     assert plan.restored == ()
+    op = render_revert(plan)
+    assert op.value("set_tweak_on") == "1"
     assert ("run set-tweak-popbeforesmtp-1 /usr/local/cpanel/bin/whmapi1 --output=json set_tweaksetting "
-            "key=popbeforesmtp value=1\n") in render_revert(plan)
+            "key=popbeforesmtp value=1; fi\n") in script_of(op)
 
 
 def test_a_modern_revert_re_enables_a_tracker_the_fix_disabled_and_refills_its_lists() -> None:
@@ -175,28 +191,30 @@ def test_a_modern_revert_re_enables_a_tracker_the_fix_disabled_and_refills_its_l
     assert [s.name for s in plan.steps][:4] == [StepName.SET_TWEAK_ON, StepName.ENABLE_TRACKER,
                                                 StepName.RESTORE_RECENT_AUTHED_MAIL_IPS,
                                                 StepName.RESTORE_RECENT_AUTHED_MAIL_IPS_USERS]
-    assert ("run restore-recent-authed-mail-ips write_list /etc/recent_authed_mail_ips 203.0.113.7 "
-            "'\"2001:db8::7\"'\n") in render_revert(plan)
+    op = render_revert(plan)
+    assert op.values("restore_recent_authed_mail_ips") == ("203.0.113.7", '"2001:db8::7"')
+    assert """'restore_recent_authed_mail_ips="2001:db8::7"'""" in script_of(op)
 
 
 def test_a_server_already_in_its_recorded_state_is_only_verified() -> None:
     record = record_of(*finding_of(LEGACY_EXPOSED))
     plan = plan_revert(record, *finding_of(LEGACY_EXPOSED))
     assert plan.empty
-    text = render_revert(plan)
-    assert "run restart-exim" not in text
-    assert "write_list /etc" not in text
-    assert "run relay-probe" in text
+    op = render_revert(plan)
+    assert {key for key, _ in op.args} == {"relay_list", "ip", "sender"}
 
 
 def test_without_a_recorded_relay_address_the_proof_uses_a_documentation_address_and_removes_it() -> None:
     record = record_from({"generation": "legacy", "antirelayd_active": True, "lists": {}})
     plan = plan_revert(record, *finding_of(LEGACY_COMPLIANT))
     assert (plan.verify_ip, plan.temporary_ip) == ("192.0.2.1", True)
-    text = render_revert(plan)
-    add = text.index("run add-probe-ip append_line /etc/relayhosts 192.0.2.1\n")
+    op = render_revert(plan)
+    assert (op.value("temporary_ip"), op.value("ip"), op.value("relay_list")) == ("1", "192.0.2.1", "relayhosts")
+    text = script_of(op)
+    assert "  relayhosts) rg_rl=/etc/relayhosts ;;\n" in text
+    add = text.index('run add-probe-ip append_line "$rg_rl" "$RG_ip"')
     probe = text.index("run relay-probe")
-    drop = text.index("run remove-probe-ip drop_line /etc/relayhosts 192.0.2.1\n")
+    drop = text.index('run remove-probe-ip drop_line "$rg_rl" "$RG_ip"')
     assert add < probe < drop
 
 

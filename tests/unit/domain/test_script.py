@@ -6,7 +6,9 @@ from dataclasses import replace
 
 import pytest
 from relayguard.domain.decide import assess, decide
+from relayguard.domain.entry import script_of
 from relayguard.domain.models import Generation, Mode, Plan, Policy, Step, StepName, StepResult
+from relayguard.domain.operation import Operation
 from relayguard.domain.probe import parse_probe
 from relayguard.domain.proof import rcpt_reply
 from relayguard.domain.script import (
@@ -29,75 +31,103 @@ def plan_for(facts: dict[str, str], policy: Policy = FIX) -> Plan:
 
 
 # --- render_disable ----------------------------------------------------------------------------
+# A renderer returns an Operation: plain data (the operation's name and its validated arguments); the
+# script it runs is the operation's fixed body (domain/entry.script_of), the same for every server.
+
+def _disable(plan: Plan, record: str = "") -> Operation:
+    op = render_disable(plan, record=record)
+    assert op is not None
+    return op
+
 
 def test_modern_disable_sets_the_tweak_and_reports_the_gate_file() -> None:
-    text = render_disable(plan_for(MODERN_EXPOSED))
-    assert ("run set-tweak-popbeforesmtp-0 /usr/local/cpanel/bin/whmapi1 --output=json set_tweaksetting "
-            "key=popbeforesmtp value=0\n") in text
-    assert "flag file.popbeforesmtp /etc/popbeforesmtp\n" in text
+    op = _disable(plan_for(MODERN_EXPOSED))
+    assert op.args == (("set_tweak", "1"),)
+    text = script_of(op)
+    assert ('if [ -n "$RG_set_tweak" ]; then\n'
+            "  run set-tweak-popbeforesmtp-0 /usr/local/cpanel/bin/whmapi1 --output=json set_tweaksetting "
+            "key=popbeforesmtp value=0\n  flag file.popbeforesmtp /etc/popbeforesmtp\nfi\n") in text
     assert text.endswith("kv scan.end 1\n")
     assert "restartsrv_exim" not in text
 
 
 def test_legacy_disable_falls_back_to_the_skip_key_and_a_tailwatchd_restart() -> None:
-    text = render_disable(plan_for(LEGACY_EXPOSED))
+    op = _disable(plan_for(LEGACY_EXPOSED))
+    assert op.args == (("disable_antirelayd", "1"),)
     assert (
-        "if [ -x /usr/local/cpanel/bin/tailwatchd ] && run disable-antirelayd /usr/local/cpanel/bin/tailwatchd "
+        "  if [ -x /usr/local/cpanel/bin/tailwatchd ] && run disable-antirelayd /usr/local/cpanel/bin/tailwatchd "
         "--disable=Cpanel::TailWatch::Antirelayd; then :; else\n"
-        "  run set-skipantirelayd set_skipantirelayd\n"
-        "  run restart-tailwatchd /usr/local/cpanel/scripts/restartsrv_tailwatchd\n"
-        "fi\n"
-    ) in text
+        "    run set-skipantirelayd set_skipantirelayd\n"
+        "    run restart-tailwatchd /usr/local/cpanel/scripts/restartsrv_tailwatchd\n"
+        "  fi\n"
+    ) in script_of(op)
 
 
-def test_an_empty_plan_renders_no_disable_script() -> None:
-    assert render_disable(Plan(generation=Generation.MODERN, exposed=False)) == ""
+def test_the_record_goes_first_as_an_argument() -> None:
+    op = _disable(plan_for(MODERN_EXPOSED), record='{"schema":"x"}')
+    assert op.args[0] == ("record", '{"schema":"x"}')
+    text = script_of(op)
+    assert text.index("run write-revert-record") < text.index("run set-tweak")
 
 
-def test_a_plan_without_a_disable_step_renders_no_disable_script() -> None:
+def test_an_empty_plan_renders_no_disable_operation() -> None:
+    assert render_disable(Plan(generation=Generation.MODERN, exposed=False)) is None
+
+
+def test_a_plan_without_a_disable_step_renders_no_disable_operation() -> None:
     plan = Plan(Generation.LEGACY, True, steps=(Step(StepName.RESTART_EXIM, (EXIM,)),), verify_ip="192.0.2.1",
                 verify_sender="relayguard-probe@example.org")
-    assert render_disable(plan) == ""
+    assert render_disable(plan) is None
+
+
+def test_a_step_whose_command_is_not_the_fixed_one_is_refused() -> None:
+    plan = Plan(Generation.MODERN, True, steps=(Step(StepName.SET_TWEAK, ("/bin/sh", "-c", "id")),))
+    with pytest.raises(InvalidInput, match="not the fixed command"):
+        render_disable(plan)
 
 
 # --- render_finish -----------------------------------------------------------------------------
 
 def test_finish_restarts_exim_once_with_one_hard_retry_then_verifies() -> None:
     plan = plan_for(MODERN_EXPOSED)
-    text = render_finish(plan)
-    assert "run update-exim-rejects /usr/local/cpanel/scripts/update_exim_rejects\n" in text
+    op = render_finish(plan)
+    assert op.args == (("update_exim_rejects", "1"), ("ip", "203.0.113.7"),
+                       ("sender", "relayguard-probe@example.com"))
+    text = script_of(op)
+    assert text.startswith("set -- update_exim_rejects=1 ip=203.0.113.7 sender=relayguard-probe@example.com\n")
+    assert "  run update-exim-rejects /usr/local/cpanel/scripts/update_exim_rejects\n" in text
     assert f"if run restart-exim {EXIM}; then :; else run restart-exim-hard {EXIM} --hard; fi\n" in text
     assert f"run exim-status {EXIM} --status\n" in text
     assert "run exim-bv /usr/sbin/exim -bV\n" in text
     assert ("printf 'EHLO relayguard.invalid\\r\\nMAIL FROM:<%s>\\r\\nRCPT TO:<%s>\\r\\nQUIT\\r\\n' "
-            "relayguard-probe@example.com relayguard-probe@example.net "
-            "| run relay-probe /usr/sbin/exim -bh 203.0.113.7\n") in text
+            '"$RG_sender" relayguard-probe@example.net '
+            '| run relay-probe /usr/sbin/exim -bh "$RG_ip"\n') in text
     assert text.count("run restart-exim ") == 1
     assert text.rstrip().endswith("kv scan.end 1")
 
 
-def test_finish_quotes_an_ipv6_probe_address_with_shlex() -> None:
+def test_finish_normalises_an_ipv6_probe_address() -> None:
     plan = Plan(Generation.MODERN, True, verify_ip="2001:DB8::7", verify_sender="relayguard-probe@example.com")
-    assert "| run relay-probe /usr/sbin/exim -bh 2001:db8::7\n" in render_finish(plan)
+    assert render_finish(plan).value("ip") == "2001:db8::7"
 
 
 def test_finish_with_the_tracker_disabled_disables_it_then_truncates_non_empty_lists() -> None:
-    text = render_finish(plan_for(MODERN_EXPOSED, Policy(mode=Mode.FIX, disable_tracker=True)))
+    op = render_finish(plan_for(MODERN_EXPOSED, Policy(mode=Mode.FIX, disable_tracker=True)))
+    assert op.value("disable_tracker") == op.value("truncate_relayhosts") == "1"
+    assert op.value("truncate_relayhostsusers") == "1"
+    text = script_of(op)
     tracker = text.index("run disable-tracker /usr/local/cpanel/libexec/tailwatchd "
                          "--disable=Cpanel::TailWatch::RecentAuthedMailIpTracker\n")
     truncate = text.index("if [ -s /etc/relayhosts ]; then run truncate-relayhosts truncate_file /etc/relayhosts; fi\n")
     assert tracker < truncate < text.index("run update-exim-rejects")
-    assert "run truncate-relayhostsusers truncate_file /etc/relayhostsusers" in text
 
 
 def test_modern_finish_by_default_neither_touches_tailwatchd_nor_truncates() -> None:
-    text = render_finish(plan_for(MODERN_EXPOSED))
-    assert "run disable-tracker" not in text
-    assert "truncate_file /etc" not in text
-    # ... while it still rebuilds the reject lists, restarts Exim and probes (the negatives above are not vacuous)
-    assert "run update-exim-rejects " in text
-    assert "run restart-exim " in text
-    assert "run relay-probe " in text
+    op = render_finish(plan_for(MODERN_EXPOSED))
+    keys = {key for key, _ in op.args}
+    assert not keys & {"disable_tracker", "truncate_relayhosts", "truncate_relayhostsusers"}
+    # ... while it still rebuilds the reject lists and probes (the negatives above are not vacuous)
+    assert {"update_exim_rejects", "ip", "sender"} <= keys
 
 
 def test_rendering_is_pure() -> None:
@@ -144,11 +174,13 @@ def test_no_server_data_but_the_validated_ip_and_sender_reaches_the_scripts() ->
     }
     finding = parse_probe(probe_text(hostile))
     plan = decide(finding, assess(finding), Policy(mode=Mode.FIX, disable_tracker=True))
-    # WHEN both fix scripts render
-    text = render_disable(plan) + render_finish(plan)
-    # THEN only the validated address and the fallback sender appear
+    # WHEN both fix operations render
+    ops = (_disable(plan), render_finish(plan))
+    text = "\n".join(line for op in ops for line in op.lines())
+    # THEN only the validated address and the fallback sender appear among the arguments (the bodies are
+    # fixed text, the same for every server)
     assert (plan.verify_ip, plan.verify_sender) == ("203.0.113.9", "relayguard-probe@localhost.localdomain")
-    assert "exim -bh 203.0.113.9" in text
+    assert "ip=203.0.113.9" in text
     for fragment in ("touch /tmp/x", "$(reboot)", "`id`", "reboot", "curl", "nc -e", "pwn", "eve", "web1"):
         assert fragment not in text
 

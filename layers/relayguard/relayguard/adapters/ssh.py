@@ -21,10 +21,13 @@ from types import TracebackType
 import paramiko
 
 from relayguard.adapters.ssh_keys import public_key
+from relayguard.domain.entry import ENTRY_VERSION, UNRESTRICTED, command_of, read_header, script_of, stdin_of
 from relayguard.domain.hostkeys import known_hosts_name
+from relayguard.domain.operation import Operation
 from relayguard.domain.server import Server
 from relayguard.errors import (
     AuthFailed,
+    EntryRefused,
     HostKeyMismatch,
     HostKeyUnknown,
     Timeout,
@@ -38,7 +41,8 @@ from relayguard.ports import CommandResult
 # and on an operator's terminal.
 logging.getLogger("paramiko.transport").setLevel(logging.CRITICAL)
 
-#: The only remote command lines this module ever sends; scripts travel on stdin.
+#: The only remote command lines this module ever sends besides the entry program's (domain.entry.command_of,
+#: fixed words and an operation name); scripts and values travel on stdin.
 SH_ARGV = ("sh", "-s")
 SUDO_SH_ARGV = ("sudo", "-n", "sh", "-s")
 
@@ -120,20 +124,52 @@ class _Pump:
 
 
 class ParamikoSession:
-    """One authenticated SSH connection; every :meth:`run` opens a channel on it."""
+    """One authenticated SSH connection; every :meth:`run` opens a channel on it.
+
+    The first operation goes to the server's entry program (domain/entry.py). Where the program is not
+    installed (no header: ``sh`` says 127, ``sudo`` 1) that operation and the rest of the session take
+    the unrestricted path, the same body with ``sh -s``, and every result says so (``access``)."""
 
     def __init__(self, client: paramiko.SSHClient, target: Server, *, sudo: bool = False) -> None:
         self._client = client
         self._target = target
+        self._sudo = sudo
         self._command = shlex.join(SUDO_SH_ARGV if sudo else SH_ARGV)
         self._closed = False
+        self._shell: bool | None = None  # None: not known yet whether the entry program is installed
 
     @property
     def target(self) -> Server:
         return self._target
 
-    def run(self, script: str, timeout: float) -> CommandResult:
-        """Run ``script`` with ``sh -s``; past ``timeout`` seconds close the channel and raise ``Timeout``.
+    def run(self, op: Operation, timeout: float) -> CommandResult:
+        """Run one operation; past ``timeout`` seconds close the channel and raise ``Timeout``. A refusal
+        by the entry program raises :class:`EntryRefused`; a non-zero exit of the body is ``rc``."""
+        deadline = time.monotonic() + timeout
+        if not self._shell:
+            res = self._run(command_of(op, self._sudo), stdin_of(op), timeout)
+            access, refusal, rest = read_header(res.stdout)
+            if access is not None:
+                self._shell = False
+                if refusal:
+                    outdated = " (entry-program-outdated: run relayguard enroll)" if (
+                        access.version or 0) < ENTRY_VERSION else ""
+                    raise EntryRefused(f"{_describe(self._target)}: the entry program version {access.version} "
+                                       f"refused {op.name}: {refusal}{outdated}")
+                return CommandResult(res.rc, rest, res.stderr, res.duration, access)
+            if self._shell is False or res.rc == 0:
+                # The program answered before in this session, or something else answered: not ours to judge.
+                return res
+            self._shell = True
+        res = self._run(self._command, script_of(op).encode(), max(deadline - time.monotonic(), 0.001))
+        return CommandResult(res.rc, res.stdout, res.stderr, res.duration, UNRESTRICTED)
+
+    def run_script(self, script: str, timeout: float) -> CommandResult:
+        """Run ``script`` with ``sh -s`` (or ``sudo -n sh -s``), the unrestricted path."""
+        return self._run(self._command, script.encode(), timeout)
+
+    def _run(self, command: str, stdin: bytes, timeout: float) -> CommandResult:
+        """Run ``command`` with ``stdin``; past ``timeout`` seconds close the channel and raise ``Timeout``.
 
         A non-zero exit is returned as ``rc``; a command ended by a signal reports ``rc == -1``.
         """
@@ -151,14 +187,14 @@ class ParamikoSession:
                 raise Timeout(f"{_describe(self._target)}: no channel within {timeout:g} s") from exc
             raise Unreachable(f"could not open a channel to {_describe(self._target)}") from exc
         try:
-            return self._exchange(chan, script.encode(), started, deadline, timeout)
+            return self._exchange(chan, command, stdin, started, deadline, timeout)
         finally:
             chan.close()
 
-    def _exchange(
-        self, chan: paramiko.Channel, stdin: bytes, started: float, deadline: float, timeout: float
+    def _exchange(  # noqa: PLR0917 - one private call site, which names nothing twice
+        self, chan: paramiko.Channel, command: str, stdin: bytes, started: float, deadline: float, timeout: float
     ) -> CommandResult:
-        self._start(chan, deadline, timeout)
+        self._start(chan, command, deadline, timeout)
         pump = _Pump(chan, stdin)
         # poll(), not select(): a busy worker may hold file descriptors above select's 1024 limit.
         ready = select.poll()
@@ -187,14 +223,14 @@ class ParamikoSession:
             raise Unreachable(f"connection to {_describe(self._target)} was lost during the command")
         return CommandResult(rc=rc, stdout=pump.stdout(), stderr=pump.stderr(), duration=time.monotonic() - started)
 
-    def _start(self, chan: paramiko.Channel, deadline: float, timeout: float) -> None:
+    def _start(self, chan: paramiko.Channel, command: str, deadline: float, timeout: float) -> None:
         # Channel.exec_command waits for the server's reply without a timeout; closing the
         # channel from a timer is the only way to bound that wait.
         watchdog = threading.Timer(max(deadline - time.monotonic(), 0.0), chan.close)
         watchdog.daemon = True
         watchdog.start()
         try:
-            chan.exec_command(self._command)
+            chan.exec_command(command)
         except (paramiko.SSHException, OSError, EOFError) as exc:
             if time.monotonic() >= deadline:
                 raise Timeout(f"{_describe(self._target)}: command did not start within {timeout:g} s") from exc

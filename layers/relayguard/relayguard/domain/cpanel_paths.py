@@ -12,6 +12,9 @@ WHMAPI1 = f"{CPANEL}/bin/whmapi1"
 #: tailwatchd moved from bin/ to libexec/ in 11.52, which is also how the generation shows.
 MODERN_TAILWATCHD = f"{CPANEL}/libexec/tailwatchd"
 LEGACY_TAILWATCHD = f"{CPANEL}/bin/tailwatchd"
+#: One ``<Driver>.pm`` per installed tailwatchd driver: the drivers ``tailwatchd --status`` lists.
+TAILWATCH_DRIVERS = f"{CPANEL}/Cpanel/TailWatch"
+TAILWATCHD_PIDFILE = "/var/run/tailwatchd.pid"
 TRACKER_MODULE = f"{CPANEL}/Cpanel/TailWatch/RecentAuthedMailIpTracker.pm"
 ANTIRELAYD_MODULE = f"{CPANEL}/Cpanel/TailWatch/Antirelayd.pm"
 UPDATE_EXIM_REJECTS = f"{CPANEL}/scripts/update_exim_rejects"

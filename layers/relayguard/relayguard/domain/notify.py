@@ -272,11 +272,13 @@ STOPPED_SEVERITY = "error"
 
 
 def digest_message(run_id: str, *, mode: str, trigger: str, total: int, counts: dict[str, int],
-                   started_at: str, at: str, stopped: str = "", mail: dict[str, int] | None = None) -> dict[str, Any]:
+                   started_at: str, at: str, stopped: str = "", mail: dict[str, int] | None = None,
+                   report: str | None = None) -> dict[str, Any]:
     """The run-digest notification document: counts per outcome, the worst severity, an overall outcome,
-    ``stopped``: why the run stopped starting fixes (``error-budget``, ``canary-failed``), or null, and
+    ``stopped``: why the run stopped starting fixes (``error-budget``, ``canary-failed``), or null,
     ``deliverability``: the run's deliverability summary added up over its servers (``servers``: how many
-    were judged), or null when none was."""
+    were judged), or null when none was, and ``report``: where the run's fleet report page is
+    (``s3://bucket/reports/<run_id>.html``), or null."""
     failed = sum(n for outcome, n in counts.items() if outcome in FAILURES)
     severities = [severity_of(o) for o, n in counts.items() if n] + ([STOPPED_SEVERITY] if stopped else [])
     worst = max(severities, key=_RANK.__getitem__, default="info")
@@ -295,6 +297,7 @@ def digest_message(run_id: str, *, mode: str, trigger: str, total: int, counts: 
         "failed": failed,
         "stopped": stopped or None,
         "deliverability": _run_mail(mail),
+        "report": report,
     })
 
 
@@ -359,13 +362,18 @@ def run_stopped_text(doc: dict[str, Any]) -> str:
                       "", "See docs/operations.md, Rolling out fix mode."]) + "\n"
 
 
+def _yes_no(flag: bool | None) -> str:
+    """A probe's answer for people: ``unknown`` when the probe never got that far (None)."""
+    return "unknown" if flag is None else ("yes" if flag else "no")
+
+
 def server_facts(doc: dict[str, Any]) -> list[Fact]:
     """The labelled facts of a server-result notification, in reading order (mailboxes and the record are
     listed after them by each renderer)."""
     facts: list[Fact] = [
         ("Mode", f"{doc['mode']} (trigger: {doc['trigger']}, run {doc['run_id']})"),
         ("cPanel generation", doc["generation"] or "unknown"),
-        ("Exposed before/after", f"{doc['exposed_before']} / {doc['exposed_after']}"),
+        ("Exposed before/after", f"{_yes_no(doc['exposed_before'])} / {_yes_no(doc['exposed_after'])}"),
         ("Exim restarted", "yes" if doc["restarted"] else "no"),
     ]
     probe = doc.get("relay_probe") or {}
@@ -427,6 +435,8 @@ def digest_facts(doc: dict[str, Any]) -> list[Fact]:
     if doc.get("deliverability"):
         mail = doc["deliverability"]
         facts.append(("Deliverability", mail_digest_text(mail, mail["servers"])))
+    if doc.get("report"):
+        facts.append(("Fleet report", str(doc["report"])))
     return facts
 
 

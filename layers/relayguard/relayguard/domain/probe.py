@@ -30,6 +30,8 @@ from relayguard.domain.cpanel_paths import (
     SENDERS_WARNING_FILE,
     SMTPGIDONLY_TWEAK,
     SMTPMAILGIDONLY,
+    TAILWATCH_DRIVERS,
+    TAILWATCHD_PIDFILE,
     TRACKER_MODULE,
     VERSION,
 )
@@ -113,6 +115,32 @@ now() { read -r up _ < /proc/uptime; printf '%s' "$up"; }
 """
 
 
+# ``tailwatchd --status`` as cpanel.md §3 defines it, from the files it reads, in one awk process instead of
+# cPanel's Perl daemon object (which also appends to tailwatchd_log): "enabled" unless skiptailwatchd is
+# truthy or /etc/tailwatchddisable or /etc/tailwatchdisevil exists; "Running, PID n" when the PID file names
+# a live, non-zombie process whose comm starts with tailwatchd; one driver line per installed module, active
+# by the §2 formula. Printed hex-encoded as tailwatchd.status.hex, as the tool's output was.
+_TAILWATCHD_STATUS_AWK = (
+    "function there(f,   x, r) { r = (getline x < f); close(f); return r >= 0 } "
+    "function truthy(v) { gsub(/[ \\t\\r]/, \"\", v); return v != \"\" && v != \"0\" } "
+    "function line(s,   i) { for (i = 1; i <= length(s); i++) printf \"%02x\", ord[substr(s, i, 1)]; "
+    "printf \"0a\" } "
+    "BEGIN { for (i = 1; i < 128; i++) ord[sprintf(\"%c\", i)] = i; "
+    "while ((getline l < cfg) > 0) { i = index(l, \"=\"); if (i) conf[substr(l, 1, i - 1)] = substr(l, i + 1) } "
+    "close(cfg); "
+    "off = truthy(conf[\"skiptailwatchd\"]) || there(\"/etc/tailwatchddisable\") || there(\"/etc/tailwatchdisevil\"); "
+    "run = \"\"; if ((getline pid < pf) > 0 && pid ~ /^[0-9]+$/) { st = \"/proc/\" pid \"/stat\"; "
+    "if ((getline s < st) > 0 && s ~ /^[0-9]+ \\(tailwatchd[^)]*\\) [^ZX]/) run = pid; close(st) } "
+    "printf \"tailwatchd.status.rc=0\\ntailwatchd.status.hex=\"; "
+    "line(\"tailwatchd is \" (off ? \"disabled\" : \"enabled\")); "
+    "line(run != \"\" ? \"Running, PID \" run : \"Not running\"); "
+    "n = split(mods, m, \" \"); for (j = 1; j <= n; j++) { if (m[j] !~ /^[A-Za-z0-9_]+$/) continue; "
+    "lc = tolower(m[j]); "
+    "a = !(truthy(conf[\"skip\" lc]) || there(\"/etc/\" lc \"disable\") || there(\"/etc/\" lc \"isevil\")); "
+    "line(\"  Driver (Active: \" a \") Cpanel::TailWatch::\" m[j]) } "
+    "print \"\" }"
+)
+
 #: ``exim.status.text`` when the daemon is up (the PID follows) and when it is down.
 EXIM_UP_TEXT = "exim is running with PID"
 EXIM_DOWN_TEXT = "exim is down: no live exim process in its PID file"
@@ -178,8 +206,13 @@ def _probe_body(deliverability: bool = False) -> str:
     lines += [f"listfile list.{k} {p}" for k, p in LISTS.items()]
     lines += [f"listfile exc.{k} {p}" for k, p in EXCEPTIONS.items()]
     lines += [
-        f"if [ -x {MODERN_TAILWATCHD} ]; then blob tailwatchd.status {MODERN_TAILWATCHD} --status",
-        f"elif [ -x {LEGACY_TAILWATCHD} ]; then blob tailwatchd.status {LEGACY_TAILWATCHD} --status; fi",
+        f"if [ -x {MODERN_TAILWATCHD} ] || [ -x {LEGACY_TAILWATCHD} ]; then",
+        "  rg_mods=",
+        f"  for f in {TAILWATCH_DRIVERS}/*.pm; do",
+        '    if [ -f "$f" ]; then f=${f##*/}; rg_mods="$rg_mods ${f%.pm}"; fi; done',
+        f"  awk -v cfg={CPANEL_CONFIG} -v pf={TAILWATCHD_PIDFILE} -v mods=\"$rg_mods\" '{_TAILWATCHD_STATUS_AWK}'"
+        " </dev/null",
+        "fi",
     ]
     lines += _exim_lines()
     lines += [

@@ -93,23 +93,39 @@ def alwaysrelay_step(index: int) -> str:
     return f"{StepName.ALWAYSRELAY_PROBE}-{index}"
 
 
-def render_proof(ip: str, sender: str, rcpt: str, alwaysrelay: Sequence[str]) -> list[str]:
-    """Finish-script lines of the proof. ``ip`` and ``sender`` are already validated (script.py);
-    every alwaysrelay address is parsed again here, because it is server data."""
-    dialogue = (f"printf 'EHLO relayguard.invalid\\r\\nMAIL FROM:<%s>\\r\\nRCPT TO:<%s>\\r\\nQUIT\\r\\n' "
-                f"{shlex.quote(sender)} {shlex.quote(rcpt)}")
+def alwaysrelay_args(alwaysrelay: Sequence[str]) -> tuple[str, ...]:
+    """The alwaysrelay addresses as the finish operation's arguments: each parsed again here, because it
+    is server data, and normalised."""
+    addresses = []
+    for entry in alwaysrelay:
+        try:
+            addresses.append(str(ipaddress.ip_address(entry)))
+        except ValueError as exc:
+            raise InvalidInput(f"alwaysrelay address {entry!r} is not an IP address") from exc
+    return tuple(addresses)
+
+
+def proof_lines(rcpt: str) -> list[str]:
+    """Finish-body lines of the proof. The relay-probe address and sender come from the operation's
+    arguments (``$RG_ip``, ``$RG_sender``, validated before), the alwaysrelay addresses from its list
+    argument file ``$RG_D/alwaysrelay``, one per line, in the order :func:`alwaysrelay_args` gave them."""
+    dialogue = ("printf 'EHLO relayguard.invalid\\r\\nMAIL FROM:<%s>\\r\\nRCPT TO:<%s>\\r\\nQUIT\\r\\n' "
+                f'"$RG_sender" {shlex.quote(rcpt)}')
     lines = [f"run {StepName.EXIM_PORTS} {EXIM} -bP daemon_smtp_ports tls_on_connect_ports"]
     # -oMi sets the receiving interface and port, so a config that decides by $received_port answers as it would.
     lines += [f"{EHLO_ONLY} | run {auth_ehlo_step(port)} {EXIM} -bh 127.0.0.1 -oMi 127.0.0.1.{port}"
               for port in (SUBMISSION_PORT, SMTPS_PORT)]
-    lines.append(f"{dialogue} | run {StepName.AUTH_RELAY_PROBE} {EXIM} -bh {shlex.quote(ip)} "
-                 f"-oMaa {PROOF_AUTHENTICATOR} -oMai {shlex.quote(sender)}")
-    for index, entry in enumerate(alwaysrelay, start=1):
-        try:
-            address = str(ipaddress.ip_address(entry))
-        except ValueError as exc:
-            raise InvalidInput(f"alwaysrelay address {entry!r} is not an IP address") from exc
-        lines.append(f"{dialogue} | run {alwaysrelay_step(index)} {EXIM} -bh {shlex.quote(address)}")
+    lines.append(f'{dialogue} | run {StepName.AUTH_RELAY_PROBE} {EXIM} -bh "$RG_ip" '
+                 f'-oMaa {PROOF_AUTHENTICATOR} -oMai "$RG_sender"')
+    lines += [
+        'if [ -s "$RG_D/alwaysrelay" ]; then',
+        "  rg_i=0",
+        "  while IFS= read -r rg_ar; do",
+        "    rg_i=$((rg_i + 1))",
+        f'    {dialogue} | run "{StepName.ALWAYSRELAY_PROBE}-$rg_i" {EXIM} -bh "$rg_ar"',
+        '  done < "$RG_D/alwaysrelay"',
+        "fi",
+    ]
     return lines
 
 

@@ -33,15 +33,29 @@ from relayguard.domain.cpanel_paths import (
 )
 from relayguard.domain.decide import ANTIRELAYD, FALLBACK_PROBE_IP, TRACKER, Assessment, valid_ip, verify_sender
 from relayguard.domain.models import Finding, Generation, Outcome, Step, StepName, StepResult
+from relayguard.domain.operation import (
+    FLAG,
+    LINE_CHARS,
+    WORD_CHARS,
+    Arg,
+    Operation,
+    OperationSpec,
+    check,
+    parse_args_lines,
+)
 from relayguard.domain.probe import PRELUDE, PROBE_SCRIPT, _probe_body, _unhex, parse_kv
 from relayguard.domain.proof import RelayClass, deferred, relay_class
-from relayguard.domain.script import PROBE_RCPT, STEP_HELPERS, validate_probe_values, with_fallback
+from relayguard.domain.script import (
+    PROBE_VALUE_ARGS,
+    RECORD_FILE,
+    RELAY_PROBE_LINE,
+    STEP_HELPERS,
+    validate_probe_values,
+    with_fallback,
+)
 from relayguard.domain.verdict import Verdict
 from relayguard.errors import InvalidInput
 
-RECORD_DIR = "/var/lib/relayguard"
-#: Written by every fix before it changes anything; read by ``relayguard revert``.
-RECORD_FILE = f"{RECORD_DIR}/last-fix.json"
 RECORD_SCHEMA = "relayguard.fix-record/v1"
 #: The lists a fix may empty, per generation: the ones a revert may write back. On modern servers
 #: ``/etc/relayhosts*`` are symlinks to these two, so writing them here restores both names.
@@ -63,7 +77,7 @@ _LINE = re.compile(r'^[A-Za-z0-9.:@_+,"\- ]{1,512}$')
 
 REVERT_PROBE_SCRIPT = PROBE_SCRIPT + f"listfile revert.record {RECORD_FILE}\n"
 
-_REVERT_HELPERS = f"""write_list() {{ p=$1; shift; printf '%s\\n' "$@" > "$p"; }}
+_REVERT_HELPERS = f"""copy_list() {{ cat "$2" > "$1"; }}
 append_line() {{ printf '%s\\n' "$2" >> "$1"; }}
 drop_line() {{
   n="$1.relayguard.tmp"
@@ -78,15 +92,6 @@ unset_skipantirelayd() {{
   mv -f "$n" "$c"
 }}
 """
-
-# A subshell body: the umask must not leak into the tools the fix runs after it.
-_WRITE_RECORD_HELPER = f"""write_record() (
-  umask 077
-  mkdir -p {RECORD_DIR} && chmod 700 {RECORD_DIR} || exit 1
-  printf '%s\\n' "$1" > {RECORD_FILE}.tmp && mv -f {RECORD_FILE}.tmp {RECORD_FILE}
-)
-"""
-
 
 @dataclass(frozen=True)
 class RevertRecord:
@@ -174,11 +179,6 @@ def record_document(record: RevertRecord) -> str:
     return json.dumps({"schema": RECORD_SCHEMA, "before": before}, sort_keys=True, separators=(",", ":"))
 
 
-def render_write_record(record: RevertRecord) -> str:
-    """Script lines that write the record (helper included); they go before a fix's first change."""
-    return _WRITE_RECORD_HELPER + f"run {StepName.WRITE_RECORD} write_record {shlex.quote(record_document(record))}\n"
-
-
 def server_record(probe_output: str) -> dict[str, Any] | None:
     """The ``before`` of the record :data:`REVERT_PROBE_SCRIPT` read, or None when there is none.
 
@@ -262,32 +262,81 @@ def plan_revert(record: RevertRecord, finding: Finding, assessment: Assessment) 
                       temporary_ip=not usable)
 
 
-def render_revert(plan: RevertPlan) -> str:
-    """The revert round trip: restore, refresh the reject text, restart Exim once (``--hard`` once more on
-    failure), prove relaying for a listed address with ``exim -bh``, then re-probe."""
-    ip, sender = validate_probe_values(plan.verify_ip, plan.verify_sender)
-    lines: list[str] = []
-    for step in plan.steps:
-        if step.name == StepName.ENABLE_ANTIRELAYD:
-            lines += with_fallback(step.name, shlex.join(step.argv), StepName.UNSET_SKIPANTIRELAYD,
-                                   "unset_skipantirelayd")
-        elif step.name == StepName.RESTART_EXIM:
-            lines.append(f"if run {StepName.RESTART_EXIM} {RESTARTSRV_EXIM}; then :; "
-                         f"else run {StepName.RESTART_EXIM_HARD} {RESTARTSRV_EXIM} --hard; fi")
-        else:
-            lines.append(f"run {step.name} {shlex.join(step.argv)}")
-    relay_list = LISTS[RELAY_LIST[plan.record.generation]]
-    if plan.temporary_ip:
-        lines.append(f"run {StepName.ADD_PROBE_IP} append_line {relay_list} {shlex.quote(ip)}")
+#: The one command line of each revert step; :func:`render_revert` refuses a plan that says otherwise.
+_REVERT_ARGV = {
+    StepName.SET_TWEAK_ON: (WHMAPI1, "--output=json", "set_tweaksetting", "key=popbeforesmtp", "value=1"),
+    StepName.ENABLE_TRACKER: (MODERN_TAILWATCHD, f"--enable=Cpanel::TailWatch::{TRACKER}"),
+    StepName.ENABLE_ANTIRELAYD: (LEGACY_TAILWATCHD, f"--enable=Cpanel::TailWatch::{ANTIRELAYD}"),
+    StepName.UPDATE_EXIM_REJECTS: (UPDATE_EXIM_REJECTS,),
+    StepName.RESTART_EXIM: (RESTARTSRV_EXIM,),
+}
+_FLAG_KEYS = {StepName.SET_TWEAK_ON: "set_tweak_on", StepName.ENABLE_TRACKER: "enable_tracker",
+              StepName.ENABLE_ANTIRELAYD: "enable_antirelayd", StepName.UPDATE_EXIM_REJECTS: "update_exim_rejects",
+              StepName.RESTART_EXIM: "restart_exim"}
+#: A relay list holds at most this many lines for a revert to write back.
+RESTORE_LIMIT = 65536
+_REVERT_ARGS = {
+    **{key: FLAG for key in _FLAG_KEYS.values()},
+    **{f"restore_{name}": Arg(LINE_CHARS, 512, RESTORE_LIMIT) for name in RESTORE_STEPS},
+    "relay_list": Arg(WORD_CHARS, 32), "temporary_ip": FLAG, **PROBE_VALUE_ARGS,
+}
+
+
+def _revert_body() -> str:
+    lines = [
+        *_flag("set_tweak_on", f"run {StepName.SET_TWEAK_ON} {shlex.join(_REVERT_ARGV[StepName.SET_TWEAK_ON])}"),
+        *_flag("enable_tracker", f"run {StepName.ENABLE_TRACKER} {shlex.join(_REVERT_ARGV[StepName.ENABLE_TRACKER])}"),
+        'if [ -n "$RG_enable_antirelayd" ]; then',
+        *with_fallback(StepName.ENABLE_ANTIRELAYD, shlex.join(_REVERT_ARGV[StepName.ENABLE_ANTIRELAYD]),
+                       StepName.UNSET_SKIPANTIRELAYD, "unset_skipantirelayd"),
+        "fi",
+    ]
+    lines += [f'if [ -f "$RG_D/restore_{name}" ]; then run {step} copy_list {LISTS[name]} "$RG_D/restore_{name}"; fi'
+              for name, step in RESTORE_STEPS.items()]
+    lines += _flag("update_exim_rejects", f"run {StepName.UPDATE_EXIM_REJECTS} {UPDATE_EXIM_REJECTS}")
+    lines += _flag("restart_exim", f"if run {StepName.RESTART_EXIM} {RESTARTSRV_EXIM}; then :; "
+                                   f"else run {StepName.RESTART_EXIM_HARD} {RESTARTSRV_EXIM} --hard; fi")
+    lines.append('case $RG_relay_list in')
+    lines += [f"  {name}) rg_rl={LISTS[name]} ;;" for name in sorted(set(RELAY_LIST.values()))]
+    lines += ["  *) rg_rl= ;;", "esac"]
+    lines += _flag("temporary_ip", f'run {StepName.ADD_PROBE_IP} append_line "$rg_rl" "$RG_ip"')
     lines += [
         f"run {StepName.EXIM_STATUS} {RESTARTSRV_EXIM} --status",
         f"run {StepName.EXIM_BV} {EXIM} -bV",
-        "printf 'EHLO relayguard.invalid\\r\\nMAIL FROM:<%s>\\r\\nRCPT TO:<%s>\\r\\nQUIT\\r\\n' "
-        f"{shlex.quote(sender)} {shlex.quote(PROBE_RCPT)} | run {StepName.RELAY_PROBE} {EXIM} -bh {shlex.quote(ip)}",
+        RELAY_PROBE_LINE,
     ]
+    lines += _flag("temporary_ip", f'run {StepName.REMOVE_PROBE_IP} drop_line "$rg_rl" "$RG_ip"')
+    return (PRELUDE + STEP_HELPERS + _REVERT_HELPERS + parse_args_lines(_REVERT_ARGS) + "\n".join(lines) + "\n"
+            + _probe_body())
+
+
+def _flag(key: str, line: str) -> list[str]:
+    return [f'if [ -n "$RG_{key}" ]; then {line}; fi']
+
+
+REVERT_SPEC = OperationSpec("revert", _revert_body(), _REVERT_ARGS)
+
+
+def render_revert(plan: RevertPlan) -> Operation:
+    """The revert round trip: restore, refresh the reject text, restart Exim once (``--hard`` once more on
+    failure), prove relaying for a listed address with ``exim -bh``, then re-probe."""
+    ip, sender = validate_probe_values(plan.verify_ip, plan.verify_sender)
+    args: list[tuple[str, str]] = []
+    restores = {step: name for name, step in RESTORE_STEPS.items()}
+    for step in plan.steps:
+        if step.name in restores:
+            name = restores[step.name]
+            if step.argv[:2] != ("write_list", LISTS[name]):
+                raise InvalidInput(f"step {step.name} does not write {LISTS[name]}")
+            args += [(f"restore_{name}", line) for line in step.argv[2:]]
+        elif _REVERT_ARGV.get(step.name) == step.argv:
+            args.append((_FLAG_KEYS[step.name], "1"))
+        else:
+            raise InvalidInput(f"step {step.name} is not the fixed command a revert runs")
+    args += [("relay_list", RELAY_LIST[plan.record.generation]), ("ip", ip), ("sender", sender)]
     if plan.temporary_ip:
-        lines.append(f"run {StepName.REMOVE_PROBE_IP} drop_line {relay_list} {shlex.quote(ip)}")
-    return PRELUDE + STEP_HELPERS + _REVERT_HELPERS + "\n".join(lines) + "\n" + _probe_body()
+        args.append(("temporary_ip", "1"))
+    return check(Operation("revert", tuple(args)), REVERT_SPEC)
 
 
 def _whmapi_refusal(step: StepResult) -> str:

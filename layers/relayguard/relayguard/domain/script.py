@@ -28,9 +28,20 @@ from relayguard.domain.cpanel_paths import (
     UPDATE_EXIM_REJECTS,
     WHMAPI1,
 )
-from relayguard.domain.models import Generation, Plan, StepName, StepResult
+from relayguard.domain.models import Generation, Plan, Step, StepName, StepResult
+from relayguard.domain.operation import (
+    FLAG,
+    IP_CHARS,
+    RECORD_CHARS,
+    SENDER_CHARS,
+    Arg,
+    Operation,
+    OperationSpec,
+    check,
+    parse_args_lines,
+)
 from relayguard.domain.probe import PRELUDE, _probe_body, _unhex, parse_kv
-from relayguard.domain.proof import rcpt_reply, render_proof
+from relayguard.domain.proof import ALWAYSRELAY_LIMIT, alwaysrelay_args, proof_lines, rcpt_reply
 from relayguard.errors import InvalidInput
 
 #: Files the fix may truncate, with the step that does it: fixed names, never taken from the server.
@@ -52,6 +63,16 @@ run() {
   return $r
 }
 truncate_file() { : > "$1"; }
+"""
+RECORD_DIR = "/var/lib/relayguard"
+#: Written by every fix before it changes anything; read by ``relayguard revert``.
+RECORD_FILE = f"{RECORD_DIR}/last-fix.json"
+# A subshell body: the umask must not leak into the tools the fix runs after it.
+_WRITE_RECORD_HELPER = f"""write_record() (
+  umask 077
+  mkdir -p {RECORD_DIR} && chmod 700 {RECORD_DIR} || exit 1
+  printf '%s\\n' "$1" > {RECORD_FILE}.tmp && mv -f {RECORD_FILE}.tmp {RECORD_FILE}
+)
 """ + f"""set_skipantirelayd() {{
   c={CPANEL_CONFIG}; n={CPANEL_CONFIG}.relayguard.tmp
   cp -p "$c" "$n" || return 1
@@ -59,6 +80,19 @@ truncate_file() { : > "$1"; }
   mv -f "$n" "$c"
 }}
 """
+
+
+#: The one command line of each step a fix may run: the bodies below embed these, and the renderers
+#: refuse a plan whose step says anything else (decide.py and this file cannot drift apart).
+FIXED_ARGV = {
+    StepName.SET_TWEAK: (WHMAPI1, "--output=json", "set_tweaksetting", "key=popbeforesmtp", "value=0"),
+    StepName.DISABLE_TRACKER: (MODERN_TAILWATCHD, "--disable=Cpanel::TailWatch::RecentAuthedMailIpTracker"),
+    StepName.DISABLE_ANTIRELAYD: (LEGACY_TAILWATCHD, "--disable=Cpanel::TailWatch::Antirelayd"),
+    StepName.UPDATE_EXIM_REJECTS: (UPDATE_EXIM_REJECTS,),
+    StepName.RESTART_EXIM: (RESTARTSRV_EXIM,),
+}
+#: The list files a fix may truncate, by argument key: fixed names, never taken from the server.
+TRUNCATE_ARGS = {RELAYHOSTS: "truncate_relayhosts", RELAYHOSTSUSERS: "truncate_relayhostsusers"}
 
 
 def _q(argv: tuple[str, ...]) -> str:
@@ -77,21 +111,51 @@ def with_fallback(step: StepName, command: str, fallback: StepName, fallback_fun
     ]
 
 
-def render_disable(plan: Plan, first: str = "") -> str:
-    """Round trip 2: close the gate. Empty string when the plan has nothing to disable.
+def _guard(key: str, lines: Sequence[str]) -> list[str]:
+    """``lines`` run only when the flag argument ``key`` was given."""
+    return [f'if [ -n "$RG_{key}" ]; then', *(f"  {line}" for line in lines), "fi"]
 
-    ``first``: script lines that run before any change (the fix's revert record, domain.revert)."""
-    lines: list[str] = []
+
+#: The record step: writes the revert record (an argument) before the operation changes anything.
+_RECORD_LINES = _WRITE_RECORD_HELPER + (
+    f'if [ -n "$RG_record" ]; then run {StepName.WRITE_RECORD} write_record "$RG_record"; fi\n')
+_RECORD_ARG = {"record": Arg(RECORD_CHARS, 4 * 1024 * 1024)}
+
+_DISABLE_ARGS = {**_RECORD_ARG, "set_tweak": FLAG, "disable_antirelayd": FLAG}
+DISABLE_SPEC = OperationSpec("disable", PRELUDE + STEP_HELPERS + parse_args_lines(_DISABLE_ARGS) + _RECORD_LINES
+                             + "\n".join([
+    "kv scan.schema 1",
+    *_guard("set_tweak", [f"run {StepName.SET_TWEAK} {_q(FIXED_ARGV[StepName.SET_TWEAK])}",
+                          f"flag file.popbeforesmtp {GATE_FILE}"]),
+    *_guard("disable_antirelayd", with_fallback(
+        StepName.DISABLE_ANTIRELAYD, _q(FIXED_ARGV[StepName.DISABLE_ANTIRELAYD]),
+        StepName.SET_SKIPANTIRELAYD, "set_skipantirelayd")),
+    "kv scan.end 1",
+]) + "\n", _DISABLE_ARGS)
+
+
+def _fixed(step: Step) -> Step:
+    if FIXED_ARGV.get(step.name) != step.argv:
+        raise InvalidInput(f"step {step.name} is not the fixed command a fix runs")
+    return step
+
+
+def render_disable(plan: Plan, record: str = "") -> Operation | None:
+    """Round trip 2: close the gate. None when the plan has nothing to disable.
+
+    ``record``: the fix's revert record (domain.revert.record_document), written before any change."""
+    args: list[tuple[str, str]] = []
     for step in plan.steps:
         if step.name == StepName.SET_TWEAK:
-            lines.append(f"run {step.name} {_q(step.argv)}")
-            lines.append(f"flag file.popbeforesmtp {GATE_FILE}")
+            args.append(("set_tweak", "1"))
         elif step.name == StepName.DISABLE_ANTIRELAYD:
-            # set_skipantirelayd writes a temp file and renames it, which keeps owner and mode.
-            lines += with_fallback(step.name, _q(step.argv), StepName.SET_SKIPANTIRELAYD, "set_skipantirelayd")
-    if not lines:
-        return ""
-    return PRELUDE + STEP_HELPERS + first + "kv scan.schema 1\n" + "\n".join(lines) + "\nkv scan.end 1\n"
+            args.append(("disable_antirelayd", "1"))
+        else:
+            continue
+        _fixed(step)
+    if not args:
+        return None
+    return check(Operation("disable", (*((("record", record),) if record else ()), *args)), DISABLE_SPEC)
 
 
 def validate_probe_values(ip: str, sender: str) -> tuple[str, str]:
@@ -105,34 +169,55 @@ def validate_probe_values(ip: str, sender: str) -> tuple[str, str]:
     return ip, sender
 
 
-def render_finish(plan: Plan, first: str = "", alwaysrelay: Sequence[str] = ()) -> str:
+#: The relay probe: the unauthenticated RCPT from the probe address, which must now be refused.
+RELAY_PROBE_LINE = ("printf 'EHLO relayguard.invalid\\r\\nMAIL FROM:<%s>\\r\\nRCPT TO:<%s>\\r\\nQUIT\\r\\n' "
+                    f'"$RG_sender" {shlex.quote(PROBE_RCPT)} | run {StepName.RELAY_PROBE} {EXIM} -bh "$RG_ip"')
+PROBE_VALUE_ARGS = {"ip": Arg(IP_CHARS, 45), "sender": Arg(SENDER_CHARS, 318)}
+
+_FINISH_ARGS = {
+    **_RECORD_ARG, "disable_tracker": FLAG, "truncate_relayhosts": FLAG, "truncate_relayhostsusers": FLAG,
+    "update_exim_rejects": FLAG, **PROBE_VALUE_ARGS, "alwaysrelay": Arg(IP_CHARS, 45, ALWAYSRELAY_LIMIT)}
+FINISH_SPEC = OperationSpec("finish", PRELUDE + STEP_HELPERS + parse_args_lines(_FINISH_ARGS) + _RECORD_LINES
+                            + "\n".join([
+    *_guard("disable_tracker", [f"run {StepName.DISABLE_TRACKER} {_q(FIXED_ARGV[StepName.DISABLE_TRACKER])}"]),
+    # Truncation follows the modern symlinks: never rm or replace them.
+    *(line for path, key in TRUNCATE_ARGS.items() for line in _guard(
+        key, [f"if [ -s {path} ]; then run {TRUNCATE_STEPS[path]} truncate_file {path}; fi"])),
+    *_guard("update_exim_rejects",
+            [f"run {StepName.UPDATE_EXIM_REJECTS} {_q(FIXED_ARGV[StepName.UPDATE_EXIM_REJECTS])}"]),
+    f"if run {StepName.RESTART_EXIM} {RESTARTSRV_EXIM}; then :; "
+    f"else run {StepName.RESTART_EXIM_HARD} {RESTARTSRV_EXIM} --hard; fi",
+    f"run {StepName.EXIM_STATUS} {RESTARTSRV_EXIM} --status",
+    f"run {StepName.EXIM_BV} {EXIM} -bV",
+    RELAY_PROBE_LINE,
+    *proof_lines(PROBE_RCPT),
+]) + "\n" + _probe_body(), _FINISH_ARGS)
+
+
+def render_finish(plan: Plan, record: str = "", alwaysrelay: Sequence[str] = ()) -> Operation:
     """Round trip 3: finish the fix, restart Exim once (``--hard`` once more on failure), verify: the
     relay probe, then the post-fix proof (domain/proof.py) with the ``alwaysrelay`` addresses to prove.
 
-    ``first`` as for :func:`render_disable`, when the fix has no disable round trip."""
+    ``record`` as for :func:`render_disable`, when the fix has no disable round trip."""
     ip, sender = validate_probe_values(plan.verify_ip, plan.verify_sender)
-    lines: list[str] = []
+    args: list[tuple[str, str]] = [("record", record)] if record else []
     for step in plan.steps:
         if step.name == StepName.DISABLE_TRACKER:
-            lines.append(f"run {step.name} {_q(step.argv)}")
+            args.append(("disable_tracker", "1"))
+        elif step.name == StepName.UPDATE_EXIM_REJECTS:
+            args.append(("update_exim_rejects", "1"))
+        elif step.name not in (StepName.RESTART_EXIM, StepName.SET_TWEAK, StepName.DISABLE_ANTIRELAYD):
+            raise InvalidInput(f"a fix's finish cannot run step {step.name}")
+        else:
+            continue
+        _fixed(step)
     for path in plan.truncate:
-        if path not in TRUNCATE_STEPS:
+        if path not in TRUNCATE_ARGS:
             raise InvalidInput(f"refusing to truncate {path!r}")
-        # Truncation follows the modern symlinks: never rm or replace them.
-        lines.append(f"if [ -s {path} ]; then run {TRUNCATE_STEPS[path]} truncate_file {path}; fi")
-    for step in plan.steps:
-        if step.name == StepName.UPDATE_EXIM_REJECTS:
-            lines.append(f"run {step.name} {_q(step.argv)}")
-    lines += [
-        f"if run {StepName.RESTART_EXIM} {RESTARTSRV_EXIM}; then :; "
-        f"else run {StepName.RESTART_EXIM_HARD} {RESTARTSRV_EXIM} --hard; fi",
-        f"run {StepName.EXIM_STATUS} {RESTARTSRV_EXIM} --status",
-        f"run {StepName.EXIM_BV} {EXIM} -bV",
-        "printf 'EHLO relayguard.invalid\\r\\nMAIL FROM:<%s>\\r\\nRCPT TO:<%s>\\r\\nQUIT\\r\\n' "
-        f"{shlex.quote(sender)} {shlex.quote(PROBE_RCPT)} | run {StepName.RELAY_PROBE} {EXIM} -bh {shlex.quote(ip)}",
-        *render_proof(ip, sender, PROBE_RCPT, alwaysrelay),
-    ]
-    return PRELUDE + STEP_HELPERS + first + "\n".join(lines) + "\n" + _probe_body()
+        args.append((TRUNCATE_ARGS[path], "1"))
+    args += [("ip", ip), ("sender", sender)]
+    args += [("alwaysrelay", address) for address in alwaysrelay_args(alwaysrelay)]
+    return check(Operation("finish", tuple(args)), FINISH_SPEC)
 
 
 def parse_steps(output: str) -> list[StepResult]:
