@@ -98,7 +98,7 @@ def test_a_fix_sweep_stops_at_its_error_budget_and_leaves_the_rest_untouched(
     # AND one run-stopped message, severity error, selected by the documented filter
     (stopped,) = by_event(received, "run-stopped")
     assert stopped["attributes"] == {"event": "run-stopped", "outcome": "stopped", "severity": "error",
-                                     "server": "*", "mode": "fix"}
+                                     "server": "*", "mode": "fix", "finding": "relay"}
     assert (stopped["doc"]["reason"], stopped["doc"]["limits"]["max_errors"]) == ("error-budget", "2")
     assert [n["doc"]["event"] for n in notifications(stack, on_call)] == ["run-stopped"]
     # AND the limits the run was opened with are on its record

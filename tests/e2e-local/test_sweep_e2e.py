@@ -59,7 +59,8 @@ def test_scheduled_fix_sweep_fixes_the_fleet_and_reports_once(stack: Stack, lab:
     assert set(per_server) == {modern.name, legacy.name, broken.name, "dead"}  # compliant/not-cpanel: no news
     assert per_server[modern.name]["doc"]["outcome"] == "remediated"
     assert per_server[modern.name]["attributes"] == {
-        "event": "server-result", "outcome": "remediated", "severity": "info", "server": modern.name, "mode": "fix"}
+        "event": "server-result", "outcome": "remediated", "severity": "info", "server": modern.name, "mode": "fix",
+        "finding": "relay"}
     assert per_server[legacy.name]["doc"]["generation"] == "legacy"
     assert per_server[broken.name]["attributes"]["outcome"] == "failed"
     assert per_server[broken.name]["attributes"]["severity"] == "critical"

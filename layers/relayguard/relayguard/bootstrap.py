@@ -195,13 +195,14 @@ def html_file(path: str) -> ReportPages:
     return HtmlFile(path)
 
 
-def metric_sink() -> MetricSink:
-    """Metrics as EMF lines; those without dimensions of their own join the handler's Powertools buffer."""
+def metric_sink(namespace: str) -> MetricSink:
+    """Metrics as EMF lines in ``namespace``; those without dimensions of their own join the handler's
+    Powertools buffer."""
     from aws_lambda_powertools.metrics import Metrics  # noqa: PLC0415 - deferred
 
     from relayguard.adapters.emf_metrics import EmfMetricSink  # noqa: PLC0415 - deferred
 
-    return EmfMetricSink(Metrics())
+    return EmfMetricSink(Metrics(namespace=namespace), namespace)
 
 
 def publisher(settings: Settings, *, notifier: Notifier | None = None, runs: RunStore | None = None,
@@ -220,7 +221,7 @@ def publisher(settings: Settings, *, notifier: Notifier | None = None, runs: Run
 
             notifier = WithChat(notifier, ChatbotNotifier(client("sns"), settings.chat_topic_arn))
     return Publisher(notifier, runs or run_store(settings), state or state_store(settings),
-                     records or record_store(settings), metrics or metric_sink(), reports)
+                     records or record_store(settings), metrics or metric_sink(settings.metrics_namespace), reports)
 
 
 def dead_letter_queues() -> DeadLetterQueues:

@@ -46,6 +46,10 @@ ENV_RECORDS_BUCKET = "RG_RECORDS_BUCKET"  # required (worker): every job's recor
 # The deliverability scan's DNS resolver (issue 20): IP or IP:PORT; empty: the function's own; "off": collect only.
 ENV_DNS_RESOLVER = "RG_DNS_RESOLVER"  # default: empty; template parameter DnsResolver
 ENV_CHAT_TOPIC_ARN = "RG_CHAT_TOPIC_ARN"  # default: empty (no chat copies); template parameter ChatNotifications
+#: Powertools' own variable (template Globals); read here too because the metric documents written at once
+#: (those with dimensions of their own) are built outside the handler's Metrics and need it said.
+ENV_METRICS_NAMESPACE = "POWERTOOLS_METRICS_NAMESPACE"
+METRICS_NAMESPACE = "RelayGuard"
 
 ALL_VARIABLES = (
     ENV_INVENTORY_BUCKET, ENV_INVENTORY_KEY, ENV_WORK_QUEUE_URL, ENV_URGENT_QUEUE_URL, ENV_RUNS_TABLE,
@@ -100,6 +104,8 @@ class Settings:
     chat_topic_arn: str | None = None
     #: The deliverability scan's resolver: ``IP[:PORT]``, ``off`` for none; None: the function's own.
     dns_resolver: str | None = None
+    #: The CloudWatch namespace of every metric the functions emit.
+    metrics_namespace: str = METRICS_NAMESPACE
 
 
 def _bool(name: str, value: str) -> bool:
@@ -199,4 +205,5 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         records_bucket=required(ENV_RECORDS_BUCKET),
         chat_topic_arn=environ.get(ENV_CHAT_TOPIC_ARN, "").strip() or None,
         dns_resolver=_resolver(environ.get(ENV_DNS_RESOLVER, "").strip()) or None,
+        metrics_namespace=optional(ENV_METRICS_NAMESPACE, METRICS_NAMESPACE),
     )

@@ -43,7 +43,7 @@ def settings() -> Settings:
 def emit(points: Iterable[Datapoint]) -> None:
     """Data points of ``domain.metrics`` (the one list of every metric): those without dimensions of their
     own are flushed with the handler's other metrics, the others at once."""
-    bootstrap.metric_sink().emit(points)
+    bootstrap.metric_sink(settings().metrics_namespace).emit(points)
 
 
 def observed(handler: Handler) -> Handler:
