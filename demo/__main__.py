@@ -2,9 +2,10 @@
 
 A scheduled sweep in fix mode runs through the real handlers of template.yaml (local invoker), real
 SQS, DynamoDB, Secrets Manager, S3 and SNS (moto server on 127.0.0.1) and real SSH and Exim (lab
-hosts on 127.78.0.0/16). Then someone turns POP-before-SMTP back on for one server, a CSF relay
-alert arrives, and the alert path fixes it. Before and after each fix a real SMTP client tries to
-relay from a POP user's address. Everything started is stopped at the end.
+hosts on 127.78.0.0/16). The same sweep judges web1's mail domains (SPF, DKIM, DMARC, reverse DNS)
+against the lab's real DNS (nsd behind unbound on 127.78.252.x). Then someone turns POP-before-SMTP
+back on for one server, a CSF relay alert arrives, and the alert path fixes it. Before and after each
+fix a real SMTP client tries to relay from a POP user's address. Everything started is stopped at the end.
 """
 
 from __future__ import annotations
@@ -21,23 +22,31 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
+from relayguard.domain.mailreport import digest_text as mail_digest_text
+from relayguard.domain.mailreport import summary_text
+
 from harness.aws import MotoServer, Stack, aws_environment, deploy
 from harness.e2e import alert_detail, entry, scheduled_event, spam_alert_event
 from harness.sqs_source import Poller
-from lab import HostSpec, Lab
+from lab import HostSpec, Lab, maildomains
+from lab.dns import LabDns
 from lab.remote import ssh
 from lab.smtp import relay_attempt
 
 NET = 78
 PUBLIC_IP = "203.0.113.10"
+#: web1's mail domains (lab/maildomains.py): two that pass, four that each break a receiver rule.
+MAIL_CASES = ("good", "dmarc-none", "dmarc-missing", "dkim-mismatch", "spf-not-covering", "ptr-missing")
 FLEET = {
-    "web1": HostSpec(profile="modern"),
+    "web1": HostSpec(profile="modern", mail_cases=MAIL_CASES),
     "web2": HostSpec(profile="legacy"),
     "web3": HostSpec(profile="modern", exposed=False),
     "web4": HostSpec(profile="not-cpanel"),
 }
 #: What the sweep's digest must count: the fleet above plus web5, where nothing listens.
 EXPECTED_COUNTS = {"remediated": 2, "compliant": 1, "not-cpanel": 1, "unreachable": 1}
+#: The cases above that break a receiver rule, as lab/maildomains.py's table says.
+EXPECTED_FAILING_DOMAINS = sum(1 for name in MAIL_CASES if maildomains.case(name).rules_broken)
 WIDTH = 100
 
 
@@ -89,10 +98,30 @@ def show_digest(doc: dict[str, Any]) -> None:
         say(f"    {outcome:18} {n}")
 
 
+def show_deliverability(docs: list[dict[str, Any]], digest: dict[str, Any]) -> dict[str, Any]:
+    """web1's findings as its server-deliverability message has them, then the digest's fleet line."""
+    found = [d for d in docs if d["event"] == "server-deliverability"]
+    if not found:
+        say("  (no server-deliverability message)")
+        return {}
+    doc = found[0]
+    say(f"  {doc['server']}: {summary_text(doc['summary'])}")
+    for d in doc["domains"]:
+        bad = ", ".join(f"{check} {status}" for check, status in d["checks"].items() if status != "valid")
+        say(f"    {d['domain']:20} {d['sending_ip']:14} breaks {', '.join(d['rules_broken'])}")
+        say(f"    {'':20} {'':14} because {bad}")
+    mail = digest.get("deliverability") or {}
+    if mail:
+        say(f"  digest: {mail_digest_text(mail, mail['servers'])}")
+    say("  (statuses as WHM's Email Deliverability names them; rules and sources: docs/deliverability.md)")
+    return dict(doc["summary"])
+
+
 def run(workdir: Path, log: TextIO) -> int:  # noqa: PLR0915 - a script, read top to bottom
     started = time.monotonic()
     lab = Lab(workdir / "lab", net=NET)
     moto: MotoServer | None = None
+    dns: LabDns | None = None
     try:
         heading("1. A small fleet of simulated cPanel servers (real sshd + real Exim on loopback)")
         hosts = {h.name: h for h in lab.up(FLEET)}
@@ -102,11 +131,14 @@ def run(workdir: Path, log: TextIO) -> int:  # noqa: PLR0915 - a script, read to
             profile = {"modern": "cPanel 11.120", "legacy": "cPanel 11.46", "not-cpanel": "not cPanel"}[h.spec.profile]
             say(f"  {name}  {h.address:15} {profile:14} POP-before-SMTP {state if profile != 'not cPanel' else '-'}")
         say(f"  web5  {unreachable:15} (nothing listens: an unreachable server)")
+        dns = LabDns(lab.workdir / "dns", NET).start()
+        say(f"  DNS   {dns.resolver:15} unbound, resolving from nsd: web1's {len(MAIL_CASES)} mail domains and "
+            "their PTRs")
 
         heading("2. The stack of template.yaml on a local AWS (moto server on 127.0.0.1)")
         moto = MotoServer()
         with aws_environment(moto):
-            stack = deploy(moto.endpoint, parameters={"SweepMode": "fix"})
+            stack = deploy(moto.endpoint, parameters={"SweepMode": "fix", "DnsResolver": dns.resolver})
             inventory = [entry(hosts["web1"], aliases=(PUBLIC_IP,)),
                          *(entry(hosts[n]) for n in ("web2", "web3", "web4")),
                          {**entry(hosts["web4"], name="web5"), "host": unreachable, "aliases": ["web5.lab.test"]}]
@@ -136,6 +168,8 @@ def run(workdir: Path, log: TextIO) -> int:  # noqa: PLR0915 - a script, read to
             heading("   The run digest")
             for d in digests:
                 show_digest(d)
+            heading("   Deliverability: would Gmail and Microsoft accept web1's mail? (read-only, same SSH exec)")
+            mail = show_deliverability(docs, digests[0] if digests else {})
 
             heading("6. After: the same relay attempt from the same address")
             after = {n: show_relay(lab, n, hosts[n].address) for n in ("web1", "web2", "web3")}
@@ -159,15 +193,19 @@ def run(workdir: Path, log: TextIO) -> int:  # noqa: PLR0915 - a script, read to
         heading("8. Stopping everything this demo started")
         if moto is not None:
             moto.stop()
+        if dns is not None:
+            dns.stop()
         lab.down()
-        say(f"  lab hosts and moto stopped; work directory {workdir} removed")
+        say(f"  lab hosts, DNS and moto stopped; work directory {workdir} removed")
 
     ok = (before["web1"] == 250 and before["web2"] == 250 and after["web1"] >= 500 and after["web2"] >= 500
-          and reopened == 250 and refixed >= 500 and len(digests) == 1 and digests[0]["counts"] == EXPECTED_COUNTS)
+          and reopened == 250 and refixed >= 500 and len(digests) == 1 and digests[0]["counts"] == EXPECTED_COUNTS
+          and mail.get("domains") == len(MAIL_CASES) and mail.get("failing") == EXPECTED_FAILING_DOMAINS)
     heading("Result")
     say(f"  {'PASS' if ok else 'FAIL'}: relaying without AUTH was accepted (250) before and refused (5xx) after, "
         f"on both generations and again after the alert; the digest counted every server "
-        f"({', '.join(f'{k} {v}' for k, v in EXPECTED_COUNTS.items())}). {time.monotonic() - started:.0f} s in all.")
+        f"({', '.join(f'{k} {v}' for k, v in EXPECTED_COUNTS.items())}); {EXPECTED_FAILING_DOMAINS} of web1's "
+        f"{len(MAIL_CASES)} mail domains break a receiver rule. {time.monotonic() - started:.0f} s in all.")
     return 0 if ok else 1
 
 
