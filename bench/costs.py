@@ -29,17 +29,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import statistics
-import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.common import REPO, VENV, log, machine, need_root, python, run_timed
+from bench.common import VENV, log, machine, need_root, python, run_timed
 
 CASES = {
     "modern-exposed": {"profile": "modern", "exposed": True},
@@ -85,15 +83,9 @@ def current(lab: Any) -> Variant:
 
 def baseline(rev: str, lab: Any, work: Path) -> Variant:
     """``relayguard scan`` as of ``rev``: its package from ``git archive``, on the current venv."""
-    from bench.fleet import precompile  # noqa: PLC0415 - only a baseline run needs it
+    from bench.fleet import package_at  # noqa: PLC0415 - only a baseline run needs it
 
-    dest = work / f"baseline-{rev}"
-    dest.mkdir()
-    archive = subprocess.run(["git", "archive", rev, "layers/relayguard"], cwd=REPO, check=True,
-                             capture_output=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
-    precompile(dest)
-    env = {**os.environ, "PYTHONPATH": str(dest / "layers" / "relayguard")}
+    env = package_at(rev, work)
     return Variant(f"@{rev}", [python(VENV), "-m", "relayguard.cli", "scan", "--inventory", str(lab.inventory),
                                "--identity", str(lab.client_key)], env)
 

@@ -60,16 +60,21 @@ def precompile(*trees: Path) -> None:
     subprocess.run([python(VENV), "-m", "compileall", "-q", *map(str, trees)], check=True, stdout=subprocess.DEVNULL)
 
 
-def _baseline(rev: str, lab: Any, work: Path, concurrency: int) -> Approach:
-    """``relayguard scan`` from an older commit (its package extracted with ``git archive``), to
-    measure what a product change did, in the same run as the current code."""
+def package_at(rev: str, work: Path) -> dict[str, str]:
+    """The environment that runs ``relayguard`` as of ``rev`` (its package extracted with ``git archive``
+    and precompiled) on the current venv, to measure a product change in the same run as the current code."""
     dest = work / f"baseline-{rev}"
     dest.mkdir()
     archive = subprocess.run(["git", "archive", rev, "layers/relayguard"], cwd=REPO, check=True,
                              capture_output=True).stdout
     subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
     precompile(dest)
-    env = {**os.environ, "PYTHONPATH": str(dest / "layers" / "relayguard")}
+    return {**os.environ, "PYTHONPATH": str(dest / "layers" / "relayguard")}
+
+
+def _baseline(rev: str, lab: Any, work: Path, concurrency: int) -> Approach:
+    """``relayguard scan`` from an older commit."""
+    env = package_at(rev, work)
     argv = [python(VENV), "-m", "relayguard.cli", "scan", "--inventory", str(lab.inventory), "--identity",
             str(lab.client_key), "--concurrency", str(concurrency)]
     return Approach(f"relayguard@{rev}", argv, lambda r: len(_RG_ROW.findall(r.stdout)), env=env)

@@ -40,7 +40,7 @@ from relayguard.bootstrap import (
     html_file,
 )
 from relayguard.domain.bounds import bounded_result
-from relayguard.domain.collect import RESOLVER_OFF, resolver_address
+from relayguard.domain.collect import resolver_setting
 from relayguard.domain.entry import ENTRY_PATH, ENTRY_PROGRAM, sudoers_text
 from relayguard.domain.evidence import record_document
 from relayguard.domain.mailreport import summary_text
@@ -249,13 +249,10 @@ def _window(text: str) -> MaintenanceWindow:
 
 
 def _resolver(text: str) -> str:
-    if text in ("", RESOLVER_OFF):
-        return text
     try:
-        resolver_address(text)
+        return resolver_setting(text)
     except InvalidInput as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
-    return text
 
 
 def _count(text: str) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from relayguard.domain.collect import RESOLVER_OFF, resolver_address
+from relayguard.domain.collect import resolver_setting
 from relayguard.domain.models import Mode
 from relayguard.domain.rollout import EXCLUDE_TAG, ErrorBudget, MaintenanceWindow, Rollout
 from relayguard.errors import InvalidInput, RelayGuardError
@@ -155,13 +155,10 @@ def _window(text: str) -> MaintenanceWindow | None:
 
 
 def _resolver(text: str) -> str:
-    if text in ("", RESOLVER_OFF):
-        return text
     try:
-        resolver_address(text)
+        return resolver_setting(text)
     except InvalidInput as exc:
-        raise ConfigError(f"{ENV_DNS_RESOLVER}: {exc} (or empty, or {RESOLVER_OFF})") from None
-    return text
+        raise ConfigError(f"{ENV_DNS_RESOLVER}: {exc}") from None
 
 
 def load_settings(environ: Mapping[str, str]) -> Settings:

@@ -88,6 +88,17 @@ def resolver_address(text: str) -> tuple[str, int]:
     return address, int(port)
 
 
+def resolver_setting(text: str) -> str:
+    """A resolver setting as given (CLI ``--resolver``, ``RG_DNS_RESOLVER``): empty (the machine's own
+    resolver), ``off``, or an address :func:`resolver_address` takes; InvalidInput otherwise."""
+    if text not in ("", RESOLVER_OFF):
+        try:
+            resolver_address(text)
+        except InvalidInput as exc:
+            raise InvalidInput(f"{exc} (or empty, or {RESOLVER_OFF})") from None
+    return text
+
+
 def collect_lines() -> list[str]:
     """The probe's deliverability section: fixed shell text, printed only on a server with /etc/userdomains."""
     lines = [f"if [ -f {USERDOMAINS} ]; then", "  kv mail.present 1"]
