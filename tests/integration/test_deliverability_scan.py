@@ -67,6 +67,7 @@ def test_every_case_is_judged_end_to_end(judged: dict[str, Any], case: maildomai
     row = {d["domain"]: d for d in judged["deliverability"]["domains"]}[case.domain]
     assert {check: value["status"] for check, value in row["checks"].items()} == case.expect
     assert set(row["rules_broken"]) == set(case.rules_broken)
+    assert set(row["rules_unknown"]) == set(case.rules_unknown)
 
 
 def test_dns_trouble_leaves_the_relay_result_and_the_counts_whole(judged: dict[str, Any]) -> None:

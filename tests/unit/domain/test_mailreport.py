@@ -53,6 +53,13 @@ def test_a_dns_timeout_is_not_counted_as_a_missing_ptr() -> None:
     assert (summary["ips_without_fcrdns"], summary["without_dmarc"], summary["dns_errors"]) == (0, 0, 1)
 
 
+def test_the_record_says_which_rules_a_dns_error_left_undecided() -> None:
+    timed_out = DomainFinding("c.test", "192.0.2.9", (CheckResult(Check.SPF, "dns-error"),),
+                              rules_unknown=("gmail-all-senders", "gmail-bulk-senders"))
+    (_, _, row) = report_json(COLLECTED, Deliverability(domains=(timed_out,)))["domains"]
+    assert (row["rules_broken"], row["rules_unknown"]) == ([], ["gmail-all-senders", "gmail-bulk-senders"])
+
+
 def test_an_unjudged_collection_keeps_its_domains_and_says_why() -> None:
     record = collected_only(COLLECTED, "not judged: no DNS resolver configured")
     assert record["judged"] is False

@@ -32,6 +32,7 @@ def _domain_json(domain: MailDomain, finding: DomainFinding | None) -> dict[str,
     if finding is not None:
         out["checks"] = {str(c.check): {"status": c.status, "detail": c.detail} for c in finding.checks}
         out["rules_broken"] = list(finding.rules_broken)
+        out["rules_unknown"] = list(finding.rules_unknown)
     return out
 
 
