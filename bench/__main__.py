@@ -30,7 +30,7 @@ def _smoke() -> list[tuple[str, Callable[[], int]]]:
     steps: list[tuple[str, Callable[[], int]]] = [
         ("fleet, loopback", lambda: fleet.main(["--hosts", "3", "--repeat", "1", "--net", net, "--timeout", "120"])),
         ("fleet, WAN", lambda: fleet.main(["--wan", "--hosts", "2", "--rtt-ms", "20", "--concurrency", "2",
-                                           "--repeat", "1", "--net", net, "--timeout", "120",
+                                           "--repeat", "1", "--net", net, "--timeout", "120", "--alone-repeat", "2",
                                            "--approaches", "relayguard,paramiko-pool,openssh"])),
         ("per-server cost", lambda: costs.main(["--net", net, "--repeat", "1"])),
         ("planner and queue path", lambda: scale.main(["--servers", "200"])),

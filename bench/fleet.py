@@ -296,6 +296,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--approaches", default=None, help=f"comma-separated subset of {','.join(ALL)}")
     parser.add_argument("--net", type=int, default=251, help="lab address block 127.NET.0.0/16 (%(default)s)")
     parser.add_argument("--timeout", type=float, default=600.0, help="per-run deadline, seconds")
+    parser.add_argument("--alone-repeat", type=int, default=7,
+                        help="--wan: jobs per RTT of the one-server round-trip model (%(default)s)")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     parser.add_argument("--baseline", action="append", default=[], metavar="REV",
                         help="also time relayguard as of this git revision (repeatable)")
@@ -321,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
                 netns = stack.enter_context(wan(addresses, args.rtt_ms)) if args.wan else None
                 measure(approaches, hosts, args.repeat, netns, args.timeout)
                 per_server = job_times(lab, concurrency, netns)
-            alone = round_trips(lab, work, args.rtt_ms) if args.wan else {}
+            alone = round_trips(lab, work, args.rtt_ms, args.alone_repeat) if args.wan else {}
         result = report(approaches, hosts, title=title, rg_within=1.2 if args.wan else 1.15,
                         command_factor=None if args.wan else 10.0)
         if per_server:
@@ -330,9 +332,10 @@ def main(argv: list[str] | None = None) -> int:
                   f"result record {per_server['record_bytes'] / 1024:.1f} KiB (median)")
             result["per_server"] = per_server
         if alone:
-            print(f"- one server alone (fastest of 7 jobs): {alone['t_rtt']:.2f} s at {args.rtt_ms:g} ms RTT, "
-                  f"{alone['t_5rtt']:.2f} s at {5 * args.rtt_ms:g} ms: {alone['round_trips']:.1f} round trips per "
-                  f"scan job, {alone['t0']:.2f} s of work (T = T0 + k x RTT)")
+            print(f"- one server alone (fastest of {args.alone_repeat} jobs): {alone['t_rtt']:.2f} s at "
+                  f"{args.rtt_ms:g} ms RTT, {alone['t_5rtt']:.2f} s at {5 * args.rtt_ms:g} ms: "
+                  f"{alone['round_trips']:.1f} round trips per scan job, {alone['t0']:.2f} s of work "
+                  "(T = T0 + k x RTT)")
             result["alone"] = alone
     print(f"\nMachine: {machine()}")
     if args.json:
