@@ -140,6 +140,7 @@ def test_a_run_stopped_by_its_budget_emits_runs_stopped_once_and_its_digest_its_
     gate.admit(WEB[1])
     gate.admit(WEB[2])  # the second skip must not announce, nor count, the stop again
     assert metrics.values("RunsStopped") == [1]
+    assert metrics.values("RunsStoppedByReason", reason="error-budget") == [1]
     assert metrics.values("RunsFinished", outcome="failed") == []  # not done yet
     for name, outcome in (("web1", "failed"), ("web2", "skipped"), ("web3", "skipped")):
         publisher.count(RUN, name, outcome)

@@ -202,7 +202,7 @@ class Publisher:
             limits={"max_changes": limits.max_changes, "canary": limits.canary,
                     "max_errors": str(limits.max_errors) if limits.max_errors else None},
             at=now_iso())
-        self.metrics.emit(run_stopped_points())
+        self.metrics.emit(run_stopped_points(reason))
         self.notifier.publish(Notification(
             subject=f"RelayGuard run {progress.run_id} stopped: {reason}", document=doc, text=run_stopped_text(doc),
             attributes=attributes(doc)))

@@ -18,6 +18,7 @@ from typing import Any
 
 from relayguard.domain.deliverability import Check
 from relayguard.domain.models import FAILURE_OUTCOMES, Outcome
+from relayguard.domain.rollout import SkipReason
 
 #: The dimension Powertools adds to every metric (its value: the functions' ``POWERTOOLS_SERVICE_NAME``).
 SERVICE_DIMENSION = "service"
@@ -84,6 +85,9 @@ RUNS_FINISHED = Metric("RunsFinished", COUNT, ("outcome",),
                        meaning="a run's digest went out, by the digest's outcome (ok, noncompliant, failed)")
 RUN_FAILED_SERVERS = Metric("RunFailedServers", COUNT, meaning="a run's digest: its failed servers")
 RUNS_STOPPED = Metric("RunsStopped", COUNT, meaning="a sweep stopped starting fixes (error-budget, canary-failed)")
+# The same stop again, by why: RunsStopped stays without a dimension so that one alarm watches every stop.
+RUNS_STOPPED_BY_REASON = Metric("RunsStoppedByReason", COUNT, ("reason",),
+                                meaning="a sweep stopped starting fixes, by reason (error-budget, canary-failed)")
 
 #: Every metric RelayGuard emits, by name.
 METRICS: dict[str, Metric] = {m.name: m for m in (
@@ -91,7 +95,7 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     HOST_KEY_PROBLEMS, FAILED, FAILED_BY_REASON, ALERT_TO_FIX_LATENCY, QUEUE_SIZE, SEND_LIMIT_HITS,
     RELAY_REJECTS, DELIVERABILITY_CHECKS, DELIVERABILITY_RULES_BROKEN, SERVERS_PLANNED, RUNS_CLOSED_OVERDUE,
     ALERTS_RECEIVED, UNKNOWN_SERVERS,
-    ALERTS_DEDUPLICATED, RUNS_STARTED, RUNS_FINISHED, RUN_FAILED_SERVERS, RUNS_STOPPED,
+    ALERTS_DEDUPLICATED, RUNS_STARTED, RUNS_FINISHED, RUN_FAILED_SERVERS, RUNS_STOPPED, RUNS_STOPPED_BY_REASON,
 )}
 
 #: Values of RunsFinished's ``outcome`` (notify.digest_message's ``outcome``).
@@ -178,9 +182,10 @@ def run_finished_points(digest: Mapping[str, Any]) -> list[Datapoint]:
             point(RUN_FAILED_SERVERS, int(digest["failed"]))]
 
 
-def run_stopped_points() -> list[Datapoint]:
-    """A sweep stopped starting fixes (its error budget is spent or a canary failed)."""
-    return [point(RUNS_STOPPED, 1)]
+def run_stopped_points(reason: str) -> list[Datapoint]:
+    """A sweep stopped starting fixes: ``reason`` is a rollout.SkipReason (its error budget is spent, a
+    canary failed)."""
+    return [point(RUNS_STOPPED, 1), point(RUNS_STOPPED_BY_REASON, 1, reason=str(SkipReason(reason)))]
 
 
 def count_points(metric: Metric, value: int) -> list[Datapoint]:
