@@ -152,6 +152,13 @@ def test_a_run_whose_worker_died_on_a_last_delivery_gets_its_digest_from_a_later
     assert [(c["run_id"], c["lost"]) for c in third["closed_overdue"]] == [(first["run_id"], 1)]
     digests = [n["doc"] for n in notifications(stack, subscriber) if n["doc"]["event"] == "run-digest"]
     assert [(d["run_id"], d["counts"]) for d in digests] == [(first["run_id"], {"compliant": 1, "failed": 1})]
+    # AND the planner wrote the run's report page, which shows the server that reported and counts the lost one
+    bucket = stack.resolve["RecordsBucket"]
+    assert digests[0]["report"] == f"s3://{bucket}/reports/{first['run_id']}.html"
+    page = stack.client("s3").get_object(Bucket=bucket, Key=f"reports/{first['run_id']}.html")["Body"].read().decode()
+    assert f'<td class="server">{hosts[0].name}</td>' in page
+    assert hosts[1].name not in page
+    assert "1 more server of this run left no record: its job never finished" in page
     # Closed for good: the next sweep does not publish it again.
     assert stack.invoke("PlannerFunction", scheduled_event({"mode": "audit"}))["closed_overdue"] == []
     assert [n for n in notifications(stack, subscriber) if n["doc"]["run_id"] == first["run_id"]] == []

@@ -7,9 +7,10 @@ from datetime import UTC, datetime, timedelta
 import jsonschema
 import pytest
 from relayguard.config import load_settings
+from relayguard.domain.evidence import record_document
 from relayguard.domain.models import Mode, Outcome
 from relayguard.domain.notify import change_of, digest_message
-from relayguard.engine import Engine
+from relayguard.engine import Engine, ServerResult
 from relayguard.errors import Unreachable
 from relayguard.events import Job, SpamAlert
 from relayguard.inventory import parse_inventory
@@ -135,8 +136,14 @@ def test_an_empty_inventory_still_gets_its_digest():
 
 def test_a_run_past_its_deadline_gets_its_digest_with_the_uncounted_servers_failed():
     publisher, notifier, runs, _ = make_publisher()
+    reports = FakeRunReports(publisher.records)  # type: ignore[arg-type]
+    publisher.reports = reports
     started = datetime(2026, 12, 1, 6, 0, tzinfo=UTC)
     runs.create("sweep-old", "fix", "sweep", 3, started.isoformat())
+    web1 = ServerResult(name="web1", address="198.51.100.1", mode="fix", outcome=Outcome.REMEDIATED,
+                        exposed_before=True, exposed_after=False)
+    publisher.records.put(record_document(web1.to_json(), run_id="sweep-old", job_id="j1", trigger="sweep",
+                                          recorded_at=started.isoformat(), alert_id=None))
     publisher.count("sweep-old", "web1", "remediated")
     # web2 and web3 never come back (their worker was killed on their last delivery).
     assert close_overdue_runs(runs, publisher, started + RUN_DEADLINE - timedelta(seconds=1)) == []
@@ -144,6 +151,9 @@ def test_a_run_past_its_deadline_gets_its_digest_with_the_uncounted_servers_fail
     closed = close_overdue_runs(runs, publisher, started + RUN_DEADLINE)
     assert closed == [{"run_id": "sweep-old", "lost": 2, "started_at": started.isoformat()}]
     (digest,) = notifier.published
+    # Its report page is written like any run's, and says how many servers left no record.
+    page = reports.pages[digest.document["report"]]
+    assert "2 more servers of this run left no record" in page
     assert digest.document["run_id"] == "sweep-old"
     assert digest.document["counts"] == {"failed": 2, "remediated": 1}
     assert digest.document["failed"] == 2

@@ -375,7 +375,7 @@ def test_job_records_go_to_a_retained_versioned_private_encrypted_bucket(cfn: di
         assert fn["Properties"]["Environment"]["Variables"]["RG_RECORDS_BUCKET"] == {"Ref": "RecordsBucket"}
 
 
-def test_the_worker_may_write_and_read_records_below_their_prefix_and_never_delete_one(cfn: dict[str, Any]) -> None:
+def test_only_the_worker_writes_records_below_their_prefix_none_deletes_one(cfn: dict[str, Any]) -> None:
     on_bucket = {str(s["Resource"]["Fn::Sub"][0]): s for s in _statements(cfn, "WorkerFunctionRole")
                  if "RecordsBucket" in str(s["Resource"])}
     bucket = "arn:${AWS::Partition}:s3:::${Bucket}"
@@ -389,8 +389,14 @@ def test_the_worker_may_write_and_read_records_below_their_prefix_and_never_dele
     assert _as_list(on_bucket[bucket + "/" + REPORTS_PREFIX + "*"]["Action"]) == ["s3:PutObject"]
     assert not PREFIX.startswith(REPORTS_PREFIX)
     assert not REPORTS_PREFIX.startswith(PREFIX)
-    for role in ("PlannerFunctionRole", "AlertIntakeFunctionRole"):
-        assert "RecordsBucket" not in str(_statements(cfn, role)), role
+    # The planner writes the report page of a run it closes: it reads records, and writes only pages.
+    planner = {str(s["Resource"]["Fn::Sub"][0]): s for s in _statements(cfn, "PlannerFunctionRole")
+               if "RecordsBucket" in str(s["Resource"])}
+    assert {key: _as_list(statement["Action"]) for key, statement in planner.items()} == {
+        bucket: ["s3:ListBucket"], bucket + "/" + PREFIX + "*": ["s3:GetObject"],
+        bucket + "/" + REPORTS_PREFIX + "*": ["s3:PutObject"]}
+    assert planner[bucket]["Condition"] == on_bucket[bucket]["Condition"]
+    assert "RecordsBucket" not in str(_statements(cfn, "AlertIntakeFunctionRole"))
 
 
 def test_vpc_placement_is_off_by_default_and_on_when_subnets_are_given(cfn: dict[str, Any]) -> None:
@@ -472,8 +478,11 @@ def test_the_derivation_reads_the_code_not_a_list(tmp_path: Path) -> None:
 
 def test_the_derivation_follows_ports_to_the_wired_adapters(code: iam.Code) -> None:
     by_id = {f.logical_id: iam.derived(f, code=code) for f in iam.functions()}
-    # The planner's Publisher has a state store and a record store wired, but the planner never calls them.
-    assert not {r for _, r in by_id["PlannerFunction"]} & {"StateTable", "RecordsBucket", "LocksTable"}
+    # The planner's Publisher has a state store and a record store wired, but the planner never calls them;
+    # its run reports (a port too) list and read records and write a page.
+    assert not {r for _, r in by_id["PlannerFunction"]} & {"StateTable", "LocksTable"}
+    assert {a for a, r in by_id["PlannerFunction"] if r == "RecordsBucket"} == {
+        "s3:ListBucket", "s3:GetObject", "s3:PutObject"}
     # The worker's fix gate (RunGate, a FixGate the engine calls) reserves fixes in one transaction.
     assert {("dynamodb:PutItem", "RunsTable"), ("dynamodb:UpdateItem", "RunsTable")} <= by_id["WorkerFunction"]
     # Requeueing sends to the queue the job came from: both event sources, and no other queue.

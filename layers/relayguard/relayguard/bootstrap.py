@@ -167,8 +167,8 @@ def directory_record_store(root: str) -> RecordStore:
 
 
 def run_reports(settings: Settings, *, s3: Any = None) -> RunReports:
-    """The worker's: a run's records in the records bucket and its report page beside them
-    (``reports/<run_id>.html``)."""
+    """The worker's and the planner's: a run's records in the records bucket and its report page beside
+    them (``reports/<run_id>.html``)."""
     from relayguard.adapters.s3_reports import S3RunReports  # noqa: PLC0415 - deferred (botocore)
 
     return S3RunReports(s3 or client("s3"), settings.records_bucket)
@@ -248,7 +248,10 @@ def planner(settings: Settings, *, inventory: InventoryStore | None = None, runs
 
     runs = runs or run_store(settings)
     return functools.partial(plan_sweep, settings, inventory or inventory_store(settings), runs,
-                             queue or job_queue(), publisher or _publisher(settings, runs=runs))
+                             queue or job_queue(),
+                             # The planner gives the runs it closes (past their deadline, or complete with no
+                             # digest yet) their report page too.
+                             publisher or _publisher(settings, runs=runs, reports=run_reports(settings)))
 
 
 @functools.lru_cache(maxsize=4)

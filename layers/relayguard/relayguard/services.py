@@ -173,7 +173,8 @@ class Publisher:
         if progress.done and self.runs.claim_digest(run_id):
             doc = digest_message(run_id, mode=progress.mode, trigger=progress.trigger, total=progress.total,
                                  counts=progress.counts, started_at=progress.started_at, at=now_iso(),
-                                 stopped=progress.stopped, mail=progress.mail, report=self._report(run_id))
+                                 stopped=progress.stopped, mail=progress.mail,
+                                 report=self._report(run_id, progress.total))
             # Before the publish: the claim is taken, so a failed publish is never retried, and the run
             # must still count on the dashboard and in the failed-servers alarm.
             self.metrics.emit(run_finished_points(doc))
@@ -181,14 +182,14 @@ class Publisher:
                 subject=f"RelayGuard run {run_id}: {doc['outcome']}", document=doc, text=digest_text(doc),
                 attributes=attributes(doc)))
 
-    def _report(self, run_id: str) -> str | None:
+    def _report(self, run_id: str, total: int) -> str | None:
         """Write the run's report page before its digest, so the digest says where it is; None without one.
 
         Nothing that goes wrong here holds the digest back: it is claimed once and never sent again."""
         if self.reports is None:
             return None
         try:
-            return write_report(self.reports, self.reports, run_id, generated_at=now_iso())
+            return write_report(self.reports, self.reports, run_id, generated_at=now_iso(), expected=total)
         except Exception:
             _log.exception("run report not written; the digest goes out without it", extra={"run_id": run_id})
             return None
@@ -209,12 +210,13 @@ class Publisher:
 
 
 def write_report(records: RunRecords, pages: ReportPages, run_id: str | None, *, generated_at: str,
-                 title: str = "") -> str:
+                 title: str = "", expected: int | None = None) -> str:
     """Render the fleet report page of ``run_id``'s records (None: every record ``records`` holds), write it
     to ``pages`` and return where it is. Each record becomes a small row as it is read: memory grows with
     the fleet, not with its records."""
     rows = (row_of(document, location) for location, document in records.records(run_id))
-    return pages.write(run_id, render_html(build_report(rows, generated_at=generated_at, title=title)))
+    return pages.write(run_id, render_html(build_report(rows, generated_at=generated_at, title=title,
+                                                        expected=expected)))
 
 
 @dataclass

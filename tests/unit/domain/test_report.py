@@ -152,3 +152,15 @@ def test_an_empty_run_renders_a_page_that_says_so() -> None:
     report = build_report([], generated_at=AT)
     assert (report.total, report.title) == (0, "RelayGuard fleet report")
     assert "No records." in render_html(report)
+
+
+def test_a_run_closed_with_servers_that_never_reported_says_how_many_left_no_record() -> None:
+    # The planner closed the run past its deadline: 8 servers counted, 6 records written.
+    rows = (row_of(d, f"/r/{i}.json") for i, d in enumerate(FLEET))
+    report = build_report(rows, generated_at=AT, expected=8)
+    assert (report.total, report.unrecorded) == (6, 2)
+    assert "2 more servers of this run left no record" in render_html(report)
+    # A run whose every server has its record says nothing of the kind.
+    complete = build_report((row_of(d, f"/r/{i}.json") for i, d in enumerate(FLEET)), generated_at=AT, expected=6)
+    assert complete.unrecorded == 0
+    assert 'id="unrecorded"' not in render_html(complete)

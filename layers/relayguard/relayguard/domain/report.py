@@ -149,6 +149,9 @@ class FleetReport:
     #: Deliverability summary counts added up over the servers with a scan (empty: no server has one).
     deliverability: tuple[tuple[str, int], ...] = ()
     bars: tuple[Bar, ...] = field(default=())
+    #: Servers the run counted that have no record here: their jobs never finished (dead-lettered or
+    #: lost), and the planner closed the run past its deadline counting them failed.
+    unrecorded: int = 0
 
     @property
     def total(self) -> int:
@@ -187,9 +190,12 @@ class FleetReport:
 BAR_STEP = 22
 
 
-def build_report(rows: Iterable[Row], *, generated_at: str, title: str = "") -> FleetReport:
+def build_report(rows: Iterable[Row], *, generated_at: str, title: str = "", expected: int | None = None
+                 ) -> FleetReport:
     """The report of ``rows``: each server's latest row (by ``recorded_at``), failures first, then
-    servers left as they were, then the ones that are fine; the most severe first, then by name."""
+    servers left as they were, then the ones that are fine; the most severe first, then by name.
+    ``expected``: how many servers the run counted (its digest's total), so the page can say how many
+    of them left no record."""
     latest: dict[str, Row] = {}
     seen = 0
     for row in rows:
@@ -213,7 +219,8 @@ def build_report(rows: Iterable[Row], *, generated_at: str, title: str = "") -> 
         title = f"RelayGuard fleet report: run {runs[0]}" if len(runs) == 1 else (
             f"RelayGuard fleet report: {len(runs)} runs" if runs else "RelayGuard fleet report")
     return FleetReport(title=title, runs=runs, generated_at=generated_at, rows=ordered, counts=counts,
-                       superseded=seen - len(ordered), deliverability=deliverability, bars=bars)
+                       superseded=seen - len(ordered), deliverability=deliverability, bars=bars,
+                       unrecorded=max(0, expected - len(ordered)) if expected is not None else 0)
 
 
 def _csp_hash(text: str) -> str:
