@@ -13,7 +13,7 @@ from relayguard.domain.chat import InvalidChatMessage, chat_message
 from relayguard.domain.notify import attributes, digest_message, digest_text
 from relayguard.ports import Notification
 
-from tests.fakes import FakeNotifier
+from tests.fakes import FakeMetrics, FakeNotifier
 
 if TYPE_CHECKING:
     from mypy_boto3_sns import SNSClient
@@ -54,18 +54,28 @@ def test_the_chat_topic_gets_the_chatbot_document_as_the_whole_body_with_the_fil
     assert {k: v["StringValue"] for k, v in call["MessageAttributes"].items()} == note.attributes
 
 
-def test_results_go_first_and_a_failed_chat_publish_is_logged_not_raised(caplog: pytest.LogCaptureFixture) -> None:
-    results = FakeNotifier()
-    WithChat(results, ChatbotNotifier(cast("SNSClient", RecordingSns(refuse=True)), CHAT)).publish(notification())
+def test_results_go_first_and_a_failed_chat_publish_is_logged_and_counted_not_raised(
+        caplog: pytest.LogCaptureFixture) -> None:
+    results, metrics = FakeNotifier(), FakeMetrics()
+    chat = ChatbotNotifier(cast("SNSClient", RecordingSns(refuse=True)), CHAT)
+    WithChat(results, chat, metrics).publish(notification())
     assert len(results.published) == 1
     assert "chat notification not published" in caplog.text
     assert "ClientError" in caplog.text
+    assert metrics.values("ChatNotificationsFailed") == [1]
+
+
+def test_a_chat_copy_that_goes_out_counts_no_failure() -> None:
+    metrics = FakeMetrics()
+    WithChat(FakeNotifier(), ChatbotNotifier(cast("SNSClient", RecordingSns()), CHAT), metrics).publish(notification())
+    assert metrics.points == []
 
 
 def test_a_results_publish_that_fails_raises_and_sends_no_chat_copy() -> None:
     chat = RecordingSns()
     with pytest.raises(ConnectionError):
-        WithChat(FakeNotifier(failures=1), ChatbotNotifier(cast("SNSClient", chat), CHAT)).publish(notification())
+        WithChat(FakeNotifier(failures=1), ChatbotNotifier(cast("SNSClient", chat), CHAT),
+                 FakeMetrics()).publish(notification())
     assert chat.calls == []
 
 
@@ -74,5 +84,5 @@ def test_a_document_the_chat_schema_refuses_stops_before_anything_is_sent() -> N
     note = notification()
     broken = Notification(note.subject, {**note.document, "mode": ""}, note.text, note.attributes)
     with pytest.raises(InvalidChatMessage):
-        WithChat(results, ChatbotNotifier(cast("SNSClient", chat), CHAT)).publish(broken)
+        WithChat(results, ChatbotNotifier(cast("SNSClient", chat), CHAT), FakeMetrics()).publish(broken)
     assert (results.published, chat.calls) == ([], [])

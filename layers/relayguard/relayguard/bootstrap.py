@@ -209,9 +209,10 @@ def publisher(settings: Settings, *, notifier: Notifier | None = None, runs: Run
               state: StateStore | None = None, records: RecordStore | None = None,
               reports: RunReports | None = None, metrics: MetricSink | None = None) -> Publisher:
     """The publisher of results and digests; ``reports``, where a run's report page goes with its digest,
-    is given by the worker only (None: digests without a page; the planner's role cannot read records)."""
+    is given by the worker and the planner (None: digests without a page)."""
     from relayguard.services import Publisher  # noqa: PLC0415 - deferred (pydantic)
 
+    metrics = metrics or metric_sink(settings.metrics_namespace)
     if notifier is None:
         from relayguard.adapters.notify_sns import SnsNotifier  # noqa: PLC0415 - deferred
 
@@ -219,9 +220,9 @@ def publisher(settings: Settings, *, notifier: Notifier | None = None, runs: Run
         if settings.chat_topic_arn:
             from relayguard.adapters.notify_chatbot import ChatbotNotifier, WithChat  # noqa: PLC0415 - deferred
 
-            notifier = WithChat(notifier, ChatbotNotifier(client("sns"), settings.chat_topic_arn))
+            notifier = WithChat(notifier, ChatbotNotifier(client("sns"), settings.chat_topic_arn), metrics)
     return Publisher(notifier, runs or run_store(settings), state or state_store(settings),
-                     records or record_store(settings), metrics or metric_sink(settings.metrics_namespace), reports)
+                     records or record_store(settings), metrics, reports)
 
 
 def dead_letter_queues() -> DeadLetterQueues:

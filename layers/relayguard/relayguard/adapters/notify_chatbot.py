@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from relayguard.domain.chat import chat_message
-from relayguard.ports import Notification, Notifier
+from relayguard.domain.metrics import CHAT_NOTIFICATIONS_FAILED, count_points
+from relayguard.ports import MetricSink, Notification, Notifier
 
 if TYPE_CHECKING:
     from mypy_boto3_sns import SNSClient
@@ -49,12 +50,13 @@ class WithChat:
     The results topic is the contract (email, pagers, queues): its publish failing raises, so the job is
     retried and the change stays owed (services.Publisher). The chat copy is built first, so a message
     that breaks the chat schema stops everything before anything is sent; its publish goes second and
-    its failure is logged, not raised: a retry for the chat copy would announce the change twice to
-    everyone else."""
+    its failure is logged and counted (``ChatNotificationsFailed``, which an alarm watches), not raised: a
+    retry for the chat copy would announce the change twice to everyone else."""
 
-    def __init__(self, results: Notifier, chat: ChatbotNotifier) -> None:
+    def __init__(self, results: Notifier, chat: ChatbotNotifier, metrics: MetricSink) -> None:
         self.results = results
         self.chat = chat
+        self.metrics = metrics
 
     def publish(self, notification: Notification) -> None:
         message = chat_message(notification.document)
@@ -63,3 +65,4 @@ class WithChat:
             self.chat.send(message, notification.attributes)
         except (BotoCoreError, ClientError) as exc:
             logger.warning("chat notification not published to %s: %s", self.chat.topic_arn, type(exc).__name__)
+            self.metrics.emit(count_points(CHAT_NOTIFICATIONS_FAILED, 1))

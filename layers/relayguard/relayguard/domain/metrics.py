@@ -70,6 +70,9 @@ DELIVERABILITY_CHECKS = Metric("DeliverabilityChecks", COUNT, ("check", "status"
                                meaning="worker: domains judged, by check (spf, dkim, dmarc, ptr, helo) and status")
 DELIVERABILITY_RULES_BROKEN = Metric("DeliverabilityRulesBroken", COUNT, ("rule",),
                                      meaning="worker: domains breaking a receiver rule, by rule")
+CHAT_NOTIFICATIONS_FAILED = Metric(
+    "ChatNotificationsFailed", COUNT,
+    meaning="a notification's chat copy was not published (the results topic had it; nothing retries)")
 # -- planner ----------------------------------------------------------------------------------------
 SERVERS_PLANNED = Metric("ServersPlanned", COUNT, meaning="planner: servers a sweep queued")
 RUNS_CLOSED_OVERDUE = Metric("RunsClosedOverdue", COUNT,
@@ -96,6 +99,7 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     RELAY_REJECTS, DELIVERABILITY_CHECKS, DELIVERABILITY_RULES_BROKEN, SERVERS_PLANNED, RUNS_CLOSED_OVERDUE,
     ALERTS_RECEIVED, UNKNOWN_SERVERS,
     ALERTS_DEDUPLICATED, RUNS_STARTED, RUNS_FINISHED, RUN_FAILED_SERVERS, RUNS_STOPPED, RUNS_STOPPED_BY_REASON,
+    CHAT_NOTIFICATIONS_FAILED,
 )}
 
 #: Values of RunsFinished's ``outcome`` (notify.digest_message's ``outcome``).
