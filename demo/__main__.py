@@ -2,10 +2,11 @@
 
 A scheduled sweep in fix mode runs through the real handlers of template.yaml (local invoker), real
 SQS, DynamoDB, Secrets Manager, S3 and SNS (moto server on 127.0.0.1) and real SSH and Exim (lab
-hosts on 127.78.0.0/16). The same sweep judges web1's mail domains (SPF, DKIM, DMARC, reverse DNS)
-against the lab's real DNS (nsd behind unbound on 127.78.252.x). Then someone turns POP-before-SMTP
-back on for one server, a CSF relay alert arrives, and the alert path fixes it. Before and after each
-fix a real SMTP client tries to relay from a POP user's address. Everything started is stopped at the end.
+hosts on 127.78.0.0/16), with a fleet key enrolled to run RelayGuard's operations and nothing else.
+The same sweep judges web1's mail domains (SPF, DKIM, DMARC, reverse DNS) against the lab's real DNS
+(nsd behind unbound on 127.78.252.x). Then someone turns POP-before-SMTP back on for one server, a CSF
+relay alert arrives, and the alert path fixes it. Before and after each fix a real SMTP client tries
+to relay from a POP user's address. Everything started is stopped at the end.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import argparse
 import contextlib
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import textwrap
@@ -117,6 +119,28 @@ def show_deliverability(docs: list[dict[str, Any]], digest: dict[str, Any]) -> d
     return dict(doc["summary"])
 
 
+RELAYGUARD = str(Path(sys.executable).with_name("relayguard"))
+
+
+def enroll(lab: Lab, hosts: list[Any], fleet_key: Path) -> subprocess.CompletedProcess[str]:
+    """``relayguard enroll`` with the operator's key (the lab's root key): the fleet key may then run
+    RelayGuard's operations on these hosts and nothing else, from 127.0.0.1 only."""
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "relayguard-fleet", "-f", str(fleet_key)],
+                   check=True, timeout=30)
+    return subprocess.run([RELAYGUARD, "enroll", "--identity", str(lab.client_key), "--known-hosts",
+                           str(lab.known_hosts), "--fleet-key", f"{fleet_key}.pub", "--from", "127.0.0.1",
+                           *(h.address for h in hosts)], capture_output=True, text=True, timeout=120, check=False)
+
+
+def fleet_key_shell(lab: Lab, host: Any, fleet_key: Path) -> subprocess.CompletedProcess[str]:
+    """What a thief of the fleet key gets when asking for a command: the real OpenSSH client, pinned keys."""
+    options = ["-F", "/dev/null", "-i", str(fleet_key), "-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none",
+               "-o", f"UserKnownHostsFile={lab.known_hosts}", "-o", "StrictHostKeyChecking=yes",
+               "-o", "BatchMode=yes", "-o", "ConnectTimeout=10"]
+    return subprocess.run(["ssh", *options, f"root@{host.address}", "cat /etc/shadow"], capture_output=True,
+                          text=True, timeout=60, check=False)
+
+
 def run(workdir: Path, log: TextIO) -> int:  # noqa: PLR0915 - a script, read top to bottom
     started = time.monotonic()
     lab = Lab(workdir / "lab", net=NET)
@@ -134,6 +158,15 @@ def run(workdir: Path, log: TextIO) -> int:  # noqa: PLR0915 - a script, read to
         dns = LabDns(lab.workdir / "dns", NET).start()
         say(f"  DNS   {dns.resolver:15} unbound, resolving from nsd: web1's {len(MAIL_CASES)} mail domains and "
             "their PTRs")
+        heading("   The fleet key: enrolled, so it runs RelayGuard's operations and nothing else")
+        fleet_key = lab.workdir / "fleet-key"
+        enrolled = enroll(lab, [hosts[n] for n in ("web1", "web2", "web3", "web4")], fleet_key)
+        for line in enrolled.stdout.splitlines():
+            say(f"  {line}")
+        thief = fleet_key_shell(lab, hosts["web1"], fleet_key)
+        refusal = " ".join(thief.stderr.split())
+        say(f"  ssh -i fleet-key root@web1 'cat /etc/shadow' -> exit {thief.returncode}: "
+            f"{refusal[:60] + ('…' if len(refusal) > 60 else '')}")
 
         heading("2. The stack of template.yaml on a local AWS (moto server on 127.0.0.1)")
         moto = MotoServer()
@@ -143,11 +176,11 @@ def run(workdir: Path, log: TextIO) -> int:  # noqa: PLR0915 - a script, read to
                          *(entry(hosts[n]) for n in ("web2", "web3", "web4")),
                          {**entry(hosts["web4"], name="web5"), "host": unreachable, "aliases": ["web5.lab.test"]}]
             stack.put_inventory({"servers": inventory})
-            stack.put_ssh_key(lab.client_key.read_text())
+            stack.put_ssh_key(fleet_key.read_text())
             subscriber = stack.subscribe_queue(name="ops-subscriber")
             say(f"  inventory: s3://{stack.resolve['InventoryBucket']}/inventory.json ({len(inventory)} servers, "
                 "host keys pinned)")
-            say("  SSH key:   Secrets Manager relayguard/ssh-key")
+            say("  SSH key:   Secrets Manager relayguard/ssh-key (the fleet key)")
             say(f"  results:   SNS {stack.resolve['ResultsTopic']} -> SQS queue ops-subscriber")
 
             heading("3. Before: a customer logged in by POP3 from the office; now anyone there relays")
@@ -200,12 +233,15 @@ def run(workdir: Path, log: TextIO) -> int:  # noqa: PLR0915 - a script, read to
 
     ok = (before["web1"] == 250 and before["web2"] == 250 and after["web1"] >= 500 and after["web2"] >= 500
           and reopened == 250 and refixed >= 500 and len(digests) == 1 and digests[0]["counts"] == EXPECTED_COUNTS
-          and mail.get("domains") == len(MAIL_CASES) and mail.get("failing") == EXPECTED_FAILING_DOMAINS)
+          and mail.get("domains") == len(MAIL_CASES) and mail.get("failing") == EXPECTED_FAILING_DOMAINS
+          and enrolled.returncode == 0 and thief.returncode != 0 and "root:" not in thief.stdout
+          and not any("unrestricted-key" in d.get("warnings", []) for d in docs))
     heading("Result")
     say(f"  {'PASS' if ok else 'FAIL'}: relaying without AUTH was accepted (250) before and refused (5xx) after, "
         f"on both generations and again after the alert; the digest counted every server "
         f"({', '.join(f'{k} {v}' for k, v in EXPECTED_COUNTS.items())}); {EXPECTED_FAILING_DOMAINS} of web1's "
-        f"{len(MAIL_CASES)} mail domains break a receiver rule. {time.monotonic() - started:.0f} s in all.")
+        f"{len(MAIL_CASES)} mail domains break a receiver rule; the enrolled fleet key did every job and got no "
+        f"shell. {time.monotonic() - started:.0f} s in all.")
     return 0 if ok else 1
 
 
