@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import paramiko
 
@@ -16,7 +17,8 @@ class Result:
     err: str
 
 
-def ssh(host: Host, command: str, user: str = "root", timeout: float = 30.0) -> Result:
+def ssh(host: Host, command: str, user: str = "root", timeout: float = 30.0, key: Path | None = None) -> Result:
+    """``command`` on ``host``, with the lab's client key unless ``key`` names another private key."""
     client = paramiko.SSHClient()
     client.load_host_keys(str(host.lab.known_hosts))
     client.set_missing_host_key_policy(paramiko.RejectPolicy())
@@ -25,7 +27,7 @@ def ssh(host: Host, command: str, user: str = "root", timeout: float = 30.0) -> 
             host.address,
             port=22,
             username=user,
-            key_filename=str(host.lab.client_key),
+            key_filename=str(key or host.lab.client_key),
             look_for_keys=False,
             allow_agent=False,
             timeout=timeout,

@@ -182,7 +182,7 @@ def test_the_sink_writes_each_dimension_set_as_its_own_document(
     monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "relayguard")
     shared = Metrics()
     shared.clear_metrics()
-    sink = EmfMetricSink(shared, "RelayGuard")
+    sink = EmfMetricSink(shared)
     sink.emit([*server("failed", "whmapi1-refused: no", exposed=True, trigger="alert"),
                point(RUNS_FINISHED, 1, outcome="failed")])
     # Dimensioned points are out at once, each set in its own document ...
@@ -206,7 +206,7 @@ def test_the_sink_names_its_namespace_where_the_environment_does_not(
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     # The CLI's publisher and in-process callers run without the functions' Powertools variables.
     monkeypatch.delenv("POWERTOOLS_METRICS_NAMESPACE", raising=False)
-    EmfMetricSink(Metrics(namespace="Fleet-A"), "Fleet-A").emit([point(RUNS_FINISHED, 1, outcome="ok")])
+    EmfMetricSink(Metrics(namespace="Fleet-A")).emit([point(RUNS_FINISHED, 1, outcome="ok")])
     (doc,) = emf_documents(capsys.readouterr().out)
     assert (doc["_aws"]["CloudWatchMetrics"][0]["Namespace"], doc["outcome"], doc["RunsFinished"]) == (
         "Fleet-A", "ok", [1.0])

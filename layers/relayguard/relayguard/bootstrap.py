@@ -202,7 +202,7 @@ def metric_sink(namespace: str) -> MetricSink:
 
     from relayguard.adapters.emf_metrics import EmfMetricSink  # noqa: PLC0415 - deferred
 
-    return EmfMetricSink(Metrics(namespace=namespace), namespace)
+    return EmfMetricSink(Metrics(namespace=namespace))
 
 
 def publisher(settings: Settings, *, notifier: Notifier | None = None, runs: RunStore | None = None,

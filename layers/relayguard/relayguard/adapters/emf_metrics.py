@@ -16,12 +16,12 @@ class EmfMetricSink:
     shares it), which ``log_metrics`` flushes once when the handler returns, as one document with the
     ``service`` dimension. Points with dimensions (``outcome``, ``reason``, ``server``, ...) cannot join it:
     a dimension there would split every other count of the invocation. Each set of them is its own
-    document, written at once, in ``namespace`` said outright: an ``EphemeralMetrics`` takes it from the
-    environment only, which a caller outside Lambda (the CLI's publisher, a test) need not have."""
+    document, written at once, in the namespace of ``metrics`` said outright: an ``EphemeralMetrics`` left
+    to itself takes it from the environment only, which a caller outside Lambda (the CLI's publisher, a
+    test) need not have."""
 
-    def __init__(self, metrics: Metrics, namespace: str) -> None:
+    def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
-        self.namespace = namespace
 
     def emit(self, points: Iterable[Datapoint]) -> None:
         documents: dict[tuple[tuple[str, str], ...], list[Datapoint]] = {}
@@ -31,7 +31,7 @@ class EmfMetricSink:
             else:
                 self.metrics.add_metric(name=p.metric.name, unit=MetricUnit(p.metric.unit), value=p.value)
         for dimensions, group in documents.items():
-            document = EphemeralMetrics(namespace=self.namespace)
+            document = EphemeralMetrics(namespace=self.metrics.namespace)
             for name, value in dimensions:
                 document.add_dimension(name=name, value=value)
             for p in group:
