@@ -426,7 +426,12 @@ class Lab:
         # nsinit starts Exim before sshd but carries on if Exim never listens: a host whose Exim
         # should be up is ready only when it is, so a lab fault never passes for a product one.
         ports = (22,) if "exim_down_at_start" in host.spec.switches else (22, 25, 587)
-        return all(_listening(host.address, port) for port in ports)
+        if not all(_listening(host.address, port) for port in ports):
+            return False
+        # sshd may listen before the init has moved itself out of the host's cgroup (lab/cpu.py): until it
+        # has, its bookkeeping would be billed to the server, so the host is not ready yet.
+        init_procs = Accounting(host.cgroup).init_procs
+        return not init_procs or str(host.init_pid) in Path(init_procs).read_text().split()
 
     def _wait_ready(self, hosts: list[Host]) -> None:
         deadline = time.monotonic() + START_TIMEOUT
