@@ -188,9 +188,6 @@ def test_the_fleet_key_cannot_run_a_command_log_in_upload_or_inject(fleet: Fleet
     interactive = openssh(fleet, host)  # a login shell: no command
     assert interactive.returncode == REFUSED_RC
     assert "refused: no operation" in interactive.stderr
-    terminal = openssh(fleet, host, tty=True)  # ... and a terminal for it: restrict means no-pty
-    assert terminal.returncode == 255
-    assert "PTY allocation request failed" in terminal.stderr
     upload = tmp_path / "evil"
     upload.write_text("#!/bin/sh\nid\n")
     common = ["-F", "/dev/null", "-i", str(fleet.fleet_key), "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
@@ -219,6 +216,13 @@ def test_the_fleet_key_cannot_run_a_command_log_in_upload_or_inject(fleet: Fleet
     assert "refused: not a RelayGuard operation: 'scp -t /root/.ssh/evil'" in syslog[2]
     assert f"refused: not a RelayGuard operation: '{ENTRY_PATH} probe?touch /root/.ssh/pwned'" in syslog[3]
     assert "refused: argument not accepted: 'finish ip=203.0.113.7?touch /root/.ssh/pwned'" in syslog[4]
+    # A login with a terminal: restrict means no-pty. Last, because OpenSSH's client pipelines its shell
+    # request behind the refused pty request, so the entry program sometimes sees that shell request (and
+    # logs one more refusal) and sometimes not: measured once in 30 attempts on the lab.
+    terminal = openssh(fleet, host, tty=True)
+    assert terminal.returncode == 255
+    assert "PTY allocation request failed" in terminal.stderr
+    assert files(host) == before
 
 
 def test_forwarding_is_refused(fleet: Fleet) -> None:
